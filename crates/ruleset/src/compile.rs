@@ -1,0 +1,780 @@
+//! Spec -> ruleset. The semantics of the balancer live here; renderers only spell them.
+
+use ipnet::IpNet;
+use nftbalance_spec::{Family, Gateway, Method, Selector, SelectorKind, Spec};
+
+use crate::model::*;
+
+/// Names of the objects the compiler creates. Fixed, so dumps are byte-stable.
+pub mod names {
+    pub const PREROUTING: &str = "prerouting";
+    pub const OUTPUT: &str = "output";
+    pub const POSTROUTING: &str = "postrouting";
+    pub const BALANCE: &str = "balance";
+    pub const EXCLUDE_V4: &str = "exclude_v4";
+    pub const EXCLUDE_V6: &str = "exclude_v6";
+    pub const INGRESS_MARK: &str = "ingress_mark";
+    pub const PACKET_MARK: &str = "packet_mark";
+    pub const SNAT_V4: &str = "snat_v4";
+    pub const SNAT_V6: &str = "snat_v6";
+
+    /// Chain that sends a pinned selector's connections through one gateway.
+    pub fn pin(gateway: &str) -> String {
+        format!("pin_{gateway}")
+    }
+    /// Narrow mark mask only: sets the gateway's bits of the connection mark.
+    pub fn ct_mark(gateway: &str) -> String {
+        format!("ct_{gateway}")
+    }
+    /// Narrow mark mask only: sets the gateway's bits of the packet mark.
+    pub fn packet_mark(gateway: &str) -> String {
+        format!("pkt_{gateway}")
+    }
+    /// Sources that keep this gateway while they are in the set.
+    pub fn sticky(gateway: &str, v6: bool) -> String {
+        format!("sticky_v{}_{gateway}", if v6 { 6 } else { 4 })
+    }
+}
+
+/// Compiles a validated spec. Infallible: the spec parser has rejected everything the
+/// kernel would.
+pub fn compile(spec: &Spec) -> Ruleset {
+    Compiler::new(spec).ruleset()
+}
+
+struct Compiler<'s> {
+    spec: &'s Spec,
+    marks: Marks,
+    exclude_v4: Vec<IpNet>,
+    exclude_v6: Vec<IpNet>,
+}
+
+/// Mark operations under `mark_mask`. With the full mask the tool owns every bit and uses
+/// maps that write whole marks; with a narrower one every write is a constant-mask
+/// `x & ~mask | value`, reached through verdict maps into small per-gateway chains,
+/// because `x & ~mask | (y & mask)` would need a register-to-register operation.
+#[derive(Clone, Copy)]
+struct Marks {
+    mask: u32,
+}
+
+impl Marks {
+    fn full(self) -> bool {
+        self.mask == u32::MAX
+    }
+    /// The tool's bits of the connection mark.
+    fn ct_bits(self) -> Expr {
+        self.bits(Expr::Ct(CtKey::Mark))
+    }
+    fn bits(self, e: Expr) -> Expr {
+        if self.full() {
+            e
+        } else {
+            Expr::And(Box::new(e), self.mask)
+        }
+    }
+    fn is_marked(self, marked: bool) -> Match {
+        Match::Cmp {
+            left: self.ct_bits(),
+            negate: marked,
+            right: Value::Mark(0),
+        }
+    }
+    fn set(self, target: Expr, mark: u32) -> Stmt {
+        let value = if self.full() {
+            Expr::Value(Value::Mark(mark))
+        } else {
+            Expr::Bits {
+                expr: Box::new(target.clone()),
+                keep: !self.mask,
+                set: mark,
+            }
+        };
+        Stmt::Mangle { target, value }
+    }
+    fn set_ct(self, mark: u32) -> Stmt {
+        self.set(Expr::Ct(CtKey::Mark), mark)
+    }
+    fn set_packet(self, mark: u32) -> Stmt {
+        self.set(Expr::Meta(MetaKey::Mark), mark)
+    }
+}
+
+fn rule(matches: Vec<Match>, stmts: Vec<Stmt>) -> Rule {
+    Rule {
+        matches,
+        stmts,
+        doc: None,
+    }
+}
+
+fn documented(doc: &'static str, mut r: Rule) -> Rule {
+    r.doc = Some(doc);
+    r
+}
+
+fn ct_state(states: &[CtState]) -> Match {
+    Match::CtState(states.to_vec())
+}
+
+fn jump(chain: impl Into<String>) -> Stmt {
+    Stmt::Verdict(Verdict::Jump(chain.into()))
+}
+
+fn ret() -> Stmt {
+    Stmt::Verdict(Verdict::Return)
+}
+
+fn addr_field(v6: bool, source: bool) -> Field {
+    match (v6, source) {
+        (false, true) => Field::IpSaddr,
+        (false, false) => Field::IpDaddr,
+        (true, true) => Field::Ip6Saddr,
+        (true, false) => Field::Ip6Daddr,
+    }
+}
+
+/// One value, a prefix/range value, or an anonymous set, as nft itself would encode it.
+fn match_values(left: Expr, mut values: Vec<Value>) -> Match {
+    if values.len() == 1 {
+        Match::Cmp {
+            left,
+            negate: false,
+            right: values.remove(0),
+        }
+    } else {
+        Match::InSet {
+            left,
+            set: SetRef::Anonymous(values),
+        }
+    }
+}
+
+fn net_value(n: IpNet) -> Value {
+    match n {
+        IpNet::V4(n) if n.prefix_len() == 32 => Value::Ipv4(n.addr()),
+        IpNet::V6(n) if n.prefix_len() == 128 => Value::Ipv6(n.addr()),
+        IpNet::V4(n) => Value::Ipv4Net(n),
+        IpNet::V6(n) => Value::Ipv6Net(n),
+    }
+}
+
+/// Sorted, with overlapping and adjacent prefixes merged.
+fn merged(nets: &[IpNet], v6: bool) -> Vec<IpNet> {
+    let of_family: Vec<IpNet> = nets
+        .iter()
+        .copied()
+        .filter(|n| matches!(n, IpNet::V6(_)) == v6)
+        .collect();
+    IpNet::aggregate(&of_family)
+}
+
+impl<'s> Compiler<'s> {
+    fn new(spec: &'s Spec) -> Self {
+        Compiler {
+            spec,
+            marks: Marks {
+                mask: spec.mark_mask,
+            },
+            exclude_v4: merged(&spec.balance.exclude, false),
+            exclude_v6: merged(&spec.balance.exclude, true),
+        }
+    }
+
+    /// The IP versions the balancer handles, as is_v6 values. An inet spec handles IPv6
+    /// only when it configures some (a gateway's address6/via6 or an IPv6 prefix), so an
+    /// IPv4 spec gets no IPv6 sets, hashes or NAT.
+    fn versions(&self) -> Vec<bool> {
+        let f = self.spec.family;
+        let v6 = match f {
+            Family::Ip => false,
+            Family::Ip6 => true,
+            Family::Inet => ipv6_configured(self.spec),
+        };
+        [(f.has_ipv4(), false), (v6, true)]
+            .into_iter()
+            .filter_map(|(has, v6)| has.then_some(v6))
+            .collect()
+    }
+
+    fn sticky(&self) -> Option<u32> {
+        self.spec.balance.sticky.map(|s| s.timeout_secs)
+    }
+
+    fn ruleset(&self) -> Ruleset {
+        let mut chains = vec![self.prerouting(), self.output(), self.balance()];
+        chains.extend(self.pins());
+        if !self.marks.full() {
+            chains.extend(self.per_gateway_chains());
+        }
+        if self.spec.snat {
+            chains.push(self.postrouting());
+        }
+        Ruleset {
+            family: self.spec.family,
+            table: self.spec.table.clone(),
+            sets: self.sets(),
+            chains,
+        }
+    }
+
+    fn sets(&self) -> Vec<Set> {
+        let mut sets = Vec::new();
+        for (v6, nets, name) in [
+            (false, &self.exclude_v4, names::EXCLUDE_V4),
+            (true, &self.exclude_v6, names::EXCLUDE_V6),
+        ] {
+            if nets.is_empty() {
+                continue;
+            }
+            sets.push(Set {
+                name: name.into(),
+                key: if v6 { DataType::Ipv6Addr } else { DataType::Ipv4Addr },
+                data: None,
+                interval: true,
+                dynamic: None,
+                elements: nets
+                    .iter()
+                    .map(|&n| Element {
+                        key: net_value(n),
+                        data: None,
+                    })
+                    .collect(),
+            });
+        }
+        let full = self.marks.full();
+        let to_gateway = |g: &Gateway, chain: fn(&str) -> String| {
+            if full {
+                Value::Mark(g.mark)
+            } else {
+                Value::Verdict(Verdict::Jump(chain(&g.name)))
+            }
+        };
+        sets.push(Set {
+            name: names::INGRESS_MARK.into(),
+            key: DataType::IfName,
+            data: Some(if full { DataType::Mark } else { DataType::Verdict }),
+            interval: false,
+            dynamic: None,
+            elements: self
+                .gateways()
+                .map(|g| Element {
+                    key: Value::IfName(g.interface.clone()),
+                    data: Some(to_gateway(g, names::ct_mark)),
+                })
+                .collect(),
+        });
+        if !full {
+            sets.push(Set {
+                name: names::PACKET_MARK.into(),
+                key: DataType::Mark,
+                data: Some(DataType::Verdict),
+                interval: false,
+                dynamic: None,
+                elements: self
+                    .gateways()
+                    .map(|g| Element {
+                        key: Value::Mark(g.mark),
+                        data: Some(to_gateway(g, names::packet_mark)),
+                    })
+                    .collect(),
+            });
+        }
+        if let Some(timeout_secs) = self.sticky() {
+            for g in self.gateways() {
+                for v6 in self.versions() {
+                    sets.push(Set {
+                        name: names::sticky(&g.name, v6),
+                        key: if v6 { DataType::Ipv6Addr } else { DataType::Ipv4Addr },
+                        data: None,
+                        interval: false,
+                        dynamic: Some(Dynamic {
+                            timeout_secs,
+                            size: DYNAMIC_SET_SIZE,
+                        }),
+                        elements: Vec::new(),
+                    });
+                }
+            }
+        }
+        if self.spec.snat {
+            let v4: Vec<Element> = self
+                .gateways()
+                .filter_map(|g| {
+                    g.address.map(|a| Element {
+                        key: Value::IfName(g.interface.clone()),
+                        data: Some(Value::Ipv4(a)),
+                    })
+                })
+                .collect();
+            let v6: Vec<Element> = self
+                .gateways()
+                .filter_map(|g| {
+                    g.address6.map(|a| Element {
+                        key: Value::IfName(g.interface.clone()),
+                        data: Some(Value::Ipv6(a)),
+                    })
+                })
+                .collect();
+            let versions = self.versions();
+            for (has, elements, name, data) in [
+                (versions.contains(&false), v4, names::SNAT_V4, DataType::Ipv4Addr),
+                (versions.contains(&true), v6, names::SNAT_V6, DataType::Ipv6Addr),
+            ] {
+                if has && !elements.is_empty() {
+                    sets.push(Set {
+                        name: name.into(),
+                        key: DataType::IfName,
+                        data: Some(data),
+                        interval: false,
+                        dynamic: None,
+                        elements,
+                    });
+                }
+            }
+        }
+        sets
+    }
+
+    fn gateways(&self) -> impl Iterator<Item = &'s Gateway> {
+        self.spec.gateways.iter()
+    }
+
+    /// Established and related packets take the packet mark from their connection.
+    fn restore(&self) -> Rule {
+        let established = ct_state(&[CtState::Established, CtState::Related]);
+        documented(
+            "restore: packets of known connections route by the connection's mark",
+            self.packet_from_ct(established),
+        )
+    }
+
+    /// NEW packets that got a connection mark get the packet mark, so routing uses it for
+    /// the first packet too.
+    fn route_choice(&self) -> Rule {
+        let new = ct_state(&[CtState::New]);
+        documented(
+            "route choice: the first packet of a marked connection routes by its mark too",
+            self.packet_from_ct(new),
+        )
+    }
+
+    fn packet_from_ct(&self, state: Match) -> Rule {
+        if self.marks.full() {
+            rule(
+                vec![state, self.marks.is_marked(true)],
+                vec![Stmt::Mangle {
+                    target: Expr::Meta(MetaKey::Mark),
+                    value: Expr::Ct(CtKey::Mark),
+                }],
+            )
+        } else {
+            rule(
+                vec![state],
+                vec![Stmt::VerdictMap {
+                    key: self.marks.ct_bits(),
+                    map: MapRef::Named(names::PACKET_MARK.into()),
+                }],
+            )
+        }
+    }
+
+    fn ingress(&self) -> Rule {
+        let new = ct_state(&[CtState::New]);
+        let iifname = Expr::Meta(MetaKey::IifName);
+        let map = MapRef::Named(names::INGRESS_MARK.into());
+        let stmt = if self.marks.full() {
+            Stmt::Mangle {
+                target: Expr::Ct(CtKey::Mark),
+                value: Expr::Map {
+                    key: Box::new(iifname),
+                    map,
+                },
+            }
+        } else {
+            Stmt::VerdictMap { key: iifname, map }
+        };
+        documented(
+            "ingress: connections opened from outside keep the uplink they arrived on",
+            rule(vec![new], vec![stmt]),
+        )
+    }
+
+    fn prerouting(&self) -> Chain {
+        let mut rules = vec![self.restore(), self.ingress()];
+        rules.extend(self.selections(&self.spec.balance.forward, SelectorKind::Forward));
+        rules.push(self.route_choice());
+        Chain {
+            name: names::PREROUTING.into(),
+            base: Some(BaseChain {
+                kind: ChainType::Filter,
+                hook: Hook::Prerouting,
+                priority: Priority::Mangle,
+            }),
+            rules,
+            doc: "forwarded and inbound connections",
+        }
+    }
+
+    fn output(&self) -> Chain {
+        let mut rules = vec![self.restore()];
+        rules.extend(self.selections(&self.spec.balance.local, SelectorKind::Local));
+        rules.push(self.route_choice());
+        Chain {
+            name: names::OUTPUT.into(),
+            // A route chain: a changed mark makes the kernel route the packet again.
+            base: Some(BaseChain {
+                kind: ChainType::Route,
+                hook: Hook::Output,
+                priority: Priority::Mangle,
+            }),
+            rules,
+            doc: "locally generated connections; type route, so a new mark re-routes the packet",
+        }
+    }
+
+    /// Selection rules: pinned selectors first, then balanced ones, each in spec order.
+    fn selections(&self, selectors: &[Selector], kind: SelectorKind) -> Vec<Rule> {
+        let pinned = selectors.iter().filter(|s| s.gateway.is_some());
+        let balanced = selectors.iter().filter(|s| s.gateway.is_none());
+        pinned
+            .chain(balanced)
+            .flat_map(|s| self.selection(s, kind))
+            .collect()
+    }
+
+    /// One selector becomes one rule per IP version its addresses allow.
+    fn selection(&self, s: &Selector, kind: SelectorKind) -> Vec<Rule> {
+        let target = match &s.gateway {
+            Some(g) => names::pin(g),
+            None => names::BALANCE.into(),
+        };
+        let has = |nets: &[IpNet], v6: bool| nets.iter().any(|n| matches!(n, IpNet::V6(_)) == v6);
+        let versions: Vec<Option<bool>> = if s.saddr.is_empty() && s.daddr.is_empty() {
+            vec![None]
+        } else {
+            self.versions()
+                .into_iter()
+                .filter(|&v6| {
+                    (s.saddr.is_empty() || has(&s.saddr, v6))
+                        && (s.daddr.is_empty() || has(&s.daddr, v6))
+                })
+                .map(Some)
+                .collect()
+        };
+        versions
+            .into_iter()
+            .map(|version| {
+                let mut m = vec![ct_state(&[CtState::New])];
+                if let Some(iif) = &s.iif {
+                    debug_assert_eq!(kind, SelectorKind::Forward);
+                    m.push(Match::Cmp {
+                        left: Expr::Meta(MetaKey::IifName),
+                        negate: false,
+                        right: Value::IfName(iif.clone()),
+                    });
+                }
+                match (s.protocol, s.dports.is_empty()) {
+                    (Some(p), false) => m.push(match_values(
+                        Expr::Payload(Field::Dport(p)),
+                        normalized_ports(&s.dports),
+                    )),
+                    (Some(p), true) => m.push(Match::Cmp {
+                        left: Expr::Meta(MetaKey::L4Proto),
+                        negate: false,
+                        right: Value::L4Proto(p),
+                    }),
+                    (None, _) => {}
+                }
+                if let Some(v6) = version {
+                    for (nets, source) in [(&s.saddr, true), (&s.daddr, false)] {
+                        if !nets.is_empty() {
+                            let values = merged(nets, v6).into_iter().map(net_value).collect();
+                            m.push(match_values(Expr::Payload(addr_field(v6, source)), values));
+                        }
+                    }
+                }
+                rule(m, vec![jump(target.clone())])
+            })
+            .collect()
+    }
+
+    /// Excluded destinations and connections that already have a mark are left alone.
+    fn guards(&self) -> Vec<Rule> {
+        let mut rules = Vec::new();
+        for (v6, nets, name) in [
+            (false, &self.exclude_v4, names::EXCLUDE_V4),
+            (true, &self.exclude_v6, names::EXCLUDE_V6),
+        ] {
+            if !nets.is_empty() {
+                rules.push(rule(
+                    vec![Match::InSet {
+                        left: Expr::Payload(addr_field(v6, false)),
+                        set: SetRef::Named(name.into()),
+                    }],
+                    vec![ret()],
+                ));
+            }
+        }
+        rules.push(rule(vec![self.marks.is_marked(true)], vec![ret()]));
+        rules
+    }
+
+    fn balance(&self) -> Chain {
+        let mut rules = self.guards();
+        if let Some(first) = rules.first_mut() {
+            first.doc = Some("local and excluded destinations stay on the main table");
+        }
+        let sticky = self.sticky().is_some();
+        if sticky {
+            let hits = rules.len();
+            for g in self.gateways() {
+                for v6 in self.versions() {
+                    let set = names::sticky(&g.name, v6);
+                    let source = Expr::Payload(addr_field(v6, true));
+                    rules.push(rule(
+                        vec![Match::InSet {
+                            left: source.clone(),
+                            set: SetRef::Named(set.clone()),
+                        }],
+                        vec![
+                            Stmt::SetUpdate { set, key: source },
+                            self.marks.set_ct(g.mark),
+                            ret(),
+                        ],
+                    ));
+                }
+            }
+            rules[hits].doc = Some("sticky: a recent source keeps its uplink and refreshes its entry");
+        }
+        let split_at = rules.len();
+        rules.extend(self.split());
+        rules[split_at].doc = Some("split: one expression mapped over the weight ranges");
+        if sticky {
+            let updates = rules.len();
+            for g in self.gateways() {
+                for v6 in self.versions() {
+                    rules.push(rule(
+                        vec![Match::Cmp {
+                            left: self.marks.ct_bits(),
+                            negate: false,
+                            right: Value::Mark(g.mark),
+                        }],
+                        vec![Stmt::SetUpdate {
+                            set: names::sticky(&g.name, v6),
+                            key: Expr::Payload(addr_field(v6, true)),
+                        }],
+                    ));
+                }
+            }
+            rules[updates].doc = Some("sticky: remember the source's choice");
+        }
+        Chain {
+            name: names::BALANCE.into(),
+            base: None,
+            rules,
+            doc: "new connections that a selector chose for balancing",
+        }
+    }
+
+    /// The connection mark from one numgen/jhash expression over the weight ranges.
+    fn split(&self) -> Vec<Rule> {
+        let gateways = &self.spec.gateways;
+        if let [only] = gateways.as_slice() {
+            return vec![rule(vec![], vec![self.marks.set_ct(only.mark)])];
+        }
+        let modulus = self.spec.total_weight();
+        let mut start = 0;
+        let entries: Vec<(Value, Value)> = gateways
+            .iter()
+            .map(|g| {
+                let end = start + g.weight - 1;
+                let key = Value::range(Value::Int(start), Value::Int(end));
+                start = end + 1;
+                let data = if self.marks.full() {
+                    Value::Mark(g.mark)
+                } else {
+                    Value::Verdict(Verdict::Jump(names::ct_mark(&g.name)))
+                };
+                (key, data)
+            })
+            .collect();
+        let b = &self.spec.balance;
+        let keys: Vec<Expr> = match b.method {
+            Method::RoundRobin | Method::Random => vec![Expr::Numgen {
+                mode: if b.method == Method::Random {
+                    NumgenMode::Random
+                } else {
+                    NumgenMode::Inc
+                },
+                modulus,
+            }],
+            Method::SourceHash => self
+                .versions()
+                .into_iter()
+                .map(|v6| Expr::Jhash {
+                    field: addr_field(v6, true),
+                    modulus,
+                    seed: b.hash_seed,
+                })
+                .collect(),
+        };
+        keys.into_iter()
+            .map(|key| {
+                let map = MapRef::Anonymous(entries.clone());
+                let stmt = if self.marks.full() {
+                    Stmt::Mangle {
+                        target: Expr::Ct(CtKey::Mark),
+                        value: Expr::Map {
+                            key: Box::new(key),
+                            map,
+                        },
+                    }
+                } else {
+                    Stmt::VerdictMap { key, map }
+                };
+                rule(vec![], vec![stmt])
+            })
+            .collect()
+    }
+
+    fn pins(&self) -> Vec<Chain> {
+        let b = &self.spec.balance;
+        let mut pinned: Vec<&str> = b
+            .forward
+            .iter()
+            .chain(&b.local)
+            .filter_map(|s| s.gateway.as_deref())
+            .collect();
+        // In gateway order, once each.
+        pinned.sort_by_key(|n| self.spec.gateways.iter().position(|g| g.name == *n));
+        pinned.dedup();
+        pinned
+            .into_iter()
+            .filter_map(|name| self.spec.gateway(name))
+            .map(|g| {
+                let mut rules = self.guards();
+                rules.push(rule(vec![], vec![self.marks.set_ct(g.mark)]));
+                Chain {
+                    name: names::pin(&g.name),
+                    base: None,
+                    rules,
+                    doc: "pinned selectors: new connections through one gateway",
+                }
+            })
+            .collect()
+    }
+
+    fn per_gateway_chains(&self) -> Vec<Chain> {
+        self.gateways()
+            .flat_map(|g| {
+                [
+                    Chain {
+                        name: names::ct_mark(&g.name),
+                        base: None,
+                        rules: vec![rule(vec![], vec![self.marks.set_ct(g.mark)])],
+                        doc: "set this gateway's bits of the connection mark",
+                    },
+                    Chain {
+                        name: names::packet_mark(&g.name),
+                        base: None,
+                        rules: vec![rule(vec![], vec![self.marks.set_packet(g.mark)])],
+                        doc: "set this gateway's bits of the packet mark",
+                    },
+                ]
+            })
+            .collect()
+    }
+
+    fn postrouting(&self) -> Chain {
+        let mut rules = Vec::new();
+        let inet = self.spec.family == Family::Inet;
+        for v6 in self.versions() {
+            let (map, family) = if v6 {
+                (names::SNAT_V6, IpFamily::V6)
+            } else {
+                (names::SNAT_V4, IpFamily::V4)
+            };
+            let has_address = |g: &&Gateway| {
+                if v6 {
+                    g.address6.is_some()
+                } else {
+                    g.address.is_some()
+                }
+            };
+            if self.gateways().any(|g| has_address(&g)) {
+                rules.push(rule(
+                    vec![],
+                    vec![Stmt::Snat {
+                        family,
+                        addr: Expr::Map {
+                            key: Box::new(Expr::Meta(MetaKey::OifName)),
+                            map: MapRef::Named(map.into()),
+                        },
+                    }],
+                ));
+            }
+            // IPv6 NAT only for gateways with IPv6 configured; the rest carry no IPv6.
+            let carries = |g: &&Gateway| !v6 || self.spec.family == Family::Ip6 || g.via6.is_some();
+            let masq: Vec<Value> = self
+                .gateways()
+                .filter(|g| !has_address(g) && carries(g))
+                .map(|g| Value::IfName(g.interface.clone()))
+                .collect();
+            if !masq.is_empty() {
+                let mut m = Vec::new();
+                if inet {
+                    m.push(Match::Cmp {
+                        left: Expr::Meta(MetaKey::NfProto),
+                        negate: false,
+                        right: Value::NfProto(family),
+                    });
+                }
+                m.push(match_values(Expr::Meta(MetaKey::OifName), masq));
+                rules.push(rule(m, vec![Stmt::Masquerade]));
+            }
+        }
+        if let Some(first) = rules.first_mut() {
+            first.doc = Some("source NAT to the address of the uplink a packet leaves by");
+        }
+        Chain {
+            name: names::POSTROUTING.into(),
+            base: Some(BaseChain {
+                kind: ChainType::Nat,
+                hook: Hook::Postrouting,
+                priority: Priority::SrcNat,
+            }),
+            rules,
+            doc: "source NAT per uplink",
+        }
+    }
+}
+
+fn ipv6_configured(spec: &Spec) -> bool {
+    let b = &spec.balance;
+    let v6_net = |n: &IpNet| matches!(n, IpNet::V6(_));
+    spec.gateways
+        .iter()
+        .any(|g| g.address6.is_some() || g.via6.is_some())
+        || b.exclude.iter().any(v6_net)
+        || b.forward
+            .iter()
+            .chain(&b.local)
+            .any(|s| s.saddr.iter().chain(&s.daddr).any(v6_net))
+}
+
+/// Sorted, duplicates and overlaps merged (nft rejects overlapping set elements).
+fn normalized_ports(ports: &[nftbalance_spec::PortRange]) -> Vec<Value> {
+    let mut sorted = ports.to_vec();
+    sorted.sort();
+    let mut out: Vec<(u16, u16)> = Vec::new();
+    for p in sorted {
+        match out.last_mut() {
+            Some(last) if p.first <= last.1 => last.1 = last.1.max(p.last),
+            _ => out.push((p.first, p.last)),
+        }
+    }
+    out.into_iter()
+        .map(|(a, b)| Value::range(Value::Port(a), Value::Port(b)))
+        .collect()
+}

@@ -1,0 +1,12 @@
+//! The nftbalance spec: the JSON a user writes, parsed and validated into typed values.
+//!
+//! Pure: parsing touches no host state, so every error it reports depends on the input alone.
+
+mod model;
+mod parse;
+
+pub use model::{
+    format_duration, Balance, Family, Gateway, Method, PortRange, Protocol, Selector, SelectorKind, Spec, Sticky,
+    DEFAULT_HASH_SEED, DEFAULT_MARK_MASK, DEFAULT_TABLE, MAX_WEIGHT,
+};
+pub use parse::{SpecError, SpecErrors};

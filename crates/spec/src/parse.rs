@@ -1,0 +1,907 @@
+//! JSON -> `Spec`. Walks a `serde_json::Value` so that every error carries its JSON path and
+//! all errors are collected, not only the first.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::str::FromStr;
+
+use ipnet::IpNet;
+use serde_json::{Map, Value};
+
+use crate::model::*;
+
+/// One problem in a spec, with its place.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SpecError {
+    /// The text is not JSON.
+    #[error("line {line}, column {column}: {message}")]
+    Syntax {
+        line: usize,
+        column: usize,
+        message: String,
+    },
+    /// The JSON does not describe a valid balancer.
+    #[error("{path}: {message}")]
+    Invalid { path: String, message: String },
+}
+
+/// Every problem found in a spec, in document order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SpecErrors(pub Vec<SpecError>);
+
+impl fmt::Display for SpecErrors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, e) in self.0.iter().enumerate() {
+            if i > 0 {
+                f.write_str("\n")?;
+            }
+            write!(f, "{e}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for SpecErrors {}
+
+impl Spec {
+    /// Parses and validates a spec. On failure returns every error found.
+    pub fn from_json(text: &str) -> Result<Spec, SpecErrors> {
+        let value: Value = serde_json::from_str(text).map_err(|e| {
+            SpecErrors(vec![SpecError::Syntax {
+                line: e.line(),
+                column: e.column(),
+                message: syntax_message(&e),
+            }])
+        })?;
+        let mut cx = Cx::default();
+        let spec = cx.spec(&value);
+        match spec {
+            Some(spec) if cx.errors.is_empty() => Ok(spec),
+            _ => Err(SpecErrors(cx.errors)),
+        }
+    }
+}
+
+/// serde_json appends " at line L column C"; the position is reported separately.
+fn syntax_message(e: &serde_json::Error) -> String {
+    let full = e.to_string();
+    match full.rfind(" at line ") {
+        Some(i) => full[..i].to_string(),
+        None => full,
+    }
+}
+
+/// Longest interface name the kernel accepts (IFNAMSIZ - 1).
+const IFNAME_MAX: usize = 15;
+/// Names become parts of nft identifiers (chains, sets); keep them short and plain.
+const NAME_MAX: usize = 32;
+/// Longest sticky timeout: 30 days.
+const STICKY_MAX_SECS: u64 = 30 * 86_400;
+/// Routing table ids the kernel reserves: unspec, default, main, local.
+const RESERVED_TABLES: [(u32, &str); 4] = [(0, "unspec"), (253, "default"), (254, "main"), (255, "local")];
+
+#[derive(Default)]
+struct Cx {
+    errors: Vec<SpecError>,
+}
+
+/// A JSON object being read: remembers which keys were used to report unknown ones.
+struct Obj<'v> {
+    path: String,
+    map: &'v Map<String, Value>,
+    known: &'static [&'static str],
+}
+
+impl<'v> Obj<'v> {
+    fn field(&self, key: &str) -> Option<(&'v Value, String)> {
+        debug_assert!(self.known.contains(&key));
+        self.map.get(key).map(|v| (v, join(&self.path, key)))
+    }
+}
+
+fn join(path: &str, key: &str) -> String {
+    if path.is_empty() {
+        key.to_string()
+    } else {
+        format!("{path}.{key}")
+    }
+}
+
+fn index(path: &str, i: usize) -> String {
+    format!("{path}[{i}]")
+}
+
+fn describe(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
+}
+
+impl Cx {
+    fn err(&mut self, path: impl Into<String>, message: impl Into<String>) {
+        let path = path.into();
+        let path = if path.is_empty() { "(top level)".to_string() } else { path };
+        self.errors.push(SpecError::Invalid {
+            path,
+            message: message.into(),
+        });
+    }
+
+    fn object<'v>(
+        &mut self,
+        v: &'v Value,
+        path: &str,
+        known: &'static [&'static str],
+    ) -> Option<Obj<'v>> {
+        let Value::Object(map) = v else {
+            self.err(path, format!("expected an object, found {}", describe(v)));
+            return None;
+        };
+        for key in map.keys() {
+            if !known.contains(&key.as_str()) {
+                self.err(
+                    join(path, &quote_key(key)),
+                    format!("unknown field; expected one of: {}", known.join(", ")),
+                );
+            }
+        }
+        Some(Obj {
+            path: path.to_string(),
+            map,
+            known,
+        })
+    }
+
+    fn required<'v>(&mut self, obj: &Obj<'v>, key: &str) -> Option<(&'v Value, String)> {
+        let found = obj.field(key);
+        if found.is_none() {
+            self.err(join(&obj.path, key), "missing (required)");
+        }
+        found
+    }
+
+    fn string(&mut self, v: &Value, path: &str) -> Option<String> {
+        match v {
+            Value::String(s) => Some(s.clone()),
+            _ => {
+                self.err(path, format!("expected a string, found {}", describe(v)));
+                None
+            }
+        }
+    }
+
+    fn bool(&mut self, v: &Value, path: &str) -> Option<bool> {
+        match v {
+            Value::Bool(b) => Some(*b),
+            _ => {
+                self.err(path, format!("expected true or false, found {}", describe(v)));
+                None
+            }
+        }
+    }
+
+    fn array<'v>(&mut self, v: &'v Value, path: &str) -> Option<&'v Vec<Value>> {
+        match v {
+            Value::Array(a) => Some(a),
+            _ => {
+                self.err(path, format!("expected an array, found {}", describe(v)));
+                None
+            }
+        }
+    }
+
+    /// A 32-bit number: a JSON number, or a string in hex ("0xff00") or decimal.
+    fn u32(&mut self, v: &Value, path: &str) -> Option<u32> {
+        let parsed = match v {
+            Value::Number(n) => match n.as_u64() {
+                Some(n) => u32::try_from(n).map_err(|_| format!("{n} does not fit in 32 bits")),
+                None => Err(format!("{n} is not a whole number from 0 to 4294967295")),
+            },
+            Value::String(s) => parse_u32_text(s),
+            _ => Err(format!("expected a number or a hex string, found {}", describe(v))),
+        };
+        parsed.map_err(|m| self.err(path, m)).ok()
+    }
+
+    fn spec(&mut self, v: &Value) -> Option<Spec> {
+        let obj = self.object(
+            v,
+            "",
+            &["table", "family", "mark_mask", "gateways", "balance", "snat"],
+        )?;
+
+        let table = match obj.field("table") {
+            Some((v, p)) => self.string(v, &p).and_then(|s| self.identifier(&s, &p, 64)),
+            None => Some(DEFAULT_TABLE.to_string()),
+        };
+        let family = match obj.field("family") {
+            Some((v, p)) => self.string(v, &p).and_then(|s| match s.as_str() {
+                "inet" => Some(Family::Inet),
+                "ip" => Some(Family::Ip),
+                "ip6" => Some(Family::Ip6),
+                _ => {
+                    self.err(p, format!("{s:?} is not a family; expected inet, ip or ip6"));
+                    None
+                }
+            }),
+            None => Some(Family::Inet),
+        };
+        let mark_mask = match obj.field("mark_mask") {
+            Some((v, p)) => self.u32(v, &p).and_then(|m| {
+                if m == 0 {
+                    self.err(p, "0 leaves the tool no mark bits; use a non-zero mask");
+                    None
+                } else {
+                    Some(m)
+                }
+            }),
+            None => Some(DEFAULT_MARK_MASK),
+        };
+        let snat = match obj.field("snat") {
+            Some((v, p)) => self.bool(v, &p),
+            None => Some(true),
+        };
+
+        // Gateways are checked against the family and mask even when those failed to parse,
+        // using the defaults, so that one mistake does not hide the others.
+        let fam = family.unwrap_or(Family::Inet);
+        let mask = mark_mask.unwrap_or(DEFAULT_MARK_MASK);
+        let gateways = match self.required(&obj, "gateways") {
+            Some((v, p)) => self.gateways(v, &p, fam, mask),
+            None => None,
+        };
+        let names: Vec<String> = gateways
+            .as_ref()
+            .map(|gs| gs.iter().map(|g| g.name.clone()).collect())
+            .unwrap_or_default();
+        let balance = match obj.field("balance") {
+            Some((v, p)) => self.balance(v, &p, fam, gateways.is_some().then_some(&names[..])),
+            None => Some(Balance {
+                method: Method::RoundRobin,
+                forward: Vec::new(),
+                local: Vec::new(),
+                exclude: Vec::new(),
+                sticky: None,
+                hash_seed: DEFAULT_HASH_SEED,
+            }),
+        };
+
+        Some(Spec {
+            table: table?,
+            family: family?,
+            mark_mask: mark_mask?,
+            gateways: gateways?,
+            balance: balance?,
+            snat: snat?,
+        })
+    }
+
+    /// A name used inside nft identifiers: a letter, then letters, digits, '_' or '-'.
+    fn identifier(&mut self, s: &str, path: &str, max: usize) -> Option<String> {
+        let ok = s.len() <= max
+            && s.chars().next().is_some_and(|c| c.is_ascii_alphabetic())
+            && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
+        if ok {
+            Some(s.to_string())
+        } else {
+            self.err(
+                path,
+                format!(
+                    "{s:?} is not a valid name: use 1 to {max} characters, a letter first, \
+                     then letters, digits, '_' or '-'"
+                ),
+            );
+            None
+        }
+    }
+
+    fn interface(&mut self, v: &Value, path: &str) -> Option<String> {
+        let s = self.string(v, path)?;
+        if s.is_empty() || s.len() > IFNAME_MAX {
+            self.err(
+                path,
+                format!("{s:?} is not an interface name: use 1 to {IFNAME_MAX} bytes"),
+            );
+            return None;
+        }
+        let bad = s
+            .chars()
+            .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-' | '@')));
+        if let Some(c) = bad {
+            self.err(
+                path,
+                format!(
+                    "{s:?} is not an interface name: {c:?} is not allowed \
+                     (use letters, digits, '.', '_', '-' and '@')"
+                ),
+            );
+            return None;
+        }
+        Some(s)
+    }
+
+    fn gateways(&mut self, v: &Value, path: &str, family: Family, mask: u32) -> Option<Vec<Gateway>> {
+        let items = self.array(v, path)?;
+        if items.is_empty() {
+            self.err(path, "no gateways: name at least one uplink");
+            return None;
+        }
+        let before = self.errors.len();
+        let parsed: Vec<Option<Gateway>> = items
+            .iter()
+            .enumerate()
+            .map(|(i, g)| self.gateway(g, &index(path, i), family, mask))
+            .collect();
+
+        // Uniqueness, reported at the later duplicate.
+        let mut seen: [BTreeMap<String, usize>; 4] = Default::default();
+        for (i, g) in parsed.iter().enumerate() {
+            let Some(g) = g else { continue };
+            let keys = [
+                ("name", g.name.clone(), format!("{:?}", g.name)),
+                ("interface", g.interface.clone(), format!("{:?}", g.interface)),
+                ("mark", g.mark.to_string(), format!("{:#x}", g.mark)),
+                ("route_table", g.route_table.to_string(), g.route_table.to_string()),
+            ];
+            for (slot, (field, key, shown)) in keys.into_iter().enumerate() {
+                if let Some(&first) = seen[slot].get(&key) {
+                    self.err(
+                        format!("{}.{field}", index(path, i)),
+                        format!("{shown} is already used by {}", index(path, first)),
+                    );
+                } else {
+                    seen[slot].insert(key, i);
+                }
+            }
+        }
+        if self.errors.len() > before {
+            return None;
+        }
+        parsed.into_iter().collect()
+    }
+
+    fn gateway(&mut self, v: &Value, path: &str, family: Family, mask: u32) -> Option<Gateway> {
+        let obj = self.object(
+            v,
+            path,
+            &[
+                "name", "interface", "mark", "weight", "address", "via", "address6", "via6",
+                "route_table",
+            ],
+        )?;
+        let name = self
+            .required(&obj, "name")
+            .and_then(|(v, p)| self.string(v, &p).and_then(|s| self.identifier(&s, &p, NAME_MAX)));
+        let interface = self
+            .required(&obj, "interface")
+            .and_then(|(v, p)| self.interface(v, &p));
+        let mark = self.required(&obj, "mark").and_then(|(v, p)| {
+            let m = self.u32(v, &p)?;
+            if m == 0 {
+                self.err(p, "0 is reserved for \"not balanced\"");
+                None
+            } else if m & !mask != 0 {
+                self.err(p, format!("{m:#x} has bits outside mark_mask {mask:#x}"));
+                None
+            } else {
+                Some(m)
+            }
+        });
+        let weight = match obj.field("weight") {
+            Some((v, p)) => self.u32(v, &p).and_then(|w| {
+                if (1..=MAX_WEIGHT).contains(&w) {
+                    Some(w)
+                } else {
+                    self.err(p, format!("{w} is out of range: use 1 to {MAX_WEIGHT}"));
+                    None
+                }
+            }),
+            None => Some(1),
+        };
+        let v4 = |cx: &mut Cx, key: &str| -> Option<Option<Ipv4Addr>> {
+            match obj.field(key) {
+                None => Some(None),
+                Some((v, p)) => cx.address(v, &p, family).map(|a| match a {
+                    IpAddr::V4(a) => Some(Some(a)),
+                    IpAddr::V6(_) => {
+                        cx.err(&p, format!("{a} is IPv6; put IPv6 addresses in {key}6"));
+                        None
+                    }
+                })?,
+            }
+        };
+        let address = v4(self, "address");
+        let via = v4(self, "via");
+        let v6 = |cx: &mut Cx, key: &str| -> Option<Option<Ipv6Addr>> {
+            match obj.field(key) {
+                None => Some(None),
+                Some((v, p)) => cx.address(v, &p, family).map(|a| match a {
+                    IpAddr::V6(a) => Some(Some(a)),
+                    IpAddr::V4(_) => {
+                        let plain = key.trim_end_matches('6');
+                        cx.err(&p, format!("{a} is IPv4; put IPv4 addresses in {plain}"));
+                        None
+                    }
+                })?,
+            }
+        };
+        let address6 = v6(self, "address6");
+        let via6 = v6(self, "via6");
+        let route_table = self.required(&obj, "route_table").and_then(|(v, p)| {
+            let t = self.u32(v, &p)?;
+            if let Some((_, name)) = RESERVED_TABLES.iter().find(|(id, _)| *id == t) {
+                self.err(p, format!("{t} is the kernel's {name} table; use another number"));
+                None
+            } else {
+                Some(t)
+            }
+        });
+        Some(Gateway {
+            name: name?,
+            interface: interface?,
+            mark: mark?,
+            weight: weight?,
+            address: address?,
+            via: via?,
+            address6: address6?,
+            via6: via6?,
+            route_table: route_table?,
+        })
+    }
+
+    /// A host address that the spec's family can carry.
+    fn address(&mut self, v: &Value, path: &str, family: Family) -> Option<IpAddr> {
+        let s = self.string(v, path)?;
+        let Ok(a) = IpAddr::from_str(&s) else {
+            self.err(path, format!("{s:?} is not an IP address"));
+            return None;
+        };
+        self.family_allows(a.is_ipv4(), path, &s, family).then_some(a)
+    }
+
+    fn family_allows(&mut self, ipv4: bool, path: &str, shown: &str, family: Family) -> bool {
+        let ok = if ipv4 { family.has_ipv4() } else { family.has_ipv6() };
+        if !ok {
+            let kind = if ipv4 { "IPv4" } else { "IPv6" };
+            self.err(
+                path,
+                format!("{shown} is {kind}, but the spec's family is {family}"),
+            );
+        }
+        ok
+    }
+
+    fn prefix(&mut self, v: &Value, path: &str, family: Family) -> Option<IpNet> {
+        let s = self.string(v, path)?;
+        let net = if s.contains('/') {
+            IpNet::from_str(&s).ok()
+        } else {
+            IpAddr::from_str(&s).ok().map(IpNet::from)
+        };
+        let Some(net) = net else {
+            self.err(
+                path,
+                format!("{s:?} is not an address or prefix (e.g. \"10.0.0.0/8\", \"fc00::/7\")"),
+            );
+            return None;
+        };
+        if net.trunc() != net {
+            self.err(
+                path,
+                format!("{s} has host bits set; did you mean {}?", net.trunc()),
+            );
+            return None;
+        }
+        self.family_allows(matches!(net, IpNet::V4(_)), path, &s, family)
+            .then_some(net)
+    }
+
+    fn prefixes(&mut self, v: &Value, path: &str, family: Family) -> Option<Vec<IpNet>> {
+        match v {
+            Value::String(_) => self.prefix(v, path, family).map(|p| vec![p]),
+            _ => {
+                let items = self.array(v, path)?;
+                let parsed: Vec<Option<IpNet>> = items
+                    .iter()
+                    .enumerate()
+                    .map(|(i, p)| self.prefix(p, &index(path, i), family))
+                    .collect();
+                parsed.into_iter().collect()
+            }
+        }
+    }
+
+    fn balance(
+        &mut self,
+        v: &Value,
+        path: &str,
+        family: Family,
+        gateways: Option<&[String]>,
+    ) -> Option<Balance> {
+        let obj = self.object(
+            v,
+            path,
+            &["method", "forward", "local", "exclude", "sticky", "hash_seed"],
+        )?;
+        let method = match obj.field("method") {
+            Some((v, p)) => self.string(v, &p).and_then(|s| match s.as_str() {
+                "round-robin" => Some(Method::RoundRobin),
+                "random" => Some(Method::Random),
+                "source-hash" => Some(Method::SourceHash),
+                _ => {
+                    self.err(
+                        p,
+                        format!("{s:?} is not a method; expected round-robin, random or source-hash"),
+                    );
+                    None
+                }
+            }),
+            None => Some(Method::RoundRobin),
+        };
+        let selectors = |cx: &mut Cx, key: &str, kind: SelectorKind| match obj.field(key) {
+            None => Some(Vec::new()),
+            Some((v, p)) => {
+                let items = cx.array(v, &p)?;
+                let parsed: Vec<Option<Selector>> = items
+                    .iter()
+                    .enumerate()
+                    .map(|(i, s)| cx.selector(s, &index(&p, i), kind, family, gateways))
+                    .collect();
+                parsed.into_iter().collect()
+            }
+        };
+        let forward = selectors(self, "forward", SelectorKind::Forward);
+        let local = selectors(self, "local", SelectorKind::Local);
+        let exclude = match obj.field("exclude") {
+            Some((v, p)) => self.prefixes(v, &p, family),
+            None => Some(Vec::new()),
+        };
+        let sticky = match obj.field("sticky") {
+            None => Some(None),
+            Some((v, p)) => self.sticky(v, &p).map(Some),
+        };
+        let hash_seed = match obj.field("hash_seed") {
+            Some((v, p)) => self.u32(v, &p),
+            None => Some(DEFAULT_HASH_SEED),
+        };
+        Some(Balance {
+            method: method?,
+            forward: forward?,
+            local: local?,
+            exclude: exclude?,
+            sticky: sticky?,
+            hash_seed: hash_seed?,
+        })
+    }
+
+    fn sticky(&mut self, v: &Value, path: &str) -> Option<Sticky> {
+        let obj = self.object(v, path, &["timeout"])?;
+        let (v, p) = self.required(&obj, "timeout")?;
+        let text = match v {
+            Value::Number(_) => {
+                self.err(&p, "write the timeout with a unit, e.g. \"10m\", \"90s\", \"1h\"");
+                return None;
+            }
+            _ => self.string(v, &p)?,
+        };
+        match parse_duration(&text) {
+            Ok(secs) if secs == 0 => {
+                self.err(p, "must be longer than 0s");
+                None
+            }
+            Ok(secs) if secs > STICKY_MAX_SECS => {
+                self.err(p, format!("{text} is longer than the maximum of 30d"));
+                None
+            }
+            Ok(secs) => Some(Sticky {
+                timeout_secs: secs as u32,
+            }),
+            Err(m) => {
+                self.err(p, m);
+                None
+            }
+        }
+    }
+
+    fn selector(
+        &mut self,
+        v: &Value,
+        path: &str,
+        kind: SelectorKind,
+        family: Family,
+        gateways: Option<&[String]>,
+    ) -> Option<Selector> {
+        let obj = self.object(
+            v,
+            path,
+            &["iif", "protocol", "dports", "saddr", "daddr", "gateway"],
+        )?;
+        let iif = match obj.field("iif") {
+            None => Some(None),
+            Some((_, p)) if kind == SelectorKind::Local => {
+                self.err(
+                    p,
+                    "local selectors have no iif: locally generated packets have no input interface",
+                );
+                None
+            }
+            Some((v, p)) => self.interface(v, &p).map(Some),
+        };
+        let protocol = match obj.field("protocol") {
+            None => Some(None),
+            Some((v, p)) => self.string(v, &p).and_then(|s| match s.as_str() {
+                "tcp" => Some(Some(Protocol::Tcp)),
+                "udp" => Some(Some(Protocol::Udp)),
+                _ => {
+                    self.err(p, format!("{s:?} is not supported; expected tcp or udp"));
+                    None
+                }
+            }),
+        };
+        let dports = match obj.field("dports") {
+            None => Some(Vec::new()),
+            Some((v, p)) => self.ports(v, &p),
+        };
+        if let (Some(None), Some(ports)) = (&protocol, &dports) {
+            if !ports.is_empty() {
+                self.err(
+                    join(path, "dports"),
+                    "ports need a protocol: add \"protocol\": \"tcp\" or \"udp\"",
+                );
+            }
+        }
+        let saddr = match obj.field("saddr") {
+            None => Some(Vec::new()),
+            Some((v, p)) => self.prefixes(v, &p, family),
+        };
+        let daddr = match obj.field("daddr") {
+            None => Some(Vec::new()),
+            Some((v, p)) => self.prefixes(v, &p, family),
+        };
+        if let (Some(s), Some(d)) = (&saddr, &daddr) {
+            let fams = |l: &[IpNet]| (l.iter().any(|n| n.addr().is_ipv4()), l.iter().any(|n| n.addr().is_ipv6()));
+            let (s4, s6) = fams(s);
+            let (d4, d6) = fams(d);
+            if !s.is_empty() && !d.is_empty() && !(s4 && d4) && !(s6 && d6) {
+                self.err(
+                    path,
+                    "saddr and daddr have no address family in common, so this selector matches nothing",
+                );
+            }
+        }
+        let gateway = match obj.field("gateway") {
+            None => Some(None),
+            Some((v, p)) => self.string(v, &p).and_then(|name| match gateways {
+                Some(names) if !names.contains(&name) => {
+                    self.err(
+                        p,
+                        format!("{name:?} is not a gateway; expected one of: {}", names.join(", ")),
+                    );
+                    None
+                }
+                _ => Some(Some(name)),
+            }),
+        };
+        Some(Selector {
+            iif: iif?,
+            protocol: protocol?,
+            dports: dports?,
+            saddr: saddr?,
+            daddr: daddr?,
+            gateway: gateway?,
+        })
+    }
+
+    fn ports(&mut self, v: &Value, path: &str) -> Option<Vec<PortRange>> {
+        let items = self.array(v, path)?;
+        if items.is_empty() {
+            self.err(path, "empty: leave dports out to match every port");
+            return None;
+        }
+        let parsed: Vec<Option<PortRange>> = items
+            .iter()
+            .enumerate()
+            .map(|(i, p)| {
+                let p_path = index(path, i);
+                let r = match p {
+                    Value::Number(n) => match n.as_u64() {
+                        Some(n) if n <= u64::from(u16::MAX) => Ok(PortRange {
+                            first: n as u16,
+                            last: n as u16,
+                        }),
+                        _ => Err(format!("{n} is not a port (1 to 65535)")),
+                    },
+                    Value::String(s) => parse_port_range(s),
+                    _ => Err(format!("expected a port number or a range string such as \"8000-8999\", found {}", describe(p))),
+                };
+                match r {
+                    Ok(r) if r.first == 0 => {
+                        self.err(p_path, "port 0 is not a port (1 to 65535)");
+                        None
+                    }
+                    Ok(r) => Some(r),
+                    Err(m) => {
+                        self.err(p_path, m);
+                        None
+                    }
+                }
+            })
+            .collect();
+        parsed.into_iter().collect()
+    }
+}
+
+/// Keys are quoted in paths when they would not read as a plain name.
+fn quote_key(key: &str) -> String {
+    if !key.is_empty() && key.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-') {
+        key.to_string()
+    } else {
+        format!("{key:?}")
+    }
+}
+
+fn parse_u32_text(s: &str) -> Result<u32, String> {
+    let t = s.trim();
+    let r = if let Some(h) = t.strip_prefix("0x").or_else(|| t.strip_prefix("0X")) {
+        u32::from_str_radix(h, 16)
+    } else {
+        t.parse::<u32>()
+    };
+    r.map_err(|_| format!("{s:?} is not a 32-bit number (write e.g. 256 or \"0xff00\")"))
+}
+
+fn parse_port_range(s: &str) -> Result<PortRange, String> {
+    let bad = || format!("{s:?} is not a port or port range (e.g. 443 or \"8000-8999\")");
+    let port = |t: &str| t.trim().parse::<u16>().map_err(|_| bad());
+    let (first, last) = match s.split_once('-') {
+        Some((a, b)) => (port(a)?, port(b)?),
+        None => {
+            let p = port(s)?;
+            (p, p)
+        }
+    };
+    if first > last {
+        return Err(format!("{s:?} is reversed; write \"{last}-{first}\""));
+    }
+    Ok(PortRange { first, last })
+}
+
+/// "10m", "90s", "1h30m", "2d": units d, h, m, s.
+fn parse_duration(s: &str) -> Result<u64, String> {
+    let bad = || format!("{s:?} is not a duration (e.g. \"90s\", \"10m\", \"1h30m\", \"1d\")");
+    let mut total: u64 = 0;
+    let mut digits = String::new();
+    let mut any = false;
+    for c in s.chars() {
+        if c.is_ascii_digit() {
+            digits.push(c);
+            continue;
+        }
+        let unit = match c {
+            'd' => 86_400,
+            'h' => 3_600,
+            'm' => 60,
+            's' => 1,
+            _ => return Err(bad()),
+        };
+        let n: u64 = digits.parse().map_err(|_| bad())?;
+        total = n
+            .checked_mul(unit)
+            .and_then(|v| total.checked_add(v))
+            .ok_or_else(bad)?;
+        digits.clear();
+        any = true;
+    }
+    if !digits.is_empty() || !any {
+        return Err(bad());
+    }
+    Ok(total)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("10m"), Ok(600));
+        assert_eq!(parse_duration("1h30m"), Ok(5400));
+        assert_eq!(parse_duration("2d"), Ok(172_800));
+        assert!(parse_duration("10").is_err());
+        assert!(parse_duration("m").is_err());
+        assert!(parse_duration("10x").is_err());
+        assert!(parse_duration("99999999999999999999d").is_err());
+        assert_eq!(format_duration(600), "10m");
+        assert_eq!(format_duration(90), "90s");
+        assert_eq!(format_duration(7200), "2h");
+    }
+
+    #[test]
+    fn ports() {
+        assert_eq!(parse_port_range("8000-8999"), Ok(PortRange { first: 8000, last: 8999 }));
+        assert!(parse_port_range("9-1").unwrap_err().contains("reversed"));
+        assert!(parse_port_range("70000").is_err());
+    }
+
+    #[test]
+    fn marks_accept_numbers_and_hex_strings() {
+        assert_eq!(parse_u32_text("0xff00"), Ok(0xff00));
+        assert_eq!(parse_u32_text("256"), Ok(256));
+        assert!(parse_u32_text("0x1ffffffff").is_err());
+    }
+
+    const MINIMAL: &str = r#"{"gateways":[{"name":"a","interface":"eth1","mark":1,"route_table":101}]}"#;
+
+    #[test]
+    fn defaults() {
+        let s = Spec::from_json(MINIMAL).unwrap();
+        assert_eq!(s.table, "nftbalance");
+        assert_eq!(s.family, Family::Inet);
+        assert_eq!(s.mark_mask, 0xffff_ffff);
+        assert!(s.snat);
+        assert_eq!(s.gateways[0].weight, 1);
+        assert_eq!(s.balance.method, Method::RoundRobin);
+    }
+
+    fn errors(json: &str) -> Vec<String> {
+        Spec::from_json(json)
+            .unwrap_err()
+            .0
+            .iter()
+            .map(ToString::to_string)
+            .collect()
+    }
+
+    #[test]
+    fn reports_every_error_with_its_path() {
+        let e = errors(
+            r#"{"gateways":[
+                {"name":"a","interface":"eth1","mark":0,"route_table":101},
+                {"name":"a","interface":"eth2","mark":2,"weight":0,"route_table":254}]}"#,
+        );
+        assert_eq!(
+            e,
+            [
+                "gateways[0].mark: 0 is reserved for \"not balanced\"",
+                "gateways[1].weight: 0 is out of range: use 1 to 1000",
+                "gateways[1].route_table: 254 is the kernel's main table; use another number",
+            ]
+        );
+    }
+
+    #[test]
+    fn syntax_errors_have_line_and_column() {
+        let e = errors("{\n  \"gateways\": [\n}");
+        assert_eq!(e.len(), 1);
+        assert!(e[0].starts_with("line 3, column 1:"), "{e:?}");
+    }
+
+    #[test]
+    fn names_cannot_inject_nft_syntax() {
+        let e = errors(
+            r#"{"gateways":[{"name":"a; flush ruleset","interface":"eth1\"}","mark":1,"route_table":101}]}"#,
+        );
+        assert_eq!(e.len(), 2, "{e:?}");
+        assert!(e[0].starts_with("gateways[0].name: "));
+        assert!(e[1].starts_with("gateways[0].interface: "));
+    }
+
+    #[test]
+    fn unknown_field_with_odd_key_is_quoted() {
+        let e = errors(r#"{"gateways":[], "a b": 1}"#);
+        assert!(e.iter().any(|m| m.starts_with("\"a b\": unknown field")), "{e:?}");
+    }
+
+    #[test]
+    fn deep_nesting_is_an_error_not_a_crash() {
+        let deep = "[".repeat(100_000);
+        let e = errors(&deep);
+        assert!(e[0].contains("recursion limit"), "{e:?}");
+    }
+}
