@@ -229,7 +229,11 @@ impl<'s> Compiler<'s> {
             }
             sets.push(Set {
                 name: name.into(),
-                key: if v6 { DataType::Ipv6Addr } else { DataType::Ipv4Addr },
+                key: if v6 {
+                    DataType::Ipv6Addr
+                } else {
+                    DataType::Ipv4Addr
+                },
                 data: None,
                 interval: true,
                 dynamic: None,
@@ -253,7 +257,11 @@ impl<'s> Compiler<'s> {
         sets.push(Set {
             name: names::INGRESS_MARK.into(),
             key: DataType::IfName,
-            data: Some(if full { DataType::Mark } else { DataType::Verdict }),
+            data: Some(if full {
+                DataType::Mark
+            } else {
+                DataType::Verdict
+            }),
             interval: false,
             dynamic: None,
             elements: self
@@ -285,7 +293,11 @@ impl<'s> Compiler<'s> {
                 for v6 in self.versions() {
                     sets.push(Set {
                         name: names::sticky(&g.name, v6),
-                        key: if v6 { DataType::Ipv6Addr } else { DataType::Ipv4Addr },
+                        key: if v6 {
+                            DataType::Ipv6Addr
+                        } else {
+                            DataType::Ipv4Addr
+                        },
                         data: None,
                         interval: false,
                         dynamic: Some(Dynamic {
@@ -318,8 +330,18 @@ impl<'s> Compiler<'s> {
                 .collect();
             let versions = self.versions();
             for (has, elements, name, data) in [
-                (versions.contains(&false), v4, names::SNAT_V4, DataType::Ipv4Addr),
-                (versions.contains(&true), v6, names::SNAT_V6, DataType::Ipv6Addr),
+                (
+                    versions.contains(&false),
+                    v4,
+                    names::SNAT_V4,
+                    DataType::Ipv4Addr,
+                ),
+                (
+                    versions.contains(&true),
+                    v6,
+                    names::SNAT_V6,
+                    DataType::Ipv6Addr,
+                ),
             ] {
                 if has && !elements.is_empty() {
                     sets.push(Set {
@@ -545,7 +567,8 @@ impl<'s> Compiler<'s> {
                     ));
                 }
             }
-            rules[hits].doc = Some("sticky: a recent source keeps its uplink and refreshes its entry");
+            rules[hits].doc =
+                Some("sticky: a recent source keeps its uplink and refreshes its entry");
         }
         let split_at = rules.len();
         rules.extend(self.split());
@@ -777,4 +800,180 @@ fn normalized_ports(ports: &[nftbalance_spec::PortRange]) -> Vec<Value> {
     out.into_iter()
         .map(|(a, b)| Value::range(Value::Port(a), Value::Port(b)))
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(json: &str) -> Spec {
+        Spec::from_json(json).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    fn gateways(weights: &[u32]) -> String {
+        let gs: Vec<String> = weights
+            .iter()
+            .enumerate()
+            .map(|(i, w)| {
+                format!(
+                    r#"{{"name":"g{i}","interface":"eth{i}","mark":{},"weight":{w},"route_table":{}}}"#,
+                    i + 1,
+                    101 + i
+                )
+            })
+            .collect();
+        gs.join(",")
+    }
+
+    fn split_rule(rs: &Ruleset) -> &Rule {
+        rs.chain(names::BALANCE)
+            .unwrap()
+            .rules
+            .iter()
+            .find(|r| r.doc == Some("split: one expression mapped over the weight ranges"))
+            .unwrap()
+    }
+
+    #[test]
+    fn weights_3_2_1_share_one_counter() {
+        let s = spec(&format!(r#"{{"gateways":[{}]}}"#, gateways(&[3, 2, 1])));
+        let rs = compile(&s);
+        let Stmt::Mangle {
+            value: Expr::Map { key, map },
+            ..
+        } = &split_rule(&rs).stmts[0]
+        else {
+            panic!("split is not a map");
+        };
+        assert_eq!(
+            **key,
+            Expr::Numgen {
+                mode: NumgenMode::Inc,
+                modulus: 6
+            }
+        );
+        let range = |a, b| Value::range(Value::Int(a), Value::Int(b));
+        assert_eq!(
+            *map,
+            MapRef::Anonymous(vec![
+                (range(0, 2), Value::Mark(1)),
+                (range(3, 4), Value::Mark(2)),
+                (Value::Int(5), Value::Mark(3)),
+            ])
+        );
+    }
+
+    #[test]
+    fn narrow_mask_writes_only_its_bits() {
+        let s = spec(
+            r#"{"mark_mask":"0xff00","gateways":[
+                {"name":"a","interface":"eth1","mark":"0x100","route_table":101},
+                {"name":"b","interface":"eth2","mark":"0x200","route_table":102}],
+               "balance":{"sticky":{"timeout":"1m"},"forward":[{"iif":"eth0"},{"gateway":"b"}]}}"#,
+        );
+        let rs = compile(&s);
+        let mut writes = 0;
+        for chain in &rs.chains {
+            for r in &chain.rules {
+                for st in &r.stmts {
+                    if let Stmt::Mangle { target, value } = st {
+                        writes += 1;
+                        match value {
+                            Expr::Bits { expr, keep, .. } => {
+                                assert_eq!(**expr, *target);
+                                assert_eq!(*keep, !0xff00);
+                            }
+                            other => panic!("{}: whole-mark write {other:?}", chain.name),
+                        }
+                    }
+                }
+            }
+        }
+        assert!(writes >= 4);
+    }
+
+    #[test]
+    fn one_gateway_marks_without_a_split() {
+        let s = spec(&format!(r#"{{"gateways":[{}]}}"#, gateways(&[5])));
+        let rs = compile(&s);
+        let r = split_rule(&rs);
+        assert_eq!(
+            r.stmts,
+            [Stmt::Mangle {
+                target: Expr::Ct(CtKey::Mark),
+                value: Expr::Value(Value::Mark(1))
+            }]
+        );
+    }
+
+    #[test]
+    fn pinned_selectors_come_first() {
+        let s = spec(&format!(
+            r#"{{"gateways":[{}],"balance":{{"forward":[
+                {{"iif":"eth9"}},{{"iif":"eth9","protocol":"tcp","dports":[25],"gateway":"g1"}}]}}}}"#,
+            gateways(&[1, 1])
+        ));
+        let rs = compile(&s);
+        let jumps: Vec<&Stmt> = rs
+            .chain(names::PREROUTING)
+            .unwrap()
+            .rules
+            .iter()
+            .filter_map(|r| r.stmts.last())
+            .filter(|s| matches!(s, Stmt::Verdict(Verdict::Jump(_))))
+            .collect();
+        assert_eq!(
+            jumps,
+            [
+                &Stmt::Verdict(Verdict::Jump("pin_g1".into())),
+                &Stmt::Verdict(Verdict::Jump("balance".into()))
+            ]
+        );
+        assert!(rs.chain("pin_g1").is_some());
+    }
+
+    #[test]
+    fn overlapping_exclusions_are_merged() {
+        let s = spec(&format!(
+            r#"{{"gateways":[{}],"balance":{{"exclude":
+                ["10.0.0.0/8","10.1.0.0/16","192.168.0.0/17","192.168.128.0/17","fc00::/8","fd00::/8"]}}}}"#,
+            gateways(&[1, 1])
+        ));
+        let rs = compile(&s);
+        let keys = |name| -> Vec<String> {
+            rs.set(name)
+                .unwrap()
+                .elements
+                .iter()
+                .map(|e| format!("{:?}", e.key))
+                .collect()
+        };
+        assert_eq!(
+            keys(names::EXCLUDE_V4),
+            ["Ipv4Net(10.0.0.0/8)", "Ipv4Net(192.168.0.0/16)"]
+        );
+        assert_eq!(keys(names::EXCLUDE_V6), ["Ipv6Net(fc00::/7)"]);
+    }
+
+    #[test]
+    fn ipv4_only_inet_spec_has_no_ipv6_objects() {
+        let s = spec(&format!(
+            r#"{{"gateways":[{}],"balance":{{"method":"source-hash","sticky":{{"timeout":"1m"}}}}}}"#,
+            gateways(&[1, 1])
+        ));
+        let text = crate::nft::render(&compile(&s));
+        assert!(!text.contains("ip6"), "{text}");
+        assert!(!text.contains("ipv6"), "{text}");
+    }
+
+    #[test]
+    fn source_hash_in_dual_stack_hashes_each_family() {
+        let s = spec(&format!(
+            r#"{{"gateways":[{}],"balance":{{"method":"source-hash","exclude":["fc00::/7"]}}}}"#,
+            gateways(&[1, 1])
+        ));
+        let text = crate::nft::render(&compile(&s));
+        assert!(text.contains("ct mark set jhash ip saddr mod 2 seed 0x6e667462 map"));
+        assert!(text.contains("ct mark set jhash ip6 saddr mod 2 seed 0x6e667462 map"));
+    }
 }

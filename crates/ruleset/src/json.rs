@@ -14,7 +14,8 @@ pub fn render(rs: &Ruleset) -> Json {
         json!({ "delete": { "table": table } }),
         json!({ "add": { "table": table } }),
     ];
-    let base = |name: &str| json!({ "family": rs.family.as_str(), "table": rs.table, "name": name });
+    let base =
+        |name: &str| json!({ "family": rs.family.as_str(), "table": rs.table, "name": name });
     // Chains before sets: verdict map elements name chains, and must find them.
     for chain in &rs.chains {
         let mut o = base(&chain.name);
@@ -115,7 +116,9 @@ fn stmt(s: &Stmt) -> Json {
         Stmt::SetUpdate { set, key } => {
             json!({ "set": { "op": "update", "elem": expr(key), "set": format!("@{set}") } })
         }
-        Stmt::VerdictMap { key, map } => json!({ "vmap": { "key": expr(key), "data": map_ref(map) } }),
+        Stmt::VerdictMap { key, map } => {
+            json!({ "vmap": { "key": expr(key), "data": map_ref(map) } })
+        }
         Stmt::Snat { family, addr } => {
             let f = match family {
                 IpFamily::V4 => "ip",
@@ -196,8 +199,12 @@ fn value(v: &Value) -> Json {
         Value::IfName(n) => json!(n),
         Value::Ipv4(a) => json!(a.to_string()),
         Value::Ipv6(a) => json!(a.to_string()),
-        Value::Ipv4Net(n) => json!({ "prefix": { "addr": n.addr().to_string(), "len": n.prefix_len() } }),
-        Value::Ipv6Net(n) => json!({ "prefix": { "addr": n.addr().to_string(), "len": n.prefix_len() } }),
+        Value::Ipv4Net(n) => {
+            json!({ "prefix": { "addr": n.addr().to_string(), "len": n.prefix_len() } })
+        }
+        Value::Ipv6Net(n) => {
+            json!({ "prefix": { "addr": n.addr().to_string(), "len": n.prefix_len() } })
+        }
         Value::Port(p) => json!(p),
         Value::Range(a, b) => json!({ "range": [value(a), value(b)] }),
         Value::Verdict(v) => verdict(v),

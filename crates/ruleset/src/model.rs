@@ -235,12 +235,24 @@ pub enum IpFamily {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Stmt {
     /// `target set value`; target is `meta mark` or `ct mark`.
-    Mangle { target: Expr, value: Expr },
+    Mangle {
+        target: Expr,
+        value: Expr,
+    },
     /// `update @set { key }`: add or refresh an element of a dynamic set.
-    SetUpdate { set: String, key: Expr },
+    SetUpdate {
+        set: String,
+        key: Expr,
+    },
     /// `key vmap ...`
-    VerdictMap { key: Expr, map: MapRef },
-    Snat { family: IpFamily, addr: Expr },
+    VerdictMap {
+        key: Expr,
+        map: MapRef,
+    },
+    Snat {
+        family: IpFamily,
+        addr: Expr,
+    },
     Masquerade,
     Verdict(Verdict),
 }

@@ -22,7 +22,10 @@ fn write_script(o: &mut String, rs: &Ruleset) -> fmt::Result {
     let t = format!("{} {}", rs.family, rs.table);
     writeln!(o, "#!/usr/sbin/nft -f")?;
     writeln!(o, "# nftbalance: replaces table {t} as one transaction.")?;
-    writeln!(o, "# Declaring the table first makes the delete succeed when it does not exist yet.")?;
+    writeln!(
+        o,
+        "# Declaring the table first makes the delete succeed when it does not exist yet."
+    )?;
     writeln!(o, "table {t}")?;
     writeln!(o, "delete table {t}")?;
     writeln!(o)?;

@@ -6,7 +6,7 @@ mod model;
 mod parse;
 
 pub use model::{
-    format_duration, Balance, Family, Gateway, Method, PortRange, Protocol, Selector, SelectorKind, Spec, Sticky,
-    DEFAULT_HASH_SEED, DEFAULT_MARK_MASK, DEFAULT_TABLE, MAX_WEIGHT,
+    format_duration, Balance, Family, Gateway, Method, PortRange, Protocol, Selector, SelectorKind,
+    Spec, Sticky, DEFAULT_HASH_SEED, DEFAULT_MARK_MASK, DEFAULT_TABLE, MAX_WEIGHT,
 };
 pub use parse::{SpecError, SpecErrors};

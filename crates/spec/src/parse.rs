@@ -79,7 +79,12 @@ const NAME_MAX: usize = 32;
 /// Longest sticky timeout: 30 days.
 const STICKY_MAX_SECS: u64 = 30 * 86_400;
 /// Routing table ids the kernel reserves: unspec, default, main, local.
-const RESERVED_TABLES: [(u32, &str); 4] = [(0, "unspec"), (253, "default"), (254, "main"), (255, "local")];
+const RESERVED_TABLES: [(u32, &str); 4] = [
+    (0, "unspec"),
+    (253, "default"),
+    (254, "main"),
+    (255, "local"),
+];
 
 #[derive(Default)]
 struct Cx {
@@ -126,7 +131,11 @@ fn describe(v: &Value) -> &'static str {
 impl Cx {
     fn err(&mut self, path: impl Into<String>, message: impl Into<String>) {
         let path = path.into();
-        let path = if path.is_empty() { "(top level)".to_string() } else { path };
+        let path = if path.is_empty() {
+            "(top level)".to_string()
+        } else {
+            path
+        };
         self.errors.push(SpecError::Invalid {
             path,
             message: message.into(),
@@ -180,7 +189,10 @@ impl Cx {
         match v {
             Value::Bool(b) => Some(*b),
             _ => {
-                self.err(path, format!("expected true or false, found {}", describe(v)));
+                self.err(
+                    path,
+                    format!("expected true or false, found {}", describe(v)),
+                );
                 None
             }
         }
@@ -204,7 +216,10 @@ impl Cx {
                 None => Err(format!("{n} is not a whole number from 0 to 4294967295")),
             },
             Value::String(s) => parse_u32_text(s),
-            _ => Err(format!("expected a number or a hex string, found {}", describe(v))),
+            _ => Err(format!(
+                "expected a number or a hex string, found {}",
+                describe(v)
+            )),
         };
         parsed.map_err(|m| self.err(path, m)).ok()
     }
@@ -213,7 +228,14 @@ impl Cx {
         let obj = self.object(
             v,
             "",
-            &["table", "family", "mark_mask", "gateways", "balance", "snat"],
+            &[
+                "table",
+                "family",
+                "mark_mask",
+                "gateways",
+                "balance",
+                "snat",
+            ],
         )?;
 
         let table = match obj.field("table") {
@@ -226,7 +248,10 @@ impl Cx {
                 "ip" => Some(Family::Ip),
                 "ip6" => Some(Family::Ip6),
                 _ => {
-                    self.err(p, format!("{s:?} is not a family; expected inet, ip or ip6"));
+                    self.err(
+                        p,
+                        format!("{s:?} is not a family; expected inet, ip or ip6"),
+                    );
                     None
                 }
             }),
@@ -286,7 +311,8 @@ impl Cx {
     fn identifier(&mut self, s: &str, path: &str, max: usize) -> Option<String> {
         let ok = s.len() <= max
             && s.chars().next().is_some_and(|c| c.is_ascii_alphabetic())
-            && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
+            && s.chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
         if ok {
             Some(s.to_string())
         } else {
@@ -326,7 +352,13 @@ impl Cx {
         Some(s)
     }
 
-    fn gateways(&mut self, v: &Value, path: &str, family: Family, mask: u32) -> Option<Vec<Gateway>> {
+    fn gateways(
+        &mut self,
+        v: &Value,
+        path: &str,
+        family: Family,
+        mask: u32,
+    ) -> Option<Vec<Gateway>> {
         let items = self.array(v, path)?;
         if items.is_empty() {
             self.err(path, "no gateways: name at least one uplink");
@@ -339,24 +371,22 @@ impl Cx {
             .map(|(i, g)| self.gateway(g, &index(path, i), family, mask))
             .collect();
 
-        // Uniqueness, reported at the later duplicate.
-        let mut seen: [BTreeMap<String, usize>; 4] = Default::default();
-        for (i, g) in parsed.iter().enumerate() {
-            let Some(g) = g else { continue };
-            let keys = [
-                ("name", g.name.clone(), format!("{:?}", g.name)),
-                ("interface", g.interface.clone(), format!("{:?}", g.interface)),
-                ("mark", g.mark.to_string(), format!("{:#x}", g.mark)),
-                ("route_table", g.route_table.to_string(), g.route_table.to_string()),
-            ];
-            for (slot, (field, key, shown)) in keys.into_iter().enumerate() {
-                if let Some(&first) = seen[slot].get(&key) {
-                    self.err(
+        // Uniqueness, reported at the later duplicate. Read from the JSON itself, so a
+        // gateway that failed on another field still takes part.
+        for field in ["name", "interface", "mark", "route_table"] {
+            let mut seen: BTreeMap<String, usize> = BTreeMap::new();
+            for (i, item) in items.iter().enumerate() {
+                let Some(key) = item.get(field).and_then(|v| unique_key(field, v)) else {
+                    continue;
+                };
+                match seen.get(&key) {
+                    Some(&first) => self.err(
                         format!("{}.{field}", index(path, i)),
-                        format!("{shown} is already used by {}", index(path, first)),
-                    );
-                } else {
-                    seen[slot].insert(key, i);
+                        format!("{key} is already used by {}", index(path, first)),
+                    ),
+                    None => {
+                        seen.insert(key, i);
+                    }
                 }
             }
         }
@@ -371,13 +401,21 @@ impl Cx {
             v,
             path,
             &[
-                "name", "interface", "mark", "weight", "address", "via", "address6", "via6",
+                "name",
+                "interface",
+                "mark",
+                "weight",
+                "address",
+                "via",
+                "address6",
+                "via6",
                 "route_table",
             ],
         )?;
-        let name = self
-            .required(&obj, "name")
-            .and_then(|(v, p)| self.string(v, &p).and_then(|s| self.identifier(&s, &p, NAME_MAX)));
+        let name = self.required(&obj, "name").and_then(|(v, p)| {
+            self.string(v, &p)
+                .and_then(|s| self.identifier(&s, &p, NAME_MAX))
+        });
         let interface = self
             .required(&obj, "interface")
             .and_then(|(v, p)| self.interface(v, &p));
@@ -436,7 +474,10 @@ impl Cx {
         let route_table = self.required(&obj, "route_table").and_then(|(v, p)| {
             let t = self.u32(v, &p)?;
             if let Some((_, name)) = RESERVED_TABLES.iter().find(|(id, _)| *id == t) {
-                self.err(p, format!("{t} is the kernel's {name} table; use another number"));
+                self.err(
+                    p,
+                    format!("{t} is the kernel's {name} table; use another number"),
+                );
                 None
             } else {
                 Some(t)
@@ -462,11 +503,16 @@ impl Cx {
             self.err(path, format!("{s:?} is not an IP address"));
             return None;
         };
-        self.family_allows(a.is_ipv4(), path, &s, family).then_some(a)
+        self.family_allows(a.is_ipv4(), path, &s, family)
+            .then_some(a)
     }
 
     fn family_allows(&mut self, ipv4: bool, path: &str, shown: &str, family: Family) -> bool {
-        let ok = if ipv4 { family.has_ipv4() } else { family.has_ipv6() };
+        let ok = if ipv4 {
+            family.has_ipv4()
+        } else {
+            family.has_ipv6()
+        };
         if !ok {
             let kind = if ipv4 { "IPv4" } else { "IPv6" };
             self.err(
@@ -527,7 +573,14 @@ impl Cx {
         let obj = self.object(
             v,
             path,
-            &["method", "forward", "local", "exclude", "sticky", "hash_seed"],
+            &[
+                "method",
+                "forward",
+                "local",
+                "exclude",
+                "sticky",
+                "hash_seed",
+            ],
         )?;
         let method = match obj.field("method") {
             Some((v, p)) => self.string(v, &p).and_then(|s| match s.as_str() {
@@ -537,7 +590,9 @@ impl Cx {
                 _ => {
                     self.err(
                         p,
-                        format!("{s:?} is not a method; expected round-robin, random or source-hash"),
+                        format!(
+                            "{s:?} is not a method; expected round-robin, random or source-hash"
+                        ),
                     );
                     None
                 }
@@ -585,13 +640,16 @@ impl Cx {
         let (v, p) = self.required(&obj, "timeout")?;
         let text = match v {
             Value::Number(_) => {
-                self.err(&p, "write the timeout with a unit, e.g. \"10m\", \"90s\", \"1h\"");
+                self.err(
+                    &p,
+                    "write the timeout with a unit, e.g. \"10m\", \"90s\", \"1h\"",
+                );
                 return None;
             }
             _ => self.string(v, &p)?,
         };
         match parse_duration(&text) {
-            Ok(secs) if secs == 0 => {
+            Ok(0) => {
                 self.err(p, "must be longer than 0s");
                 None
             }
@@ -665,10 +723,16 @@ impl Cx {
             Some((v, p)) => self.prefixes(v, &p, family),
         };
         if let (Some(s), Some(d)) = (&saddr, &daddr) {
-            let fams = |l: &[IpNet]| (l.iter().any(|n| n.addr().is_ipv4()), l.iter().any(|n| n.addr().is_ipv6()));
+            let fams = |l: &[IpNet]| {
+                (
+                    l.iter().any(|n| n.addr().is_ipv4()),
+                    l.iter().any(|n| n.addr().is_ipv6()),
+                )
+            };
             let (s4, s6) = fams(s);
             let (d4, d6) = fams(d);
-            if !s.is_empty() && !d.is_empty() && !(s4 && d4) && !(s6 && d6) {
+            let common = (s4 && d4) || (s6 && d6);
+            if !s.is_empty() && !d.is_empty() && !common {
                 self.err(
                     path,
                     "saddr and daddr have no address family in common, so this selector matches nothing",
@@ -681,7 +745,10 @@ impl Cx {
                 Some(names) if !names.contains(&name) => {
                     self.err(
                         p,
-                        format!("{name:?} is not a gateway; expected one of: {}", names.join(", ")),
+                        format!(
+                            "{name:?} is not a gateway; expected one of: {}",
+                            names.join(", ")
+                        ),
                     );
                     None
                 }
@@ -718,7 +785,10 @@ impl Cx {
                         _ => Err(format!("{n} is not a port (1 to 65535)")),
                     },
                     Value::String(s) => parse_port_range(s),
-                    _ => Err(format!("expected a port number or a range string such as \"8000-8999\", found {}", describe(p))),
+                    _ => Err(format!(
+                        "expected a port number or a range string such as \"8000-8999\", found {}",
+                        describe(p)
+                    )),
                 };
                 match r {
                     Ok(r) if r.first == 0 => {
@@ -737,9 +807,24 @@ impl Cx {
     }
 }
 
+/// How a field's value is compared for uniqueness and shown in the message.
+fn unique_key(field: &str, v: &Value) -> Option<String> {
+    match (field, v) {
+        ("mark", Value::Number(n)) => n.as_u64().map(|m| format!("{m:#x}")),
+        ("mark", Value::String(s)) => parse_u32_text(s).ok().map(|m| format!("{m:#x}")),
+        (_, Value::Number(n)) => n.as_u64().map(|n| n.to_string()),
+        (_, Value::String(s)) => Some(format!("{s:?}")),
+        _ => None,
+    }
+}
+
 /// Keys are quoted in paths when they would not read as a plain name.
 fn quote_key(key: &str) -> String {
-    if !key.is_empty() && key.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-') {
+    if !key.is_empty()
+        && key
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+    {
         key.to_string()
     } else {
         format!("{key:?}")
@@ -824,7 +909,13 @@ mod tests {
 
     #[test]
     fn ports() {
-        assert_eq!(parse_port_range("8000-8999"), Ok(PortRange { first: 8000, last: 8999 }));
+        assert_eq!(
+            parse_port_range("8000-8999"),
+            Ok(PortRange {
+                first: 8000,
+                last: 8999
+            })
+        );
         assert!(parse_port_range("9-1").unwrap_err().contains("reversed"));
         assert!(parse_port_range("70000").is_err());
     }
@@ -836,7 +927,8 @@ mod tests {
         assert!(parse_u32_text("0x1ffffffff").is_err());
     }
 
-    const MINIMAL: &str = r#"{"gateways":[{"name":"a","interface":"eth1","mark":1,"route_table":101}]}"#;
+    const MINIMAL: &str =
+        r#"{"gateways":[{"name":"a","interface":"eth1","mark":1,"route_table":101}]}"#;
 
     #[test]
     fn defaults() {
@@ -871,6 +963,7 @@ mod tests {
                 "gateways[0].mark: 0 is reserved for \"not balanced\"",
                 "gateways[1].weight: 0 is out of range: use 1 to 1000",
                 "gateways[1].route_table: 254 is the kernel's main table; use another number",
+                "gateways[1].name: \"a\" is already used by gateways[0]",
             ]
         );
     }
@@ -895,7 +988,10 @@ mod tests {
     #[test]
     fn unknown_field_with_odd_key_is_quoted() {
         let e = errors(r#"{"gateways":[], "a b": 1}"#);
-        assert!(e.iter().any(|m| m.starts_with("\"a b\": unknown field")), "{e:?}");
+        assert!(
+            e.iter().any(|m| m.starts_with("\"a b\": unknown field")),
+            "{e:?}"
+        );
     }
 
     #[test]

@@ -1,0 +1,52 @@
+# nftbalance: `make demo` runs the main job, `make test` runs every test (as root: the
+# kernel tests build their own network namespaces). Both install missing Debian packages.
+
+SHELL := /bin/bash
+CARGO ?= cargo
+# Root's tools (nft, ip, iptables-legacy-restore) live in sbin; CI's PATH may lack it.
+export PATH := /usr/local/sbin:/usr/sbin:/sbin:$(HOME)/.cargo/bin:$(PATH)
+
+# nftables/iptables/iproute2: the real tools the tests use as oracles.
+# libnftnl-dev, libmnl-dev, pkg-config: the netlink write path links libnftnl.
+# libclang-dev: rustables generates its bindings with bindgen at build time.
+APT_PACKAGES := nftables iptables iproute2 libnftnl-dev libmnl-dev pkg-config libclang-dev
+
+.PHONY: all deps build demo test lint unit bless clean
+
+all: build
+
+deps:
+	@missing=$$(for p in $(APT_PACKAGES); do \
+		dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q '^install ok installed' || echo $$p; \
+	done); \
+	if [ -n "$$missing" ]; then \
+		if [ "$$(id -u)" -ne 0 ]; then \
+			echo "missing Debian packages: $$missing (run as root, or: sudo apt-get install $$missing)" >&2; exit 1; \
+		fi; \
+		echo "installing: $$missing"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
+	fi
+	@command -v $(CARGO) >/dev/null || { echo "cargo not found: install Rust with rustup (https://rustup.rs)" >&2; exit 1; }
+
+build: deps
+	$(CARGO) build --release --locked
+
+# Until the live demo exists: the ruleset the seed's recipe becomes.
+demo: build
+	@echo "# nftbalance dump fixtures/specs/seed.json"
+	@./target/release/nftbalance dump fixtures/specs/seed.json
+
+lint: deps
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --workspace --all-targets --locked -- -D warnings
+
+test: deps lint
+	$(CARGO) test --workspace --locked
+
+# Rewrites the golden dumps and the expected error messages; review with `git diff`.
+bless:
+	NFTBALANCE_BLESS=1 $(CARGO) test -p nftbalance-ruleset --test golden
+	NFTBALANCE_BLESS=1 $(CARGO) test -p nftbalance --test bad_specs
+
+clean:
+	$(CARGO) clean

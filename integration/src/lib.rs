@@ -1,0 +1,28 @@
+//! Test support for kernel-facing tests: throwaway network namespaces and the real tools
+//! (`nft`, `ip`) run inside them. Nothing here touches the root namespace's ruleset,
+//! routes or rules.
+
+pub mod netns;
+pub mod nft;
+
+use std::path::PathBuf;
+
+/// The repository root.
+pub fn repo_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("integration/ sits in the repository root")
+        .to_path_buf()
+}
+
+/// Files in `fixtures/<dir>` with this extension, sorted.
+pub fn fixture_files(dir: &str, ext: &str) -> Vec<PathBuf> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(repo_root().join("fixtures").join(dir))
+        .unwrap_or_else(|e| panic!("fixtures/{dir}: {e}"))
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == ext))
+        .collect();
+    files.sort();
+    assert!(!files.is_empty(), "no fixtures/{dir}/*.{ext}");
+    files
+}
