@@ -346,13 +346,13 @@ impl SetElem {
             }
         };
         4 // element nest
-            + attr(4) // flags
+            + if self.flags != 0 { attr(4) } else { 0 }
             + 4 + attr(self.key.len())
             + self.key_end.as_ref().map_or(0, |k| 4 + attr(k.len()))
             + data
-            + attr(8) * 2 // timeout, expiration
+            + if self.timeout_ms.is_some() { attr(8) } else { 0 }
             + self.userdata.as_ref().map_or(0, |u| attr(u.len()))
-            + 16
+            + 8 // margin
     }
 }
 

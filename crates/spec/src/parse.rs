@@ -76,6 +76,9 @@ fn syntax_message(e: &serde_json::Error) -> String {
 const IFNAME_MAX: usize = 15;
 /// Names become parts of nft identifiers (chains, sets); keep them short and plain.
 const NAME_MAX: usize = 32;
+/// Each gateway costs a routing table, ip rules and per-gateway objects; real routers have a
+/// handful of uplinks.
+const MAX_GATEWAYS: usize = 64;
 /// Longest sticky timeout: 30 days.
 const STICKY_MAX_SECS: u64 = 30 * 86_400;
 /// Routing table ids the kernel reserves: unspec, default, main, local.
@@ -250,7 +253,7 @@ impl Cx {
                 _ => {
                     self.err(
                         p,
-                        format!("{s:?} is not a family; expected inet, ip or ip6"),
+                        format!("{} is not a family; expected inet, ip or ip6", show(&s)),
                     );
                     None
                 }
@@ -319,8 +322,9 @@ impl Cx {
             self.err(
                 path,
                 format!(
-                    "{s:?} is not a valid name: use 1 to {max} characters, a letter first, \
-                     then letters, digits, '_' or '-'"
+                    "{} is not a valid name: use 1 to {max} characters, a letter first, \
+                     then letters, digits, '_' or '-'",
+                    show(s)
                 ),
             );
             None
@@ -332,7 +336,10 @@ impl Cx {
         if s.is_empty() || s.len() > IFNAME_MAX {
             self.err(
                 path,
-                format!("{s:?} is not an interface name: use 1 to {IFNAME_MAX} bytes"),
+                format!(
+                    "{} is not an interface name: use 1 to {IFNAME_MAX} bytes",
+                    show(&s)
+                ),
             );
             return None;
         }
@@ -343,8 +350,9 @@ impl Cx {
             self.err(
                 path,
                 format!(
-                    "{s:?} is not an interface name: {c:?} is not allowed \
-                     (use letters, digits, '.', '_', '-' and '@')"
+                    "{} is not an interface name: {c:?} is not allowed \
+                     (use letters, digits, '.', '_', '-' and '@')",
+                    show(&s)
                 ),
             );
             return None;
@@ -364,6 +372,16 @@ impl Cx {
             self.err(path, "no gateways: name at least one uplink");
             return None;
         }
+        if items.len() > MAX_GATEWAYS {
+            self.err(
+                path,
+                format!(
+                    "{} gateways; at most {MAX_GATEWAYS} are supported",
+                    items.len()
+                ),
+            );
+            return None;
+        }
         let before = self.errors.len();
         let parsed: Vec<Option<Gateway>> = items
             .iter()
@@ -376,13 +394,13 @@ impl Cx {
         for field in ["name", "interface", "mark", "route_table"] {
             let mut seen: BTreeMap<String, usize> = BTreeMap::new();
             for (i, item) in items.iter().enumerate() {
-                let Some(key) = item.get(field).and_then(|v| unique_key(field, v)) else {
+                let Some((key, shown)) = item.get(field).and_then(|v| unique_key(field, v)) else {
                     continue;
                 };
                 match seen.get(&key) {
                     Some(&first) => self.err(
                         format!("{}.{field}", index(path, i)),
-                        format!("{key} is already used by {}", index(path, first)),
+                        format!("{shown} is already used by {}", index(path, first)),
                     ),
                     None => {
                         seen.insert(key, i);
@@ -500,7 +518,7 @@ impl Cx {
     fn address(&mut self, v: &Value, path: &str, family: Family) -> Option<IpAddr> {
         let s = self.string(v, path)?;
         let Ok(a) = IpAddr::from_str(&s) else {
-            self.err(path, format!("{s:?} is not an IP address"));
+            self.err(path, format!("{} is not an IP address", show(&s)));
             return None;
         };
         self.family_allows(a.is_ipv4(), path, &s, family)
@@ -533,7 +551,10 @@ impl Cx {
         let Some(net) = net else {
             self.err(
                 path,
-                format!("{s:?} is not an address or prefix (e.g. \"10.0.0.0/8\", \"fc00::/7\")"),
+                format!(
+                    "{} is not an address or prefix (e.g. \"10.0.0.0/8\", \"fc00::/7\")",
+                    show(&s)
+                ),
             );
             return None;
         };
@@ -591,7 +612,8 @@ impl Cx {
                     self.err(
                         p,
                         format!(
-                            "{s:?} is not a method; expected round-robin, random or source-hash"
+                            "{} is not a method; expected round-robin, random or source-hash",
+                            show(&s)
                         ),
                     );
                     None
@@ -654,7 +676,10 @@ impl Cx {
                 None
             }
             Ok(secs) if secs > STICKY_MAX_SECS => {
-                self.err(p, format!("{text} is longer than the maximum of 30d"));
+                self.err(
+                    p,
+                    format!("{} is longer than the maximum of 30d", show(&text)),
+                );
                 None
             }
             Ok(secs) => Some(Sticky {
@@ -697,7 +722,10 @@ impl Cx {
                 "tcp" => Some(Some(Protocol::Tcp)),
                 "udp" => Some(Some(Protocol::Udp)),
                 _ => {
-                    self.err(p, format!("{s:?} is not supported; expected tcp or udp"));
+                    self.err(
+                        p,
+                        format!("{} is not supported; expected tcp or udp", show(&s)),
+                    );
                     None
                 }
             }),
@@ -746,7 +774,8 @@ impl Cx {
                     self.err(
                         p,
                         format!(
-                            "{name:?} is not a gateway; expected one of: {}",
+                            "{} is not a gateway; expected one of: {}",
+                            show(&name),
                             names.join(", ")
                         ),
                     );
@@ -807,14 +836,25 @@ impl Cx {
     }
 }
 
-/// How a field's value is compared for uniqueness and shown in the message.
-fn unique_key(field: &str, v: &Value) -> Option<String> {
+/// A field's value as compared for uniqueness: (key, how the message shows it).
+fn unique_key(field: &str, v: &Value) -> Option<(String, String)> {
+    let mark = |m: u32| (m.to_string(), format!("{m:#x}"));
     match (field, v) {
-        ("mark", Value::Number(n)) => n.as_u64().map(|m| format!("{m:#x}")),
-        ("mark", Value::String(s)) => parse_u32_text(s).ok().map(|m| format!("{m:#x}")),
-        (_, Value::Number(n)) => n.as_u64().map(|n| n.to_string()),
-        (_, Value::String(s)) => Some(format!("{s:?}")),
+        ("mark", Value::Number(n)) => n.as_u64().map(|m| (m.to_string(), format!("{m:#x}"))),
+        ("mark", Value::String(s)) => parse_u32_text(s).ok().map(mark),
+        (_, Value::Number(n)) => n.as_u64().map(|n| (n.to_string(), n.to_string())),
+        (_, Value::String(s)) => Some((s.clone(), show(s))),
         _ => None,
+    }
+}
+
+/// A user's string in a message: quoted and escaped, and cut short when long, so that a
+/// megabyte of input does not become a megabyte of error.
+fn show(s: &str) -> String {
+    const MAX: usize = 40;
+    match s.char_indices().nth(MAX) {
+        Some((cut, _)) => format!("{:?}... ({} bytes)", &s[..cut], s.len()),
+        None => format!("{s:?}"),
     }
 }
 
@@ -827,7 +867,7 @@ fn quote_key(key: &str) -> String {
     {
         key.to_string()
     } else {
-        format!("{key:?}")
+        show(key)
     }
 }
 
@@ -838,11 +878,21 @@ fn parse_u32_text(s: &str) -> Result<u32, String> {
     } else {
         t.parse::<u32>()
     };
-    r.map_err(|_| format!("{s:?} is not a 32-bit number (write e.g. 256 or \"0xff00\")"))
+    r.map_err(|_| {
+        format!(
+            "{} is not a 32-bit number (write e.g. 256 or \"0xff00\")",
+            show(s)
+        )
+    })
 }
 
 fn parse_port_range(s: &str) -> Result<PortRange, String> {
-    let bad = || format!("{s:?} is not a port or port range (e.g. 443 or \"8000-8999\")");
+    let bad = || {
+        format!(
+            "{} is not a port or port range (e.g. 443 or \"8000-8999\")",
+            show(s)
+        )
+    };
     let port = |t: &str| t.trim().parse::<u16>().map_err(|_| bad());
     let (first, last) = match s.split_once('-') {
         Some((a, b)) => (port(a)?, port(b)?),
@@ -852,14 +902,19 @@ fn parse_port_range(s: &str) -> Result<PortRange, String> {
         }
     };
     if first > last {
-        return Err(format!("{s:?} is reversed; write \"{last}-{first}\""));
+        return Err(format!("{} is reversed; write \"{last}-{first}\"", show(s)));
     }
     Ok(PortRange { first, last })
 }
 
 /// "10m", "90s", "1h30m", "2d": units d, h, m, s.
 fn parse_duration(s: &str) -> Result<u64, String> {
-    let bad = || format!("{s:?} is not a duration (e.g. \"90s\", \"10m\", \"1h30m\", \"1d\")");
+    let bad = || {
+        format!(
+            "{} is not a duration (e.g. \"90s\", \"10m\", \"1h30m\", \"1d\")",
+            show(s)
+        )
+    };
     let mut total: u64 = 0;
     let mut digits = String::new();
     let mut any = false;
@@ -992,6 +1047,25 @@ mod tests {
             e.iter().any(|m| m.starts_with("\"a b\": unknown field")),
             "{e:?}"
         );
+    }
+
+    #[test]
+    fn huge_strings_are_cut_short_in_messages() {
+        let long = "x".repeat(1 << 20);
+        let e = errors(&format!(
+            r#"{{"gateways":[{{"name":"{long}","interface":"eth1","mark":1,"route_table":101}}]}}"#
+        ));
+        assert_eq!(e.len(), 1);
+        assert!(e[0].len() < 300, "{}", &e[0][..300]);
+        assert!(e[0].contains("(1048576 bytes)"), "{}", e[0]);
+    }
+
+    #[test]
+    fn too_many_gateways() {
+        let gw = r#"{"name":"a","interface":"eth1","mark":1,"route_table":101}"#;
+        let all = vec![gw; 100_000].join(",");
+        let e = errors(&format!(r#"{{"gateways":[{all}]}}"#));
+        assert_eq!(e, ["gateways: 100000 gateways; at most 64 are supported"]);
     }
 
     #[test]

@@ -1,0 +1,97 @@
+//! The command line: arguments, output streams and exit statuses.
+
+use std::io::Write;
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+
+fn root() -> &'static Path {
+    Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../.."))
+}
+
+fn run(args: &[&str], stdin: Option<&str>) -> Output {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_nftbalance"))
+        .current_dir(root())
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut pipe = child.stdin.take().unwrap();
+    if let Some(input) = stdin {
+        pipe.write_all(input.as_bytes()).unwrap();
+    }
+    drop(pipe);
+    child.wait_with_output().unwrap()
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8(b.to_vec()).unwrap()
+}
+
+#[test]
+fn dump_prints_the_golden() {
+    let out = run(&["dump", "fixtures/specs/seed.json"], None);
+    assert_eq!(out.status.code(), Some(0));
+    let golden = std::fs::read_to_string(root().join("fixtures/dump/seed.nft")).unwrap();
+    assert_eq!(text(&out.stdout), golden);
+    assert!(out.stderr.is_empty());
+}
+
+#[test]
+fn dump_json_reads_standard_input() {
+    let spec = std::fs::read_to_string(root().join("fixtures/specs/seed.json")).unwrap();
+    let out = run(&["dump", "--format", "json", "-"], Some(&spec));
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let golden = std::fs::read_to_string(root().join("fixtures/dump/seed.json")).unwrap();
+    assert_eq!(text(&out.stdout), golden);
+}
+
+#[test]
+fn missing_spec_file_is_exit_2_with_the_path() {
+    let out = run(&["dump", "no/such/spec.json"], None);
+    assert_eq!(out.status.code(), Some(2));
+    let err = text(&out.stderr);
+    assert!(
+        err.starts_with("nftbalance: error: reading spec no/such/spec.json: "),
+        "{err}"
+    );
+}
+
+#[test]
+fn usage_errors_are_exit_2() {
+    for args in [
+        &["frobnicate"][..],
+        &["dump"],
+        &["dump", "x.json", "--format", "yaml"],
+    ] {
+        let out = run(args, None);
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+        assert!(out.stdout.is_empty());
+    }
+}
+
+#[test]
+fn help_explains_dump() {
+    let out = run(&["dump", "--help"], None);
+    assert_eq!(out.status.code(), Some(0));
+    let help = text(&out.stdout);
+    assert!(help.contains("nft -f"), "{help}");
+    assert!(help.contains("--format"), "{help}");
+}
+
+#[test]
+fn spec_that_is_not_utf8_is_refused() {
+    let dir = std::env::temp_dir().join(format!("nftbalance-cli-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("latin1.json");
+    std::fs::write(&file, b"{\"table\": \"caf\xe9\"}").unwrap();
+    let out = run(&["dump", file.to_str().unwrap()], None);
+    std::fs::remove_dir_all(&dir).unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        text(&out.stderr).contains("valid UTF-8"),
+        "{}",
+        text(&out.stderr)
+    );
+}
