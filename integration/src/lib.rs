@@ -4,6 +4,7 @@
 
 pub mod netns;
 pub mod nft;
+pub mod topology;
 
 use std::path::PathBuf;
 
@@ -25,4 +26,21 @@ pub fn fixture_files(dir: &str, ext: &str) -> Vec<PathBuf> {
     files.sort();
     assert!(!files.is_empty(), "no fixtures/{dir}/*.{ext}");
     files
+}
+
+/// A binary of this workspace, built next to the running test (`target/<profile>/NAME`).
+pub fn target_binary(name: &str) -> String {
+    let exe = std::env::current_exe().expect("test executable path");
+    // target/<profile>/deps/<test>-<hash> -> target/<profile>/NAME
+    let dir = exe
+        .parent()
+        .and_then(|deps| deps.parent())
+        .expect("test runs from target/<profile>/deps");
+    let path = dir.join(name);
+    assert!(
+        path.exists(),
+        "{} is missing: build it first (`cargo build --workspace --bins`, which `make test` does)",
+        path.display()
+    );
+    path.to_str().expect("UTF-8 path").to_string()
 }

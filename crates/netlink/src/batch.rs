@@ -9,7 +9,7 @@ use nftnl_sys as sys;
 
 use crate::consts::*;
 use crate::expr::{attr, Expr, SetRef};
-use crate::ffi::{self, build_msg, NlChain, NlRule, NlSet, NlSetElem, NlTable, Payload};
+use crate::ffi::{self, build_msg, MsgHeader, NlChain, NlRule, NlSet, NlSetElem, NlTable, Payload};
 use crate::objects::{Chain, ElemData, Family, Policy, SetElem, SetSpec, Table};
 use crate::socket::Socket;
 use crate::BuildError;
@@ -144,10 +144,12 @@ impl Batch {
             &mut self.body,
             &mut self.scratch,
             bound,
-            msg_type(t),
-            family.raw() as u16,
-            flags,
-            0, // patched in `send`
+            MsgHeader {
+                msg_type: msg_type(t),
+                family: family.raw() as u16,
+                flags,
+                seq: 0, // patched in `encode`
+            },
             payload,
         );
         self.msgs.push(MsgInfo { offset, label });
@@ -257,7 +259,11 @@ impl Batch {
 
     /// `add set` / `add map` (NLM_F_CREATE). Assigns the next batch set id (1, 2, ...) like nft
     /// does and returns the reference rules and [`Batch::add_elements`] use.
-    pub fn add_set(&mut self, set: &SetSpec, label: impl Into<String>) -> Result<SetRef, BuildError> {
+    pub fn add_set(
+        &mut self,
+        set: &SetSpec,
+        label: impl Into<String>,
+    ) -> Result<SetRef, BuildError> {
         let tn = name(&set.table)?;
         let sn = name(&set.name)?;
         self.next_set_id += 1;
@@ -428,8 +434,11 @@ impl Batch {
     ///
     /// No message requests an ACK (like nft 1.0.6): the kernel processes the whole batch
     /// synchronously inside `sendmsg()` and queues one error message per failing object, so
-    /// after the send the socket is drained without blocking. The send buffer is enlarged to fit
-    /// the batch and the receive buffer to fit an error for every message (`SO_*BUFFORCE`).
+    /// after the send the socket is drained without blocking; no reply means success. The send
+    /// buffer is enlarged to fit the batch and the receive buffer to fit an error for every
+    /// message (`SO_*BUFFORCE`, needs CAP_NET_ADMIN like nf_tables itself). Should the receive
+    /// buffer overrun anyway, the result is still [`BatchError::Rejected`] (everything queued
+    /// was an error), with an extra batch-level `ENOBUFS` entry.
     ///
     /// `genid`: if given, the kernel rejects the whole batch with `ERESTART` unless the ruleset
     /// generation is still `genid` (see [`Socket::generation`]), i.e. nobody committed since.
@@ -444,8 +453,21 @@ impl Batch {
         socket.prepare_for_batch(buf.len(), self.msgs.len() + 2)?;
         socket.discard_pending()?;
         socket.send(&buf)?;
-        let errors = socket.collect_errors()?;
+        let (errors, overrun) = socket.collect_errors()?;
         let mut out = Vec::new();
+        if overrun {
+            // No message asked for an ACK, so everything the kernel queued was an error: the
+            // batch was rejected even though we could not read every error.
+            out.push(ObjectError {
+                label: "batch".to_owned(),
+                index: None,
+                errno: libc::ENOBUFS,
+                message: Some(
+                    "netlink receive buffer overrun: some error reports were lost".to_owned(),
+                ),
+                attr_offset: None,
+            });
+        }
         for e in errors {
             let rel = e.seq.wrapping_sub(base) as usize;
             let (label, index) = if rel == 0 {
@@ -482,7 +504,7 @@ fn push_control(buf: &mut Vec<u8>, t: u16, seq: u32, genid: Option<u32>) {
     buf.extend_from_slice(&NLM_F_REQUEST.to_ne_bytes());
     buf.extend_from_slice(&seq.to_ne_bytes());
     buf.extend_from_slice(&0u32.to_ne_bytes()); // port id: kernel
-    // struct nfgenmsg { family = AF_UNSPEC, version, res_id = htons(NFNL_SUBSYS_NFTABLES) }
+                                                // struct nfgenmsg { family = AF_UNSPEC, version, res_id = htons(NFNL_SUBSYS_NFTABLES) }
     buf.push(0);
     buf.push(NFNETLINK_V0);
     buf.extend_from_slice(&NFNL_SUBSYS_NFTABLES.to_be_bytes());
@@ -649,7 +671,8 @@ mod tests {
     #[test]
     fn framing_and_sequence_numbers() {
         let mut b = Batch::new();
-        b.add_table(&Table::new(Family::Inet, "t"), "table t").unwrap();
+        b.add_table(&Table::new(Family::Inet, "t"), "table t")
+            .unwrap();
         b.add_chain(&Chain::regular(Family::Inet, "t", "c"), "chain c")
             .unwrap();
         b.add_rule(
@@ -750,7 +773,10 @@ mod tests {
             Family::Inet,
             "t",
             &r2,
-            &[SetElem::verdict(vec![0, 1, 0, 0], Verdict::Goto("x".into()))],
+            &[SetElem::verdict(
+                vec![0, 1, 0, 0],
+                Verdict::Goto("x".into()),
+            )],
             "elems",
         )
         .unwrap();

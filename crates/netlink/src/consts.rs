@@ -71,7 +71,7 @@ pub mod set_flags {
     pub const CONCAT: u32 = 0x80;
 }
 
-/// Table flags (`enum nft_table_flags`), for [`crate::TableSpec::flags`].
+/// Table flags (`enum nft_table_flags`), for [`crate::Table::flags`].
 pub mod table_flags {
     /// `NFT_TABLE_F_DORMANT`
     pub const DORMANT: u32 = 0x1;

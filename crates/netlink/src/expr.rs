@@ -561,7 +561,8 @@ impl Expr {
                 e.set_u32(sys::NFTNL_EXPR_BITWISE_LEN, mask.len() as u32);
                 e.set_value(sys::NFTNL_EXPR_BITWISE_MASK, mask)
                     .map_err(alloc)?;
-                e.set_value(sys::NFTNL_EXPR_BITWISE_XOR, xor).map_err(alloc)?;
+                e.set_value(sys::NFTNL_EXPR_BITWISE_XOR, xor)
+                    .map_err(alloc)?;
             }
             Expr::Byteorder {
                 sreg,

@@ -249,7 +249,9 @@ impl NlExpr {
         let len = len_u32(data)?;
         // SAFETY: valid owned expression; `data` is valid for `len` <= 64 bytes, which fits the
         // fixed-size `union nftnl_data_reg` libnftnl memcpy()s it into.
-        check(unsafe { sys::nftnl_expr_set(self.0.as_ptr(), attr as u16, data.as_ptr().cast(), len) })
+        check(unsafe {
+            sys::nftnl_expr_set(self.0.as_ptr(), attr as u16, data.as_ptr().cast(), len)
+        })
     }
     pub(crate) fn set_str(&mut self, attr: u32, s: &CStr) -> Result<(), NftnlError> {
         // SAFETY: valid owned expression; `s` is NUL-terminated and libnftnl strdup()s it.
@@ -276,6 +278,19 @@ pub(crate) enum Payload<'a> {
     SetElems(&'a NlSet),
 }
 
+/// Netlink header fields of a message to build.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct MsgHeader {
+    /// full `nlmsg_type` (subsystem << 8 | message)
+    pub(crate) msg_type: u16,
+    /// `nfgenmsg.nfgen_family`
+    pub(crate) family: u16,
+    /// `nlmsg_flags` besides NLM_F_REQUEST (which libnftnl always sets)
+    pub(crate) flags: u16,
+    /// `nlmsg_seq`
+    pub(crate) seq: u32,
+}
+
 /// Serialises one netlink message (header + payload) and appends its bytes to `out`.
 ///
 /// `bound` must be an upper bound of the message length; libnftnl writes without bounds checks
@@ -284,12 +299,15 @@ pub(crate) fn build_msg(
     out: &mut Vec<u8>,
     scratch: &mut Vec<u64>,
     bound: usize,
-    msg_type: u16,
-    family: u16,
-    flags: u16,
-    seq: u32,
+    hdr: MsgHeader,
     payload: Payload<'_>,
 ) -> usize {
+    let MsgHeader {
+        msg_type,
+        family,
+        flags,
+        seq,
+    } = hdr;
     // 8-byte aligned scratch space (nlmsghdr / nlattr require 4-byte alignment).
     let words = bound.div_ceil(8) + 1;
     if scratch.len() < words {
@@ -362,7 +380,13 @@ pub(crate) mod sock {
         let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
         // SAFETY: `value` and `len` are live, writable and correctly sized.
         let rc = unsafe {
-            libc::getsockopt(fd, level, name, (&mut value as *mut libc::c_int).cast(), &mut len)
+            libc::getsockopt(
+                fd,
+                level,
+                name,
+                (&mut value as *mut libc::c_int).cast(),
+                &mut len,
+            )
         };
         if rc < 0 {
             Err(io::Error::last_os_error())

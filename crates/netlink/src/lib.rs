@@ -46,13 +46,11 @@ mod socket;
 
 use std::fmt;
 
-pub use batch::{
-    Batch, BatchError, Commit, ObjectError, Rule, ELEMENTS_PER_MESSAGE_BYTES,
-};
+pub use batch::{Batch, BatchError, Commit, ObjectError, Rule, ELEMENTS_PER_MESSAGE_BYTES};
 pub use consts::{datatype, elem_flags, set_flags, table_flags, NFT_DATA_VERDICT};
 pub use expr::{
-    ct_state, ByteorderOp, CmpOp, CtKey, DynsetOp, Expr, MetaKey, NatKind, NumgenKind,
-    PayloadBase, Register, SetRef, Verdict,
+    ct_state, ByteorderOp, CmpOp, CtKey, DynsetOp, Expr, MetaKey, NatKind, NumgenKind, PayloadBase,
+    Register, SetRef, Verdict,
 };
 pub use objects::{
     interval_elements, priority, udata_set, value, BaseChain, ByteOrder, Chain, ChainType,

@@ -1,0 +1,144 @@
+//! Network-namespace sandbox for the root tests. Every test works in namespaces it creates
+//! itself (`nbh-<pid>-<n>-<tag>`) and deletes on drop, also when the test panics. Tests fail
+//! loudly when they cannot create a namespace (they need root); they never skip.
+#![allow(dead_code)]
+
+use std::fs::File;
+use std::io::Write;
+use std::process::{Command, Output};
+use std::sync::atomic::{AtomicU32, Ordering};
+
+use nix::sched::{setns, CloneFlags};
+use serde_json::Value;
+
+pub mod seed;
+
+static COUNTER: AtomicU32 = AtomicU32::new(0);
+
+/// A network namespace created for this test; deleted on drop.
+#[derive(Debug)]
+pub struct Netns {
+    pub name: String,
+}
+
+impl Netns {
+    pub fn new(tag: &str) -> Netns {
+        let n = COUNTER.fetch_add(1, Ordering::SeqCst);
+        let name = format!("nbh-{}-{}-{}", std::process::id(), n, tag);
+        let out = Command::new("ip")
+            .args(["netns", "add", &name])
+            .output()
+            .expect("failed to run `ip netns add`");
+        assert!(
+            out.status.success(),
+            "cannot create network namespace {name} (these tests need root): {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        Netns { name }
+    }
+
+    /// Runs `f` on a fresh thread that has entered this namespace (sockets opened there stay
+    /// bound to it). Panics inside `f` are propagated.
+    pub fn run<T: Send>(&self, f: impl FnOnce() -> T + Send) -> T {
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                let path = format!("/var/run/netns/{}", self.name);
+                let fd = File::open(&path).unwrap_or_else(|e| panic!("open {path}: {e}"));
+                setns(&fd, CloneFlags::CLONE_NEWNET).expect("setns(CLONE_NEWNET)");
+                f()
+            })
+            .join()
+            .unwrap_or_else(|e| std::panic::resume_unwind(e))
+        })
+    }
+
+    pub fn nft_output(&self, args: &[&str]) -> Output {
+        Command::new("ip")
+            .args(["netns", "exec", &self.name, "nft"])
+            .args(args)
+            .output()
+            .expect("failed to run nft")
+    }
+
+    /// Runs nft in the namespace and returns stdout; panics on failure.
+    pub fn nft(&self, args: &[&str]) -> String {
+        let out = self.nft_output(args);
+        assert!(
+            out.status.success(),
+            "nft {args:?} failed in {}: {}",
+            self.name,
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).expect("nft output is UTF-8")
+    }
+
+    /// `nft -f` of the given text (via a temporary file).
+    pub fn load(&self, text: &str) {
+        let path = std::env::temp_dir().join(format!("{}.nft", self.name));
+        File::create(&path)
+            .and_then(|mut f| f.write_all(text.as_bytes()))
+            .expect("write nft file");
+        self.nft(&["-f", path.to_str().unwrap()]);
+        let _ = std::fs::remove_file(path);
+    }
+
+    /// `nft list ruleset` text.
+    pub fn ruleset_text(&self) -> String {
+        self.nft(&["list", "ruleset"])
+    }
+
+    /// `nft -j list ruleset` with the metainfo object and all "handle" keys removed.
+    pub fn ruleset_json(&self) -> Value {
+        let text = self.nft(&["-j", "list", "ruleset"]);
+        let mut v: Value = serde_json::from_str(&text).expect("nft -j output is JSON");
+        normalize(&mut v);
+        v
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        let ok = Command::new("ip")
+            .args(["netns", "del", &self.name])
+            .status()
+            .map(|s| s.success())
+            .unwrap_or(false);
+        if !ok && !std::thread::panicking() {
+            panic!("failed to delete network namespace {}", self.name);
+        }
+    }
+}
+
+fn normalize(v: &mut Value) {
+    match v {
+        Value::Object(map) => {
+            map.remove("handle");
+            for (_, x) in map.iter_mut() {
+                normalize(x);
+            }
+        }
+        Value::Array(items) => {
+            items.retain(|x| !x.as_object().is_some_and(|o| o.contains_key("metainfo")));
+            for x in items.iter_mut() {
+                normalize(x);
+            }
+        }
+        _ => {}
+    }
+}
+
+/// Asserts two JSON rulesets are equal, printing both pretty on mismatch.
+pub fn assert_same_ruleset(ours: &Value, nft: &Value) {
+    if ours != nft {
+        let a = serde_json::to_string_pretty(ours).unwrap();
+        let b = serde_json::to_string_pretty(nft).unwrap();
+        let first_diff = a
+            .lines()
+            .zip(b.lines())
+            .position(|(x, y)| x != y)
+            .unwrap_or(0);
+        panic!(
+            "rulesets differ (first differing line {first_diff}):\n--- ours ---\n{a}\n--- nft ---\n{b}"
+        );
+    }
+}

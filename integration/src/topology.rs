@@ -1,0 +1,568 @@
+//! A namespaced multi-uplink network: LAN hosts, the router, one namespace per upstream
+//! provider, and a server reachable through every provider. Built by `Topology::new`, torn
+//! down on drop (helpers killed first, then every namespace), also when a test panics.
+//!
+//! ```text
+//!  lan (192.168.1.10-19)
+//!    eth0 ── eth0 router ppp0 ── rtr isp1 wan ── isp1 ┐
+//!                        ppp1 ── rtr isp2 wan ── isp2 ├ server 198.51.100.10, .20
+//!                        ppp2 ── rtr isp3 wan ── isp3 ┘        2001:db8:ff::10
+//! ```
+//! Uplink i (from 1): router 100.0.i.1/24 and 2001:db8:i::1/64, provider 100.0.i.254 and
+//! 2001:db8:i::ff. Providers drop packets from the router whose source is not in that
+//! uplink's prefix (ingress filtering, as real providers do) and count them.
+
+use std::io::{BufRead, BufReader};
+use std::net::{IpAddr, Ipv4Addr};
+use std::process::{Child, Command, Stdio};
+
+use crate::netns::{Netns, PATH};
+
+pub const SERVER: &str = "198.51.100.10";
+/// A second server address, used as an excluded destination.
+pub const SERVER_EXCLUDED: &str = "198.51.100.20";
+pub const SERVER6: &str = "2001:db8:ff::10";
+pub const LAN_ROUTER: &str = "192.168.1.1";
+pub const LAN_ROUTER6: &str = "fd00:1::1";
+
+/// LAN host addresses (one namespace, several addresses: several hosts for the balancer).
+pub fn lan_hosts() -> Vec<IpAddr> {
+    (10..20)
+        .map(|h| IpAddr::V4(Ipv4Addr::new(192, 168, 1, h)))
+        .collect()
+}
+
+pub fn lan_hosts6() -> Vec<IpAddr> {
+    (0x10..0x20)
+        .map(|h| format!("fd00:1::{h:x}").parse().unwrap())
+        .collect()
+}
+
+#[derive(Debug, Clone)]
+pub struct Uplink {
+    /// The router's interface name (`ppp0`, `ppp1`, ...).
+    pub interface: String,
+    pub address: Ipv4Addr,
+    pub gateway: Ipv4Addr,
+    pub address6: String,
+    pub gateway6: String,
+}
+
+#[derive(Debug)]
+pub struct Topology {
+    pub router: Netns,
+    pub lan: Netns,
+    pub server: Netns,
+    pub isps: Vec<Netns>,
+    pub uplinks: Vec<Uplink>,
+    helpers: Vec<Child>,
+}
+
+/// The traffic helper binary.
+pub fn nbtraffic() -> String {
+    crate::target_binary("nbtraffic")
+}
+
+fn sh(ns: &Netns, line: &str) {
+    let args: Vec<&str> = line.split_whitespace().collect();
+    ns.ok(args[0], &args[1..]);
+}
+
+impl Topology {
+    /// Builds the network with `n` uplinks (1 to 9).
+    pub fn new(n: usize) -> Topology {
+        assert!((1..=9).contains(&n));
+        let router = Netns::new("rtr");
+        let lan = Netns::new("lan");
+        let server = Netns::new("srv");
+        let isps: Vec<Netns> = (1..=n).map(|i| Netns::new(&format!("isp{i}"))).collect();
+        let uplinks: Vec<Uplink> = (1..=n)
+            .map(|i| Uplink {
+                interface: format!("ppp{}", i - 1),
+                address: Ipv4Addr::new(100, 0, i as u8, 1),
+                gateway: Ipv4Addr::new(100, 0, i as u8, 254),
+                address6: format!("2001:db8:{i}::1"),
+                gateway6: format!("2001:db8:{i}::ff"),
+            })
+            .collect();
+        let topo = Topology {
+            router,
+            lan,
+            server,
+            isps,
+            uplinks,
+            helpers: Vec::new(),
+        };
+        topo.wire();
+        topo
+    }
+
+    fn wire(&self) {
+        let (r, lan, srv) = (&self.router, &self.lan, &self.server);
+        for ns in [r, &self.server].into_iter().chain(&self.isps) {
+            for key in ["net.ipv4.ip_forward=1", "net.ipv6.conf.all.forwarding=1"] {
+                ns.ok("sysctl", &["-qw", key]);
+            }
+        }
+        // The router's replies arrive on the uplink their connection uses, which the main
+        // table does not point at; strict reverse-path filtering would drop them.
+        for key in [
+            "net.ipv4.conf.all.rp_filter=0",
+            "net.ipv4.conf.default.rp_filter=0",
+        ] {
+            r.ok("sysctl", &["-qw", key]);
+        }
+
+        // LAN <-> router.
+        lan.ok(
+            "ip",
+            &[
+                "link",
+                "add",
+                "eth0",
+                "type",
+                "veth",
+                "peer",
+                "name",
+                "eth0",
+                "netns",
+                r.name(),
+            ],
+        );
+        sh(r, "ip addr add 192.168.1.1/24 dev eth0");
+        sh(r, "ip addr add fd00:1::1/64 dev eth0 nodad");
+        sh(r, "ip link set eth0 up");
+        for h in lan_hosts() {
+            lan.ok("ip", &["addr", "add", &format!("{h}/24"), "dev", "eth0"]);
+        }
+        for h in lan_hosts6() {
+            lan.ok(
+                "ip",
+                &["addr", "add", &format!("{h}/64"), "dev", "eth0", "nodad"],
+            );
+        }
+        sh(lan, "ip link set eth0 up");
+        sh(lan, "ip route add default via 192.168.1.1");
+        sh(lan, "ip -6 route add default via fd00:1::1");
+
+        // Server addresses.
+        for a in [SERVER, SERVER_EXCLUDED] {
+            srv.ok("ip", &["addr", "add", &format!("{a}/32"), "dev", "lo"]);
+        }
+        srv.ok(
+            "ip",
+            &["addr", "add", &format!("{SERVER6}/128"), "dev", "lo"],
+        );
+
+        for (k, (isp, up)) in self.isps.iter().zip(&self.uplinks).enumerate() {
+            let i = k + 1;
+            // router <-> provider
+            r.ok(
+                "ip",
+                &[
+                    "link",
+                    "add",
+                    &up.interface,
+                    "type",
+                    "veth",
+                    "peer",
+                    "name",
+                    "rtr",
+                    "netns",
+                    isp.name(),
+                ],
+            );
+            r.ok(
+                "ip",
+                &[
+                    "addr",
+                    "add",
+                    &format!("{}/24", up.address),
+                    "dev",
+                    &up.interface,
+                ],
+            );
+            r.ok(
+                "ip",
+                &[
+                    "addr",
+                    "add",
+                    &format!("{}/64", up.address6),
+                    "dev",
+                    &up.interface,
+                    "nodad",
+                ],
+            );
+            r.ok("ip", &["link", "set", &up.interface, "up"]);
+            isp.ok(
+                "ip",
+                &["addr", "add", &format!("{}/24", up.gateway), "dev", "rtr"],
+            );
+            isp.ok(
+                "ip",
+                &[
+                    "addr",
+                    "add",
+                    &format!("{}/64", up.gateway6),
+                    "dev",
+                    "rtr",
+                    "nodad",
+                ],
+            );
+            sh(isp, "ip link set rtr up");
+            // provider <-> server
+            let ifname = format!("isp{i}");
+            isp.ok(
+                "ip",
+                &[
+                    "link",
+                    "add",
+                    "wan",
+                    "type",
+                    "veth",
+                    "peer",
+                    "name",
+                    &ifname,
+                    "netns",
+                    srv.name(),
+                ],
+            );
+            isp.ok(
+                "ip",
+                &["addr", "add", &format!("172.31.{i}.1/30"), "dev", "wan"],
+            );
+            isp.ok(
+                "ip",
+                &[
+                    "addr",
+                    "add",
+                    &format!("2001:db8:f{i}::1/64"),
+                    "dev",
+                    "wan",
+                    "nodad",
+                ],
+            );
+            sh(isp, "ip link set wan up");
+            srv.ok(
+                "ip",
+                &["addr", "add", &format!("172.31.{i}.2/30"), "dev", &ifname],
+            );
+            srv.ok(
+                "ip",
+                &[
+                    "addr",
+                    "add",
+                    &format!("2001:db8:f{i}::2/64"),
+                    "dev",
+                    &ifname,
+                    "nodad",
+                ],
+            );
+            srv.ok("ip", &["link", "set", &ifname, "up"]);
+            isp.ok(
+                "ip",
+                &[
+                    "route",
+                    "add",
+                    "198.51.100.0/24",
+                    "via",
+                    &format!("172.31.{i}.2"),
+                ],
+            );
+            isp.ok(
+                "ip",
+                &[
+                    "-6",
+                    "route",
+                    "add",
+                    "2001:db8:ff::/64",
+                    "via",
+                    &format!("2001:db8:f{i}::2"),
+                ],
+            );
+            srv.ok(
+                "ip",
+                &[
+                    "route",
+                    "add",
+                    &format!("100.0.{i}.0/24"),
+                    "via",
+                    &format!("172.31.{i}.1"),
+                ],
+            );
+            srv.ok(
+                "ip",
+                &[
+                    "-6",
+                    "route",
+                    "add",
+                    &format!("2001:db8:{i}::/64"),
+                    "via",
+                    &format!("2001:db8:f{i}::1"),
+                ],
+            );
+            // Ingress filtering: only this uplink's addresses may come from the router.
+            let bcp38 = format!(
+                "table inet bcp38 {{\n chain forward {{ type filter hook forward priority 0;\n  \
+                 iifname \"rtr\" ip saddr != 100.0.{i}.0/24 counter drop\n  \
+                 iifname \"rtr\" ip6 saddr != 2001:db8:{i}::/64 counter drop\n }}\n}}\n"
+            );
+            let out = isp.exec("nft", &["-f", "-"], Some(bcp38.as_bytes()));
+            assert!(
+                out.status.success(),
+                "bcp38: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        let first = &self.uplinks[0];
+        r.ok(
+            "ip",
+            &["route", "add", "default", "via", &first.gateway.to_string()],
+        );
+        r.ok(
+            "ip",
+            &["-6", "route", "add", "default", "via", &first.gateway6],
+        );
+    }
+
+    /// Per-uplink tables and rules as the routing issue will make `nftbalance apply` do:
+    /// local destinations first (main without its default route), then fwmark, then from.
+    pub fn policy_routing(&self, marks: &[u32], mask: u32) {
+        let r = &self.router;
+        r.ok(
+            "ip",
+            &[
+                "rule",
+                "add",
+                "priority",
+                "1000",
+                "lookup",
+                "main",
+                "suppress_prefixlength",
+                "0",
+            ],
+        );
+        r.ok(
+            "ip",
+            &[
+                "-6",
+                "rule",
+                "add",
+                "priority",
+                "1000",
+                "lookup",
+                "main",
+                "suppress_prefixlength",
+                "0",
+            ],
+        );
+        for (k, (up, mark)) in self.uplinks.iter().zip(marks).enumerate() {
+            let table = (101 + k).to_string();
+            let fwmark = format!("{mark:#x}/{mask:#x}");
+            let prio = (1001 + k).to_string();
+            let from_prio = (1101 + k).to_string();
+            r.ok(
+                "ip",
+                &[
+                    "route",
+                    "add",
+                    "default",
+                    "via",
+                    &up.gateway.to_string(),
+                    "dev",
+                    &up.interface,
+                    "table",
+                    &table,
+                ],
+            );
+            r.ok(
+                "ip",
+                &[
+                    "-6",
+                    "route",
+                    "add",
+                    "default",
+                    "via",
+                    &up.gateway6,
+                    "dev",
+                    &up.interface,
+                    "table",
+                    &table,
+                ],
+            );
+            for v in ["-4", "-6"] {
+                r.ok(
+                    "ip",
+                    &[
+                        v, "rule", "add", "priority", &prio, "fwmark", &fwmark, "lookup", &table,
+                    ],
+                );
+            }
+            r.ok(
+                "ip",
+                &[
+                    "rule",
+                    "add",
+                    "priority",
+                    &from_prio,
+                    "from",
+                    &up.address.to_string(),
+                    "lookup",
+                    &table,
+                ],
+            );
+            r.ok(
+                "ip",
+                &[
+                    "-6",
+                    "rule",
+                    "add",
+                    "priority",
+                    &from_prio,
+                    "from",
+                    &up.address6,
+                    "lookup",
+                    &table,
+                ],
+            );
+        }
+    }
+
+    /// Starts the traffic helper's server in a namespace; returns once it listens.
+    pub fn serve(&mut self, ns: Which, addr: &str, udp: bool) {
+        let ns = self.ns(ns);
+        let mut cmd = Command::new("ip");
+        cmd.args(["netns", "exec", ns.name(), &nbtraffic(), "serve", addr]);
+        if udp {
+            cmd.arg("--udp");
+        }
+        let mut child = cmd
+            .env("PATH", PATH)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("start nbtraffic serve");
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        assert_eq!(line.trim(), "ready", "nbtraffic serve {addr} did not start");
+        self.helpers.push(child);
+    }
+
+    pub fn ns(&self, which: Which) -> &Netns {
+        match which {
+            Which::Router => &self.router,
+            Which::Lan => &self.lan,
+            Which::Server => &self.server,
+            Which::Isp(i) => &self.isps[i],
+        }
+    }
+
+    /// Runs the traffic helper's client in a namespace; returns its JSON lines.
+    pub fn traffic(&self, ns: Which, args: &[&str]) -> Vec<serde_json::Value> {
+        let out = self.ns(ns).exec(&nbtraffic(), args, None);
+        assert!(
+            out.status.success(),
+            "nbtraffic {}: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout)
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{l}: {e}")))
+            .collect()
+    }
+
+    /// Starts the traffic helper's client in the background (for long-lived streams).
+    pub fn spawn_traffic(&self, ns: Which, args: &[&str]) -> TrafficRun {
+        let child = Command::new("ip")
+            .args(["netns", "exec", self.ns(ns).name(), &nbtraffic()])
+            .args(args)
+            .env("PATH", PATH)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start nbtraffic");
+        TrafficRun { child: Some(child) }
+    }
+
+    /// Which uplink (index) a server-seen source address belongs to.
+    pub fn uplink_of(&self, seen: &str) -> Option<usize> {
+        self.uplinks
+            .iter()
+            .position(|u| u.address.to_string() == seen || u.address6 == seen)
+    }
+
+    /// Packets each provider dropped for a source address that is not its uplink's.
+    pub fn ingress_drops(&self) -> Vec<u64> {
+        self.isps
+            .iter()
+            .map(|isp| {
+                let text = isp.ok("nft", &["-j", "list", "table", "inet", "bcp38"]);
+                let doc: serde_json::Value = serde_json::from_str(&text).unwrap();
+                doc["nftables"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .filter_map(|o| o.get("rule"))
+                    .flat_map(|r| r["expr"].as_array().unwrap())
+                    .filter_map(|e| e.get("counter"))
+                    .map(|c| c["packets"].as_u64().unwrap())
+                    .sum()
+            })
+            .collect()
+    }
+}
+
+/// A background traffic run; killed if dropped before `finish`.
+#[derive(Debug)]
+pub struct TrafficRun {
+    child: Option<Child>,
+}
+
+impl TrafficRun {
+    /// Waits for the run and returns its JSON lines.
+    pub fn finish(mut self) -> Vec<serde_json::Value> {
+        let out = self.child.take().unwrap().wait_with_output().unwrap();
+        assert!(
+            out.status.success(),
+            "nbtraffic: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout)
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{l}: {e}")))
+            .collect()
+    }
+}
+
+impl Drop for TrafficRun {
+    fn drop(&mut self) {
+        if let Some(c) = &mut self.child {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+pub enum Which {
+    Router,
+    Lan,
+    Server,
+    Isp(usize),
+}
+
+impl Drop for Topology {
+    fn drop(&mut self) {
+        for c in &mut self.helpers {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
