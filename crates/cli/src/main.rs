@@ -6,6 +6,7 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand, ValueEnum};
+use nftbalance_netlink::{lower, read, transaction, Commit, Socket};
 use nftbalance_ruleset as ruleset;
 use nftbalance_spec::Spec;
 
@@ -21,6 +22,35 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Put the spec's ruleset into the kernel as one nftables transaction.
+    ///
+    /// The transaction creates the tool's table if it is missing, deletes it and re-creates it
+    /// with all chains, sets, maps and rules, so the kernel switches from the old ruleset to
+    /// the new one at once, and re-applying gives the same state. No other table is touched.
+    /// If another program commits in between, the transaction is rebuilt and retried.
+    /// Needs CAP_NET_ADMIN (root).
+    Apply {
+        /// The spec file (JSON); `-` reads standard input.
+        spec: PathBuf,
+        /// Let the kernel validate the whole transaction, then abort it: nothing changes.
+        /// Exit status 0 when the kernel accepts it, 2 with its objections.
+        #[arg(long)]
+        check: bool,
+    },
+    /// Compare the live table with the spec's ruleset and print every difference.
+    ///
+    /// Exit status 0 when they are the same, 1 when they differ (or the table is missing),
+    /// 2 on error. Elements of sets filled from the packet path (sticky) are state, not
+    /// configuration, and are not compared. Needs CAP_NET_ADMIN (root).
+    Diff {
+        /// The spec file (JSON); `-` reads standard input.
+        spec: PathBuf,
+    },
+    /// Remove everything nftbalance owns for this spec (its table). Running it twice is fine.
+    Flush {
+        /// The spec file (JSON); `-` reads standard input.
+        spec: PathBuf,
+    },
     /// Print the ruleset a spec compiles to, without touching the system (a dry run).
     ///
     /// The nft output is a script that `nft -f` loads as one transaction replacing the tool's
@@ -43,7 +73,10 @@ enum DumpFormat {
     Json,
 }
 
+mod privilege;
+
 /// Exit statuses: 0 ok, 1 a check found a difference, 2 an error.
+const EXIT_DIFFERENT: u8 = 1;
 const EXIT_ERROR: u8 = 2;
 
 fn main() -> ExitCode {
@@ -62,6 +95,63 @@ fn main() -> ExitCode {
 
 fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
+        Command::Apply { spec, check } => {
+            let spec = load_spec(&spec)?;
+            privilege::require_net_admin("apply")?;
+            let rs = ruleset::compile(&spec);
+            let table = format!("table {} {}", rs.family, rs.table);
+            let commit = if check {
+                Commit::CheckOnly
+            } else {
+                Commit::Yes
+            };
+            let socket = Socket::open().context("opening the netfilter netlink socket")?;
+            transaction::run(&socket, commit, || lower::replace_batch(&rs))?;
+            let rules: usize = rs.chains.iter().map(|c| c.rules.len()).sum();
+            let summary = format!(
+                "{} chains, {} sets and maps, {rules} rules",
+                rs.chains.len(),
+                rs.sets.len()
+            );
+            if check {
+                println!(
+                    "{table}: the kernel accepts the ruleset ({summary}); nothing was changed"
+                );
+            } else {
+                println!("{table}: applied ({summary})");
+            }
+        }
+        Command::Diff { spec } => {
+            let spec = load_spec(&spec)?;
+            privilege::require_net_admin("diff")?;
+            let rs = ruleset::compile(&spec);
+            let socket = Socket::open().context("opening the netfilter netlink socket")?;
+            let differences = read::diff(&socket, &rs)?;
+            let table = format!("table {} {}", rs.family, rs.table);
+            if differences.is_empty() {
+                println!("{table}: same as the spec");
+                return Ok(ExitCode::SUCCESS);
+            }
+            let mut text = format!(
+                "{table}: {} difference(s) from the spec\n",
+                differences.len()
+            );
+            for d in &differences {
+                text.push_str(&format!("  {d}\n"));
+            }
+            write_stdout(&text)?;
+            return Ok(ExitCode::from(EXIT_DIFFERENT));
+        }
+        Command::Flush { spec } => {
+            let spec = load_spec(&spec)?;
+            privilege::require_net_admin("flush")?;
+            let rs = ruleset::compile(&spec);
+            let socket = Socket::open().context("opening the netfilter netlink socket")?;
+            transaction::run(&socket, Commit::Yes, || {
+                lower::delete_batch(rs.family, &rs.table)
+            })?;
+            println!("table {} {}: removed", rs.family, rs.table);
+        }
         Command::Dump { spec, format } => {
             let spec = load_spec(&spec)?;
             let rs = ruleset::compile(&spec);

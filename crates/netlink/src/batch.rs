@@ -130,6 +130,21 @@ impl Batch {
         self.msgs.iter().map(|m| m.label.as_str())
     }
 
+    /// Each object message with its label: (label, message type without the subsystem,
+    /// attributes after the nfgenmsg header). For comparing a batch with what the kernel holds.
+    pub(crate) fn messages(&self) -> Vec<(&str, u16, &[u8])> {
+        let mut out = Vec::with_capacity(self.msgs.len());
+        for (m, raw) in self
+            .msgs
+            .iter()
+            .zip(crate::socket::parse_messages(&self.body))
+        {
+            let attrs = raw.payload.get(4..).unwrap_or(&[]);
+            out.push((m.label.as_str(), raw.msg_type & 0xff, attrs));
+        }
+        out
+    }
+
     fn push(
         &mut self,
         label: String,

@@ -313,6 +313,9 @@ pub(crate) fn build_msg(
     if scratch.len() < words {
         scratch.resize(words, 0);
     }
+    // Attribute padding is not written by libmnl: clear what earlier messages left, so no
+    // stale bytes end up in this message (and equal batches are equal byte strings).
+    scratch[..words].fill(0);
     let buf: *mut u8 = scratch.as_mut_ptr().cast();
     // SAFETY: `buf` points to at least `bound` writable, 8-byte aligned bytes; the header is
     // 20 bytes and every payload builder writes at most `bound` bytes in total (guaranteed by

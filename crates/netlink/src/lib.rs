@@ -41,8 +41,11 @@ mod batch;
 mod consts;
 mod expr;
 mod ffi;
+pub mod lower;
 mod objects;
+pub mod read;
 mod socket;
+pub mod transaction;
 
 use std::fmt;
 

@@ -109,6 +109,75 @@ impl Socket {
         }
     }
 
+    /// A dump request (`NLM_F_DUMP`) of nf_tables message type `msg_type` for `family`, with
+    /// filter attributes; returns each reply's attributes (after the nfgenmsg header).
+    pub(crate) fn dump(
+        &self,
+        msg_type: u16,
+        family: u8,
+        attrs: &[(u16, &[u8])],
+    ) -> io::Result<Vec<Vec<u8>>> {
+        let seq = self.next_seq(1);
+        let mut body = Vec::new();
+        for (t, v) in attrs {
+            let len = 4 + v.len();
+            body.extend_from_slice(&(len as u16).to_ne_bytes());
+            body.extend_from_slice(&t.to_ne_bytes());
+            body.extend_from_slice(v);
+            body.resize((body.len() + 3) & !3, 0);
+        }
+        let total = NLMSG_HDRLEN + 4 + body.len();
+        let mut msg = Vec::with_capacity(total);
+        msg.extend_from_slice(&(total as u32).to_ne_bytes());
+        msg.extend_from_slice(&((NFNL_SUBSYS_NFTABLES << 8) | msg_type).to_ne_bytes());
+        msg.extend_from_slice(&(NLM_F_REQUEST | NLM_F_DUMP).to_ne_bytes());
+        msg.extend_from_slice(&seq.to_ne_bytes());
+        msg.extend_from_slice(&0u32.to_ne_bytes());
+        msg.extend_from_slice(&[family, NFNETLINK_V0, 0, 0]);
+        msg.extend_from_slice(&body);
+        self.discard_pending()?;
+        self.send(&msg)?;
+        let mut buf = vec![0u8; RECV_BUF];
+        let mut out = Vec::new();
+        loop {
+            let n = sock::recv_blocking(self.fd(), &mut buf)?;
+            let mut done = false;
+            let mut off = 0usize;
+            // parse_messages stops at NLMSG_DONE; detect it by walking headers ourselves.
+            while let Some(len) = u32_at(&buf[..n], off).map(|l| l as usize) {
+                if len < NLMSG_HDRLEN || off + len > n {
+                    break;
+                }
+                let t = u16_at(&buf, off + 4).unwrap_or(0);
+                let s = u32_at(&buf, off + 8).unwrap_or(0);
+                if s == seq {
+                    if t == NLMSG_DONE {
+                        done = true;
+                    } else if t == NLMSG_ERROR {
+                        let m = RawMsg {
+                            msg_type: t,
+                            flags: 0,
+                            seq: s,
+                            payload: &buf[off + NLMSG_HDRLEN..off + len],
+                        };
+                        let e = parse_error(&m);
+                        if e.errno != 0 {
+                            return Err(io::Error::from_raw_os_error(e.errno));
+                        }
+                        done = true;
+                    } else {
+                        let payload = &buf[off + NLMSG_HDRLEN..off + len];
+                        out.push(payload.get(4..).unwrap_or(&[]).to_vec());
+                    }
+                }
+                off += (len + 3) & !3;
+            }
+            if done {
+                return Ok(out);
+            }
+        }
+    }
+
     /// Grows the socket buffers so that a `len`-byte batch can be sent in one `sendmsg()` and an
     /// error for each of `msgs` messages can be queued without loss (what nft does too).
     pub(crate) fn prepare_for_batch(&self, len: usize, msgs: usize) -> io::Result<()> {

@@ -1,0 +1,248 @@
+//! `nftbalance apply`, `apply --check`, `diff` and `flush` against the kernel, each test in
+//! its own namespaces. The binary is run inside the namespace with `ip netns exec`.
+
+use std::path::Path;
+use std::process::Output;
+
+use nftbalance_integration::netns::Netns;
+use nftbalance_integration::nft::ruleset_json;
+use nftbalance_integration::{fixture_files, repo_root, target_binary};
+use serde_json::Value;
+
+fn nftbalance(ns: &Netns, args: &[&str]) -> Output {
+    ns.exec(&target_binary("nftbalance"), args, None)
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+fn ok(ns: &Netns, args: &[&str]) -> String {
+    let out = nftbalance(ns, args);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "nftbalance {args:?}: {}",
+        text(&out.stderr)
+    );
+    text(&out.stdout)
+}
+
+fn spec(name: &str) -> String {
+    repo_root()
+        .join("fixtures/specs")
+        .join(name)
+        .to_str()
+        .unwrap()
+        .to_string()
+}
+
+fn p(path: &Path) -> &str {
+    path.to_str().unwrap()
+}
+
+const FOREIGN: &str = "table inet filter {\n chain input { type filter hook input priority 0; policy accept;\n  tcp dport 22 counter accept\n  ct state established,related accept\n }\n}\n\
+table ip nat {\n chain post { type nat hook postrouting priority 100;\n  oifname \"eth9\" masquerade\n }\n}\n";
+
+fn foreign(ns: &Netns) {
+    let out = ns.exec("nft", &["-f", "-"], Some(FOREIGN.as_bytes()));
+    assert!(out.status.success(), "{}", text(&out.stderr));
+}
+
+#[test]
+fn apply_programs_what_nft_f_of_the_dump_programs() {
+    let applied = Netns::new("apply");
+    let loaded = Netns::new("nftf");
+    for file in fixture_files("specs", "json") {
+        let stem = file.file_stem().unwrap().to_str().unwrap();
+        let dump = repo_root()
+            .join("fixtures/dump")
+            .join(format!("{stem}.nft"));
+        ok(&applied, &["apply", p(&file)]);
+        loaded.ok("nft", &["-f", p(&dump)]);
+        assert_eq!(
+            ruleset_json(&applied),
+            ruleset_json(&loaded),
+            "{stem}: apply and nft -f differ"
+        );
+        applied.ok("nft", &["flush", "ruleset"]);
+        loaded.ok("nft", &["flush", "ruleset"]);
+    }
+}
+
+#[test]
+fn apply_twice_is_idempotent_and_foreign_tables_are_untouched() {
+    let ns = Netns::new("twice");
+    foreign(&ns);
+    let before = ns.ok("nft", &["list", "ruleset"]);
+    let seed = spec("seed.json");
+    ok(&ns, &["apply", &seed]);
+    let once = ruleset_json(&ns);
+    ok(&ns, &["apply", &seed]);
+    assert_eq!(once, ruleset_json(&ns));
+    let all = ns.ok("nft", &["list", "ruleset"]);
+    assert!(all.starts_with(&before), "foreign tables changed:\n{all}");
+    ok(&ns, &["flush", &seed]);
+    assert_eq!(ns.ok("nft", &["list", "ruleset"]), before);
+    ok(&ns, &["flush", &seed]);
+    assert_eq!(ns.ok("nft", &["list", "ruleset"]), before);
+}
+
+#[test]
+fn check_changes_nothing() {
+    let ns = Netns::new("check");
+    let out = ok(&ns, &["apply", "--check", &spec("seed.json")]);
+    assert!(out.contains("nothing was changed"), "{out}");
+    assert_eq!(ns.ok("nft", &["list", "ruleset"]), "");
+    ok(&ns, &["apply", &spec("seed.json")]);
+    let before = ruleset_json(&ns);
+    ok(&ns, &["apply", "--check", &spec("weighted-3-2-1.json")]);
+    assert_eq!(ruleset_json(&ns), before);
+}
+
+/// The handle of the `index`th rule of a chain.
+fn rule_handle(ns: &Netns, family: &str, table: &str, chain: &str, index: usize) -> String {
+    let text = ns.ok("nft", &["-a", "-j", "list", "chain", family, table, chain]);
+    let doc: Value = serde_json::from_str(&text).unwrap();
+    let rules: Vec<&Value> = doc["nftables"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|o| o.get("rule"))
+        .collect();
+    rules[index]["handle"].to_string()
+}
+
+#[test]
+fn diff_reports_hand_edits_and_is_clean_after_reapply() {
+    let ns = Netns::new("diff");
+    for name in [
+        "seed.json",
+        "mark-mask.json",
+        "sticky.json",
+        "dual-stack.json",
+        "source-hash.json",
+    ] {
+        let s = spec(name);
+        let out = nftbalance(&ns, &["diff", &s]);
+        assert_eq!(
+            out.status.code(),
+            Some(1),
+            "{name}: diff before apply: {}",
+            text(&out.stdout)
+        );
+        assert!(
+            text(&out.stdout).contains("does not exist"),
+            "{}",
+            text(&out.stdout)
+        );
+        ok(&ns, &["apply", &s]);
+        let out = ok(&ns, &["diff", &s]);
+        assert!(out.contains("same as the spec"), "{name}: {out}");
+        ok(&ns, &["flush", &s]);
+    }
+
+    // The same table loaded by nft itself is the same as the spec too.
+    ns.ok("nft", &["flush", "ruleset"]);
+    let dump = repo_root().join("fixtures/dump/mark-mask.nft");
+    ns.ok("nft", &["-f", p(&dump)]);
+    assert!(ok(&ns, &["diff", &spec("mark-mask.json")]).contains("same as the spec"));
+
+    let seed = spec("seed.json");
+    ok(&ns, &["apply", &seed]);
+    // A rule deleted by hand.
+    let handle = rule_handle(&ns, "inet", "nftbalance", "balance", 2);
+    ns.ok(
+        "nft",
+        &[
+            "delete",
+            "rule",
+            "inet",
+            "nftbalance",
+            "balance",
+            "handle",
+            &handle,
+        ],
+    );
+    let out = nftbalance(&ns, &["diff", &seed]);
+    assert_eq!(out.status.code(), Some(1));
+    let report = text(&out.stdout);
+    assert!(
+        report.contains("chain balance, rule 3: ct mark set numgen inc mod 2 map")
+            && report.contains("missing"),
+        "{report}"
+    );
+    ok(&ns, &["apply", &seed]);
+    assert!(ok(&ns, &["diff", &seed]).contains("same as the spec"));
+
+    // An element added by hand, a rule added by hand.
+    ns.ok(
+        "nft",
+        &[
+            "add",
+            "element",
+            "inet",
+            "nftbalance",
+            "exclude_v4",
+            "{ 172.16.0.0/12 }",
+        ],
+    );
+    ns.ok(
+        "nft",
+        &["add", "rule", "inet", "nftbalance", "prerouting", "counter"],
+    );
+    let out = nftbalance(&ns, &["diff", &seed]);
+    assert_eq!(out.status.code(), Some(1));
+    let report = text(&out.stdout);
+    assert!(
+        report.contains("set exclude_v4: 0 element(s) of the spec missing, "),
+        "{report}"
+    );
+    assert!(report.contains("chain prerouting, rule handle"), "{report}");
+    assert!(report.contains("not in the spec"), "{report}");
+
+    // A different spec against the applied one.
+    let out = nftbalance(&ns, &["diff", &spec("weighted-3-2-1.json")]);
+    assert_eq!(out.status.code(), Some(1));
+}
+
+#[test]
+fn without_cap_net_admin_the_message_is_clear_and_nothing_changes() {
+    let ns = Netns::new("nopriv");
+    foreign(&ns);
+    let before = ns.ok("nft", &["list", "ruleset"]);
+    let bin = target_binary("nftbalance");
+    let seed = spec("seed.json");
+    for cmd in ["apply", "flush", "diff"] {
+        let out = ns.exec(
+            "setpriv",
+            &[
+                "--bounding-set",
+                "-net_admin",
+                "--inh-caps",
+                "-net_admin",
+                "--",
+                &bin,
+                cmd,
+                &seed,
+            ],
+            None,
+        );
+        assert_eq!(out.status.code(), Some(2), "{cmd}");
+        let err = text(&out.stderr);
+        assert!(err.contains("needs CAP_NET_ADMIN"), "{cmd}: {err}");
+        assert!(!err.contains("os error"), "{cmd}: raw errno in {err}");
+    }
+    assert_eq!(ns.ok("nft", &["list", "ruleset"]), before);
+}
+
+#[test]
+fn a_bad_spec_applies_nothing() {
+    let ns = Netns::new("badspec");
+    ok(&ns, &["apply", &spec("seed.json")]);
+    let before = ruleset_json(&ns);
+    let bad = repo_root().join("fixtures/bad/mark-zero.json");
+    let out = nftbalance(&ns, &["apply", p(&bad)]);
+    assert_eq!(out.status.code(), Some(2));
+    assert_eq!(ruleset_json(&ns), before);
+}
