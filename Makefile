@@ -8,7 +8,7 @@ export PATH := /usr/local/sbin:/usr/sbin:/sbin:$(HOME)/.cargo/bin:$(PATH)
 
 # nftables/iptables/iproute2: the real tools the tests use as oracles.
 # libnftnl-dev, libmnl-dev, pkg-config: the netlink write path links libnftnl.
-# libclang-dev: rustables generates its bindings with bindgen at build time.
+# libclang-dev: bindgen for -sys crates that generate bindings at build time (rustables).
 APT_PACKAGES := nftables iptables iproute2 libnftnl-dev libmnl-dev pkg-config libclang-dev
 
 .PHONY: all deps build demo test lint unit bless clean

@@ -28,6 +28,16 @@
 //! * Anonymous set sizes (`NFTA_SET_DESC_SIZE`): the element count, for interval sets the
 //!   number of interval elements before adjacent end elements are dropped.
 //! * An anonymous set with a single element is a plain compare.
+//! * Set userdata: key byte order; for maps the data byte order (verdicts: 0, "invalid") and
+//!   `DATA_INTERVAL = 0`; anonymous interval sets add `MERGE_ELEMENTS = 1`; anonymous sets
+//!   keyed by a header field or `meta` key add its typeof (`tcp dport`: payload, tcp, dport);
+//!   anonymous verdict maps add a verdict typeof for the data.
+//!
+//! `tests/lower.rs` checks all of this against nft itself: the kernel state after `nft -f`, and
+//! the messages nft sends (captured with strace) byte for byte, except that nft sends
+//! `NFTA_BITWISE_OP = NFT_BITWISE_BOOL` for `&`/`|` expressions where [`Expr::Bitwise`] sends
+//! none (the kernel's default is the same operation), `NFT_MSG_NEWTABLE` without
+//! `NLM_F_CREATE`, and some attributes in another order.
 
 use std::collections::HashMap;
 
