@@ -8,10 +8,11 @@ export PATH := /usr/local/sbin:/usr/sbin:/sbin:$(HOME)/.cargo/bin:$(PATH)
 
 # nftables/iptables/iproute2: the real tools the tests use as oracles.
 # libnftnl-dev, libmnl-dev, pkg-config: the netlink write path links libnftnl.
+# strace: one test compares our netlink messages with the ones nft sends.
 # libclang-dev: bindgen for -sys crates that generate bindings at build time (rustables).
-APT_PACKAGES := nftables iptables iproute2 libnftnl-dev libmnl-dev pkg-config libclang-dev
+APT_PACKAGES := nftables iptables iproute2 libnftnl-dev libmnl-dev pkg-config libclang-dev strace
 
-.PHONY: all deps build demo test lint unit bless clean
+.PHONY: all deps bench-deps build demo test lint bless bench clean
 
 all: build
 
@@ -47,6 +48,16 @@ test: deps lint
 bless:
 	NFTBALANCE_BLESS=1 $(CARGO) test -p nftbalance-ruleset --test golden
 	NFTBALANCE_BLESS=1 $(CARGO) test -p nftbalance --test bad_specs
+
+bench-deps: deps
+	@command -v hyperfine >/dev/null && [ -x /usr/bin/time ] && command -v python3 >/dev/null || { \
+		echo "installing: hyperfine time python3"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq hyperfine time python3 >/dev/null; }
+
+# Side-by-side timings against the peer tools, in throwaway namespaces (root).
+bench: bench-deps
+	$(CARGO) build --release --locked
+	bench/apply.sh
 
 clean:
 	$(CARGO) clean

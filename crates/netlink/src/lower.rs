@@ -20,7 +20,7 @@
 //! * Anonymous maps keyed by `numgen`/`jhash`: with a range among the keys the map is an
 //!   interval map with big-endian keys and a `byteorder hton` before the lookup; with single
 //!   keys only it is a plain map with host-order keys and no `byteorder`.
-//! * Interval elements (see [`interval_set_elements`]): named sets keep every range's end
+//! * Interval elements: named sets keep every range's end
 //!   element (also where the next range starts); anonymous sets merge adjacent ranges and
 //!   anonymous maps drop an end element where the next range starts. A range that runs to the
 //!   top of the key space has no end element and carries the element userdata
