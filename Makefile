@@ -30,12 +30,13 @@ deps:
 	@command -v $(CARGO) >/dev/null || { echo "cargo not found: install Rust with rustup (https://rustup.rs)" >&2; exit 1; }
 
 build: deps
-	$(CARGO) build --release --locked
+	$(CARGO) build --release --locked --workspace --bins
 
-# Until the live demo exists: the ruleset the seed's recipe becomes.
+# The main job, live: the seed's router in throwaway namespaces, 200 real connections.
 demo: build
-	@echo "# nftbalance dump fixtures/specs/seed.json"
+	@echo "# nftbalance dump fixtures/specs/seed.json (the ruleset it will apply)"
 	@./target/release/nftbalance dump fixtures/specs/seed.json
+	@./target/release/nbdemo
 
 lint: deps
 	$(CARGO) fmt --all -- --check

@@ -28,14 +28,14 @@ pub fn fixture_files(dir: &str, ext: &str) -> Vec<PathBuf> {
     files
 }
 
-/// A binary of this workspace, built next to the running test (`target/<profile>/NAME`).
+/// A binary of this workspace, built next to the running program (`target/<profile>/NAME`).
 pub fn target_binary(name: &str) -> String {
-    let exe = std::env::current_exe().expect("test executable path");
-    // target/<profile>/deps/<test>-<hash> -> target/<profile>/NAME
-    let dir = exe
-        .parent()
-        .and_then(|deps| deps.parent())
-        .expect("test runs from target/<profile>/deps");
+    let exe = std::env::current_exe().expect("executable path");
+    // Tests run from target/<profile>/deps/, binaries from target/<profile>/.
+    let mut dir = exe.parent().expect("executable directory");
+    if dir.ends_with("deps") {
+        dir = dir.parent().expect("target/<profile>");
+    }
     let path = dir.join(name);
     assert!(
         path.exists(),

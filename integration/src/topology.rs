@@ -428,6 +428,20 @@ impl Topology {
         }
     }
 
+    /// `nftbalance apply` of a spec (JSON text) on the router.
+    pub fn apply(&self, spec_json: &str) {
+        let out = self.router.exec(
+            &crate::target_binary("nftbalance"),
+            &["apply", "-"],
+            Some(spec_json.as_bytes()),
+        );
+        assert!(
+            out.status.success(),
+            "nftbalance apply: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
     /// Starts the traffic helper's server in a namespace; returns once it listens.
     pub fn serve(&mut self, ns: Which, addr: &str, udp: bool) {
         let ns = self.ns(ns);

@@ -5,17 +5,10 @@ use std::collections::BTreeMap;
 use nftbalance_integration::topology::{lan_hosts, Topology, Which, SERVER, SERVER_EXCLUDED};
 use serde_json::Value;
 
-/// Loads a spec's ruleset into the router. Until `nftbalance apply` exists this is
-/// `nft -f` of the dump; policy routing is set up by the harness.
+/// Applies a spec on the router with `nftbalance apply`. Policy routing is set up by the
+/// harness until `apply` owns it.
 fn load(topo: &Topology, spec_json: &str) {
-    let spec = nftbalance_spec::Spec::from_json(spec_json).unwrap_or_else(|e| panic!("{e}"));
-    let text = nftbalance_ruleset::nft::render(&nftbalance_ruleset::compile(&spec));
-    let out = topo.router.exec("nft", &["-f", "-"], Some(text.as_bytes()));
-    assert!(
-        out.status.success(),
-        "nft -f: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    topo.apply(spec_json);
 }
 
 fn seed_spec(weights: &[u32], extra_balance: &str) -> String {

@@ -1,0 +1,100 @@
+//! `make demo`: the seed recipe's router, for real, in throwaway network namespaces.
+//! Builds the topology, applies fixtures/specs/seed.json with `nftbalance apply`, drives
+//! 200 connections from the LAN, prints what each uplink carried, and tears it all down.
+
+use std::collections::BTreeMap;
+
+use nftbalance_integration::repo_root;
+use nftbalance_integration::topology::{lan_hosts, Topology, Which, SERVER};
+use serde_json::Value;
+
+const CONNECTIONS: usize = 200;
+
+/// Bytes sent and received on a router interface (`ip -s -j link`).
+fn interface_bytes(topo: &Topology, ifname: &str) -> u64 {
+    let text = topo
+        .router
+        .ok("ip", &["-s", "-j", "link", "show", "dev", ifname]);
+    let doc: Value = serde_json::from_str(&text).expect("ip -j prints JSON");
+    let stats = &doc[0]["stats64"];
+    stats["rx"]["bytes"].as_u64().unwrap_or(0) + stats["tx"]["bytes"].as_u64().unwrap_or(0)
+}
+
+fn main() {
+    let spec_path = repo_root().join("fixtures/specs/seed.json");
+    let spec = std::fs::read_to_string(&spec_path).expect("fixtures/specs/seed.json");
+    println!("Building the network: LAN -> router (eth0; uplinks ppp0, ppp1) -> two providers");
+    println!("with ingress filtering -> server {SERVER}, in throwaway network namespaces.");
+    let mut topo = Topology::new(2);
+    topo.policy_routing(&[1, 2], 0xffff_ffff);
+    println!("Applying {} with `nftbalance apply`.", spec_path.display());
+    topo.apply(&spec);
+    for port in [22, 25, 80, 443] {
+        topo.serve(Which::Server, &format!("{SERVER}:{port}"), false);
+    }
+    let before: Vec<u64> = topo
+        .uplinks
+        .iter()
+        .map(|u| interface_bytes(&topo, &u.interface))
+        .collect();
+
+    println!("Opening {CONNECTIONS} connections from 10 LAN hosts to ports 22, 25, 80 and 443,");
+    println!("each streaming echo traffic for 2 seconds...\n");
+    let hosts: Vec<String> = lan_hosts().iter().map(ToString::to_string).collect();
+    let runs: Vec<_> = [22, 25, 80, 443]
+        .into_iter()
+        .map(|port| {
+            topo.spawn_traffic(
+                Which::Lan,
+                &[
+                    "stream",
+                    &format!("{SERVER}:{port}"),
+                    "--count",
+                    &(CONNECTIONS / 4).to_string(),
+                    "--seconds",
+                    "2",
+                    "--from",
+                    &hosts.join(","),
+                ],
+            )
+        })
+        .collect();
+    let results: Vec<Value> = runs.into_iter().flat_map(|r| r.finish()).collect();
+
+    let mut per_uplink: BTreeMap<usize, (usize, u64)> = BTreeMap::new();
+    let mut failed = 0;
+    for r in &results {
+        let uplink = r["seen"].as_str().and_then(|s| topo.uplink_of(s));
+        match (r["ok"].as_bool(), uplink) {
+            (Some(true), Some(u)) => {
+                let e = per_uplink.entry(u).or_default();
+                e.0 += 1;
+                e.1 += 2 * r["bytes"].as_u64().unwrap_or(0);
+            }
+            _ => failed += 1,
+        }
+    }
+    let total: usize = per_uplink.values().map(|v| v.0).sum();
+    let total_bytes: u64 = per_uplink.values().map(|v| v.1).sum();
+    println!("| uplink | interface | connections | share | echo bytes | share | interface bytes |");
+    println!("|---|---|---:|---:|---:|---:|---:|");
+    for (i, up) in topo.uplinks.iter().enumerate() {
+        let (n, bytes) = per_uplink.get(&i).copied().unwrap_or_default();
+        let iface = interface_bytes(&topo, &up.interface) - before[i];
+        println!(
+            "| isp{} ({}) | {} | {n} | {:.1}% | {bytes} | {:.1}% | {iface} |",
+            i + 1,
+            up.address,
+            up.interface,
+            100.0 * n as f64 / total.max(1) as f64,
+            100.0 * bytes as f64 / total_bytes.max(1) as f64,
+        );
+    }
+    let drops: Vec<u64> = topo.ingress_drops();
+    println!("\nfailed connections: {failed}; packets the providers dropped for a foreign source: {drops:?}");
+    println!("Tearing down the namespaces.");
+    drop(topo);
+    if failed > 0 {
+        std::process::exit(1);
+    }
+}
