@@ -44,6 +44,9 @@ lint: deps
 
 test: deps lint
 	$(CARGO) test --workspace --locked
+	@# Every test namespace is removed on drop; prove nothing was left behind.
+	@left=$$(ip netns list | awk '{print $$1}' | grep -E '^nb[a-z]*-' || true); \
+	if [ -n "$$left" ]; then echo "tests left namespaces behind: $$left" >&2; exit 1; fi
 
 # Rewrites the golden dumps and the expected error messages; review with `git diff`.
 bless:
