@@ -52,6 +52,7 @@ test: deps lint
 bless:
 	NFTBALANCE_BLESS=1 $(CARGO) test -p nftbalance-ruleset --test golden
 	NFTBALANCE_BLESS=1 $(CARGO) test -p nftbalance --test bad_specs
+	NFTBALANCE_BLESS=1 $(CARGO) test -p nftbalance-legacy --test golden
 
 bench-deps: deps
 	@command -v hyperfine >/dev/null && [ -x /usr/bin/time ] && command -v python3 >/dev/null || { \

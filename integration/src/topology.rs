@@ -430,9 +430,18 @@ impl Topology {
 
     /// `nftbalance apply` of a spec (JSON text) on the router.
     pub fn apply(&self, spec_json: &str) {
+        self.apply_with(Backend::Nftables, spec_json);
+    }
+
+    /// `nftbalance apply --backend ...` of a spec (JSON text) on the router.
+    pub fn apply_with(&self, backend: Backend, spec_json: &str) {
+        let backend = match backend {
+            Backend::Nftables => "nftables",
+            Backend::IptablesLegacy => "iptables-legacy",
+        };
         let out = self.router.exec(
             &crate::target_binary("nftbalance"),
-            &["apply", "-"],
+            &["apply", "--backend", backend, "-"],
             Some(spec_json.as_bytes()),
         );
         assert!(
@@ -562,6 +571,13 @@ impl Drop for TrafficRun {
             let _ = c.wait();
         }
     }
+}
+
+/// Which ruleset backend the router uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Nftables,
+    IptablesLegacy,
 }
 
 #[derive(Debug, Clone, Copy)]

@@ -2,13 +2,29 @@
 
 use std::collections::BTreeMap;
 
-use nftbalance_integration::topology::{lan_hosts, Topology, Which, SERVER, SERVER_EXCLUDED};
+use nftbalance_integration::topology::{
+    lan_hosts, Backend, Topology, Which, SERVER, SERVER_EXCLUDED,
+};
 use serde_json::Value;
 
 /// Applies a spec on the router with `nftbalance apply`. Policy routing is set up by the
 /// harness until `apply` owns it.
 fn load(topo: &Topology, spec_json: &str) {
     topo.apply(spec_json);
+}
+
+/// Declares a scenario's test once per backend.
+macro_rules! both_backends {
+    ($scenario:ident: $nft:ident, $legacy:ident) => {
+        #[test]
+        fn $nft() {
+            $scenario(Backend::Nftables);
+        }
+        #[test]
+        fn $legacy() {
+            $scenario(Backend::IptablesLegacy);
+        }
+    };
 }
 
 fn seed_spec(weights: &[u32], extra_balance: &str) -> String {
@@ -54,11 +70,12 @@ fn counts(used: &[usize]) -> BTreeMap<usize, usize> {
     m
 }
 
-#[test]
-fn round_robin_splits_exactly_by_weight() {
+both_backends!(round_robin_splits_exactly_by_weight: round_robin_1_1, round_robin_1_1_legacy);
+
+fn round_robin_splits_exactly_by_weight(backend: Backend) {
     let mut topo = Topology::new(2);
     topo.policy_routing(&[1, 2], 0xffff_ffff);
-    load(&topo, &seed_spec(&[1, 1], ""));
+    topo.apply_with(backend, &seed_spec(&[1, 1], ""));
     topo.serve(Which::Server, &format!("{SERVER}:80"), false);
     let from = lan_hosts()[0].to_string();
     let results = topo.traffic(
@@ -83,11 +100,12 @@ fn round_robin_splits_exactly_by_weight() {
     assert_eq!(topo.ingress_drops(), [0, 0]);
 }
 
-#[test]
-fn round_robin_3_2_1() {
+both_backends!(round_robin_3_2_1: round_robin_3_2_1_nft, round_robin_3_2_1_legacy);
+
+fn round_robin_3_2_1(backend: Backend) {
     let mut topo = Topology::new(3);
     topo.policy_routing(&[1, 2, 3], 0xffff_ffff);
-    load(&topo, &seed_spec(&[3, 2, 1], ""));
+    topo.apply_with(backend, &seed_spec(&[3, 2, 1], ""));
     topo.serve(Which::Server, &format!("{SERVER}:443"), false);
     let results = topo.traffic(
         Which::Lan,
@@ -191,13 +209,14 @@ fn sticky_hosts_keep_their_uplink() {
     );
 }
 
+both_backends!(streams_survive_twenty_reapplies: streams_survive_reapplies, streams_survive_reapplies_legacy);
+
 /// Scenario 5: long-lived streams keep flowing across 20 re-applies.
-#[test]
-fn streams_survive_twenty_reapplies() {
+fn streams_survive_twenty_reapplies(backend: Backend) {
     let mut topo = Topology::new(2);
     topo.policy_routing(&[1, 2], 0xffff_ffff);
     let spec = seed_spec(&[1, 1], "");
-    load(&topo, &spec);
+    topo.apply_with(backend, &spec);
     topo.serve(Which::Server, &format!("{SERVER}:443"), false);
     let run = topo.spawn_traffic(
         Which::Lan,
@@ -212,7 +231,7 @@ fn streams_survive_twenty_reapplies() {
     );
     std::thread::sleep(std::time::Duration::from_millis(500));
     for _ in 0..20 {
-        load(&topo, &spec);
+        topo.apply_with(backend, &spec);
         std::thread::sleep(std::time::Duration::from_millis(250));
     }
     let results = run.finish();
@@ -232,16 +251,17 @@ fn streams_survive_twenty_reapplies() {
     assert_eq!(topo.ingress_drops(), [0, 0]);
 }
 
+both_backends!(excluded_destinations_use_the_main_table: excluded, excluded_legacy);
+
 /// Scenario 6: excluded destinations are not balanced and follow the main table.
-#[test]
-fn excluded_destinations_use_the_main_table() {
+fn excluded_destinations_use_the_main_table(backend: Backend) {
     let mut topo = Topology::new(2);
     topo.policy_routing(&[1, 2], 0xffff_ffff);
     // Main table through uplink 2, so "main" and "first uplink" differ.
     topo.router
         .ok("ip", &["route", "replace", "default", "via", "100.0.2.254"]);
-    load(
-        &topo,
+    topo.apply_with(
+        backend,
         &seed_spec(&[1, 1], "").replace(
             r#""exclude": [ "192.168.0.0/16""#,
             &format!(r#""exclude": [ "{SERVER_EXCLUDED}", "192.168.0.0/16""#),
@@ -263,13 +283,14 @@ fn excluded_destinations_use_the_main_table() {
     );
 }
 
+both_backends!(inbound_connections_answer_through_their_uplink: inbound, inbound_legacy);
+
 /// Scenario 7: inbound connections, to the router and through a port forward, are
 /// answered through the uplink they arrived on.
-#[test]
-fn inbound_connections_answer_through_their_uplink() {
+fn inbound_connections_answer_through_their_uplink(backend: Backend) {
     let mut topo = Topology::new(2);
     topo.policy_routing(&[1, 2], 0xffff_ffff);
-    load(&topo, &seed_spec(&[1, 1], ""));
+    topo.apply_with(backend, &seed_spec(&[1, 1], ""));
     // A port forward of the router's own (not nftbalance's): uplink 2, port 8080 -> LAN:80.
     let portfw = "table ip portfw {\n chain pre { type nat hook prerouting priority dstnat;\n  \
                   iifname \"ppp1\" tcp dport 8080 dnat to 192.168.1.10:80\n }\n}\n";
@@ -301,13 +322,14 @@ fn inbound_connections_answer_through_their_uplink() {
     assert_eq!(topo.ingress_drops(), [0, 0]);
 }
 
+both_backends!(local_connections_complete: local_connections, local_connections_legacy);
+
 /// Scenario 8: locally generated balanced connections all complete with ingress filtering
-/// upstream; the seed's own rules lose half of them (regression case).
-#[test]
-fn local_connections_complete_where_the_seed_loses_half() {
+/// upstream.
+fn local_connections_complete(backend: Backend) {
     let mut topo = Topology::new(2);
     topo.policy_routing(&[1, 2], 0xffff_ffff);
-    load(&topo, &seed_spec(&[1, 1], ""));
+    topo.apply_with(backend, &seed_spec(&[1, 1], ""));
     topo.serve(Which::Server, &format!("{SERVER}:80"), false);
     let results = topo.traffic(
         Which::Router,
@@ -320,8 +342,11 @@ fn local_connections_complete_where_the_seed_loses_half() {
         "{used:?}"
     );
     assert_eq!(topo.ingress_drops(), [0, 0]);
+}
 
-    // The same router with the seed's iptables rules instead.
+/// Scenario 8's regression case: the seed's own rules lose half of the local connections.
+#[test]
+fn the_seeds_own_rules_lose_half_of_the_local_connections() {
     let mut seed = Topology::new(2);
     seed.policy_routing(&[1, 2], 0xffff_ffff);
     let rules =

@@ -6,6 +6,7 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand, ValueEnum};
+use nftbalance_legacy as legacy;
 use nftbalance_netlink::{lower, read, transaction, Commit, Socket};
 use nftbalance_ruleset as ruleset;
 use nftbalance_spec::Spec;
@@ -36,6 +37,9 @@ enum Command {
         /// Exit status 0 when the kernel accepts it, 2 with its objections.
         #[arg(long)]
         check: bool,
+        /// Where the rules go.
+        #[arg(long, value_enum, default_value_t = Backend::Nftables)]
+        backend: Backend,
     },
     /// Compare the live table with the spec's ruleset and print every difference.
     ///
@@ -50,6 +54,9 @@ enum Command {
     Flush {
         /// The spec file (JSON); `-` reads standard input.
         spec: PathBuf,
+        /// Which rules to remove.
+        #[arg(long, value_enum, default_value_t = Backend::Nftables)]
+        backend: Backend,
     },
     /// Print the ruleset a spec compiles to, without touching the system (a dry run).
     ///
@@ -71,6 +78,18 @@ enum DumpFormat {
     Nft,
     /// libnftables JSON for `nft -j -f`.
     Json,
+    /// iptables-restore input for the legacy backend (IPv4 mangle and nat chains named
+    /// NFTBALANCE-*, with one jump from each built-in chain).
+    Iptables,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Backend {
+    /// One nftables netlink transaction (the default).
+    Nftables,
+    /// The classic recipe as iptables-legacy chains, loaded with
+    /// `iptables-legacy-restore --noflush`, for kernels without nftables. IPv4 only.
+    IptablesLegacy,
 }
 
 mod privilege;
@@ -95,7 +114,21 @@ fn main() -> ExitCode {
 
 fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
-        Command::Apply { spec, check } => {
+        Command::Apply {
+            spec,
+            check,
+            backend: Backend::IptablesLegacy,
+        } => {
+            let spec = load_spec(&spec)?;
+            privilege::require_net_admin("apply")?;
+            legacy::load::apply(&spec, check)?;
+            if check {
+                println!("iptables-legacy: the rules load; nothing was changed");
+            } else {
+                println!("iptables-legacy: applied the NFTBALANCE-* chains");
+            }
+        }
+        Command::Apply { spec, check, .. } => {
             let spec = load_spec(&spec)?;
             privilege::require_net_admin("apply")?;
             let rs = ruleset::compile(&spec);
@@ -142,7 +175,16 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             write_stdout(&text)?;
             return Ok(ExitCode::from(EXIT_DIFFERENT));
         }
-        Command::Flush { spec } => {
+        Command::Flush {
+            spec,
+            backend: Backend::IptablesLegacy,
+        } => {
+            load_spec(&spec)?;
+            privilege::require_net_admin("flush")?;
+            legacy::load::flush()?;
+            println!("iptables-legacy: removed the NFTBALANCE-* chains");
+        }
+        Command::Flush { spec, .. } => {
             let spec = load_spec(&spec)?;
             privilege::require_net_admin("flush")?;
             let rs = ruleset::compile(&spec);
@@ -162,6 +204,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     s.push('\n');
                     s
                 }
+                DumpFormat::Iptables => legacy::render(&spec)?,
             };
             write_stdout(&text)?;
         }

@@ -75,7 +75,8 @@ fn no_stale_goldens() {
         .collect();
     for entry in fs::read_dir(fixtures().join("dump")).unwrap() {
         let path = entry.unwrap().path();
-        let stem = path.file_stem().unwrap().to_str().unwrap().to_string();
+        let name = path.file_name().unwrap().to_str().unwrap();
+        let stem = name.split('.').next().unwrap().to_string();
         assert!(
             stems.contains(&stem),
             "{} has no spec in fixtures/specs",
