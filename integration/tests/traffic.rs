@@ -121,11 +121,12 @@ fn round_robin_3_2_1(backend: Backend) {
 }
 
 /// Scenario 2: random shares stay within 3 standard deviations of the weights.
-#[test]
-fn random_shares_follow_weights() {
+both_backends!(random_shares_follow_weights: random, random_legacy);
+
+fn random_shares_follow_weights(backend: Backend) {
     let mut topo = Topology::new(2);
     topo.policy_routing(&[1, 2], 0xffff_ffff);
-    load(&topo, &seed_spec(&[2, 1], r#", "method": "random""#));
+    topo.apply_with(backend, &seed_spec(&[2, 1], r#", "method": "random""#));
     topo.serve(Which::Server, &format!("{SERVER}:80"), false);
     let n = 300.0;
     let results = topo.traffic(
@@ -144,11 +145,12 @@ fn random_shares_follow_weights() {
 }
 
 /// Scenario 3: every connection of one LAN host takes one uplink; hosts spread.
-#[test]
-fn source_hash_keeps_each_host_on_one_uplink() {
+both_backends!(source_hash_keeps_each_host_on_one_uplink: source_hash, source_hash_legacy);
+
+fn source_hash_keeps_each_host_on_one_uplink(backend: Backend) {
     let mut topo = Topology::new(2);
     topo.policy_routing(&[1, 2], 0xffff_ffff);
-    load(&topo, &seed_spec(&[1, 1], r#", "method": "source-hash""#));
+    topo.apply_with(backend, &seed_spec(&[1, 1], r#", "method": "source-hash""#));
     topo.serve(Which::Server, &format!("{SERVER}:80"), false);
     let mut per_host: BTreeMap<String, Vec<usize>> = BTreeMap::new();
     for host in lan_hosts() {
@@ -177,8 +179,9 @@ fn source_hash_keeps_each_host_on_one_uplink() {
 }
 
 /// Scenario 4: with sticky, a host's new connections keep the uplink of its first one.
-#[test]
-fn sticky_hosts_keep_their_uplink() {
+both_backends!(sticky_hosts_keep_their_uplink: sticky, sticky_legacy);
+
+fn sticky_hosts_keep_their_uplink(backend: Backend) {
     let mut topo = Topology::new(2);
     topo.policy_routing(&[1, 2], 0xffff_ffff);
     load(
