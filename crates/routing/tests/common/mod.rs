@@ -1,0 +1,251 @@
+//! Network-namespace sandbox for the routing tests. Every test works in namespaces it creates
+//! itself (`nbr-<pid>-<n>-<tag>`) and deletes on drop, also when the test panics. Tests fail
+//! loudly when they cannot create a namespace (they need root); they never skip. The root
+//! namespace's rules and routes are never touched: every `ip` runs with `-n`, and every
+//! netlink socket is opened on a thread that has entered the test's namespace.
+#![allow(dead_code)]
+
+use std::fs::File;
+use std::process::Command;
+use std::sync::atomic::{AtomicU32, Ordering};
+
+use nftbalance_routing::{
+    apply, flush, read_owned, restore, ApplyReport, Error, Links, OwnedState, RoutingPlan, Socket,
+};
+use nftbalance_spec::Spec;
+use nix::sched::{setns, CloneFlags};
+
+static COUNTER: AtomicU32 = AtomicU32::new(0);
+
+/// A network namespace created for this test; deleted on drop.
+#[derive(Debug)]
+pub struct Netns {
+    pub name: String,
+}
+
+impl Netns {
+    pub fn new(tag: &str) -> Netns {
+        let n = COUNTER.fetch_add(1, Ordering::SeqCst);
+        let name = format!("nbr-{}-{}-{}", std::process::id(), n, tag);
+        let out = Command::new("ip")
+            .args(["netns", "add", &name])
+            .output()
+            .expect("failed to run `ip netns add`");
+        assert!(
+            out.status.success(),
+            "cannot create network namespace {name} (these tests need root): {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let ns = Netns { name };
+        // No duplicate address detection: addresses and their routes exist at once, so the
+        // routing listings compared by the tests do not change under them.
+        ns.exec(&[
+            "sh",
+            "-c",
+            "echo 0 > /proc/sys/net/ipv6/conf/all/accept_dad && \
+             echo 0 > /proc/sys/net/ipv6/conf/default/accept_dad",
+        ]);
+        ns
+    }
+
+    /// Runs `f` on a fresh thread that has entered this namespace (sockets opened there stay
+    /// bound to it). Panics inside `f` are propagated.
+    pub fn run<T: Send>(&self, f: impl FnOnce() -> T + Send) -> T {
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                let path = format!("/var/run/netns/{}", self.name);
+                let fd = File::open(&path).unwrap_or_else(|e| panic!("open {path}: {e}"));
+                setns(&fd, CloneFlags::CLONE_NEWNET).expect("setns(CLONE_NEWNET)");
+                f()
+            })
+            .join()
+            .unwrap_or_else(|e| std::panic::resume_unwind(e))
+        })
+    }
+
+    /// `ip netns exec NS ARGS...`; panics on failure.
+    pub fn exec(&self, args: &[&str]) -> String {
+        let out = Command::new("ip")
+            .args(["netns", "exec", &self.name])
+            .args(args)
+            .output()
+            .expect("failed to run ip netns exec");
+        assert!(
+            out.status.success(),
+            "{args:?} failed in {}: {}",
+            self.name,
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    }
+
+    /// `ip -n NS ARGS...`; panics on failure, returns stdout.
+    pub fn ip(&self, args: &[&str]) -> String {
+        let out = Command::new("ip")
+            .args(["-n", &self.name])
+            .args(args)
+            .output()
+            .expect("failed to run ip");
+        assert!(
+            out.status.success(),
+            "ip {args:?} failed in {}: {}",
+            self.name,
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    }
+
+    /// `ip -n NS [-6] -batch FILE` of the given text.
+    pub fn ip_batch(&self, v6: bool, text: &str) {
+        let path = std::env::temp_dir().join(format!("{}-{}.ip", self.name, v6 as u8));
+        std::fs::write(&path, text).unwrap();
+        let mut args = vec!["-n", &self.name];
+        if v6 {
+            args.push("-6");
+        }
+        args.extend(["-batch", path.to_str().unwrap()]);
+        let out = Command::new("ip").args(&args).output().unwrap();
+        let _ = std::fs::remove_file(&path);
+        assert!(
+            out.status.success(),
+            "ip {args:?} failed: {}\n--- input ---\n{text}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    /// An interface `name` (a veth whose peer `name`p stays in the namespace too), up, with
+    /// its addresses.
+    pub fn iface(&self, name: &str, addrs: &[&str]) {
+        let peer = format!("{name}p");
+        self.ip(&["link", "add", name, "type", "veth", "peer", "name", &peer]);
+        self.ip(&["link", "set", &peer, "up"]);
+        self.ip(&["link", "set", name, "up"]);
+        for a in addrs {
+            if a.contains(':') {
+                self.ip(&["-6", "addr", "add", a, "dev", name, "nodad"]);
+            } else {
+                self.ip(&["addr", "add", a, "dev", name]);
+            }
+        }
+    }
+
+    /// Interfaces for every gateway of a spec: its addresses (host routes) and a link route to
+    /// its next hops, so that `via` is reachable.
+    pub fn gateway_ifaces(&self, spec: &Spec) {
+        for g in &spec.gateways {
+            let mut addrs = Vec::new();
+            if let Some(a) = g.address {
+                addrs.push(format!("{a}/32"));
+            }
+            if let Some(a) = g.address6 {
+                addrs.push(format!("{a}/128"));
+            }
+            let refs: Vec<&str> = addrs.iter().map(String::as_str).collect();
+            self.iface(&g.interface, &refs);
+            if let Some(via) = g.via {
+                self.ip(&["route", "add", &format!("{via}/32"), "dev", &g.interface]);
+            }
+            if let Some(via) = g.via6 {
+                if !via.is_unicast_link_local() {
+                    self.ip(&[
+                        "-6",
+                        "route",
+                        "add",
+                        &format!("{via}/128"),
+                        "dev",
+                        &g.interface,
+                    ]);
+                }
+            }
+        }
+    }
+
+    /// Every rule and route of the namespace, as `ip` lists them (both families, all tables).
+    pub fn routing(&self) -> String {
+        [
+            self.ip(&["-4", "rule", "show"]),
+            self.ip(&["-6", "rule", "show"]),
+            self.ip(&["-4", "route", "show", "table", "all"]),
+            self.ip(&["-6", "route", "show", "table", "all"]),
+        ]
+        .join("--\n")
+    }
+
+    /// The owned part, as `ip` lists it: rules in the owned priority range, routes of proto 110.
+    pub fn owned(&self) -> String {
+        let rules = |v6: bool| {
+            let mut args = vec!["rule", "show"];
+            if v6 {
+                args.insert(0, "-6");
+            }
+            self.ip(&args)
+                .lines()
+                .filter(|l| {
+                    let prio: u32 = l.split(':').next().unwrap().parse().unwrap();
+                    (1000..=1199).contains(&prio)
+                })
+                .map(|l| format!("{l}\n"))
+                .collect::<String>()
+        };
+        [
+            rules(false),
+            rules(true),
+            self.ip(&["-4", "route", "show", "table", "all", "proto", "110"]),
+            self.ip(&["-6", "route", "show", "table", "all", "proto", "110"]),
+        ]
+        .join("--\n")
+    }
+
+    pub fn apply(&self, plan: &RoutingPlan) -> Result<ApplyReport, Error> {
+        self.run(|| {
+            let sock = Socket::open()?;
+            let links = Links::read(&sock)?;
+            apply(&sock, plan, &links)
+        })
+    }
+
+    pub fn links(&self) -> Links {
+        self.run(|| Links::read(&Socket::open().unwrap()).unwrap())
+    }
+
+    pub fn read_owned(&self) -> OwnedState {
+        self.run(|| read_owned(&Socket::open().unwrap()).unwrap())
+    }
+
+    pub fn restore(&self, snapshot: &OwnedState) -> Result<(), Error> {
+        self.run(|| restore(&Socket::open()?, snapshot))
+    }
+
+    pub fn flush(&self) -> Result<(usize, usize), Error> {
+        self.run(|| flush(&Socket::open()?))
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        let ok = Command::new("ip")
+            .args(["netns", "del", &self.name])
+            .status()
+            .map(|s| s.success())
+            .unwrap_or(false);
+        if !ok && !std::thread::panicking() {
+            panic!("failed to delete network namespace {}", self.name);
+        }
+    }
+}
+
+pub fn spec(json: &str) -> Spec {
+    Spec::from_json(json).unwrap_or_else(|e| panic!("bad test spec: {e}"))
+}
+
+/// Lines that differ, for assertion messages.
+pub fn diff(a: &str, b: &str) -> String {
+    let mut out = String::new();
+    for l in a.lines().filter(|l| !b.lines().any(|x| x == *l)) {
+        out.push_str(&format!("- {l}\n"));
+    }
+    for l in b.lines().filter(|l| !a.lines().any(|x| x == *l)) {
+        out.push_str(&format!("+ {l}\n"));
+    }
+    out
+}

@@ -1,0 +1,124 @@
+//! `make bench`, data path: new-flow rate through the namespaced router (LAN host -> router ->
+//! provider -> server), one UDP datagram per new flow from `nbflood`, for: no ruleset;
+//! conntrack with one mark rule; nftbalance with 100k exclusion prefixes; the seed-style
+//! iptables-legacy chains with the same 100k exclusions as RETURN rules. Each configuration
+//! on a fresh topology, several rounds, medians; rates as ratios to conntrack-only.
+
+use std::time::Duration;
+
+use nftbalance_integration::target_binary;
+use nftbalance_integration::topology::{lan_hosts, Backend, Topology, SERVER};
+use serde_json::Value;
+
+const ROUNDS: usize = 3;
+const SECONDS: u64 = 2;
+const PREFIXES: usize = 100_000;
+
+/// The seed spec with a UDP forward selector and `n` disjoint /30 exclusions.
+fn spec(n: usize, snat: bool) -> String {
+    let prefixes: Vec<String> = (0..n)
+        .map(|i| {
+            let a = i * 8;
+            format!("\"10.{}.{}.{}/30\"", (a >> 16) & 255, (a >> 8) & 255, a & 255)
+        })
+        .collect();
+    format!(
+        r#"{{ "gateways": [
+            {{ "name": "isp1", "interface": "ppp0", "mark": 1, "address": "100.0.1.1", "via": "100.0.1.254", "route_table": 101 }},
+            {{ "name": "isp2", "interface": "ppp1", "mark": 2, "address": "100.0.2.1", "via": "100.0.2.254", "route_table": 102 }} ],
+          "balance": {{ "forward": [ {{ "iif": "eth0", "protocol": "udp" }} ],
+                        "exclude": [ {} ] }},
+          "snat": {snat} }}"#,
+        prefixes.join(",")
+    )
+}
+
+fn load_nft(topo: &Topology, text: &str) {
+    let out = topo.router.exec("nft", &["-f", "-"], Some(text.as_bytes()));
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+}
+
+fn delivered(topo: &Topology) -> u64 {
+    let text = topo.server.ok("nft", &["-j", "list", "table", "inet", "sink"]);
+    let doc: Value = serde_json::from_str(&text).unwrap();
+    doc["nftables"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|o| o.get("rule"))
+        .flat_map(|r| r["expr"].as_array().unwrap())
+        .filter_map(|e| e.get("counter"))
+        .map(|c| c["packets"].as_u64().unwrap())
+        .sum()
+}
+
+/// Median delivered new flows per second over the rounds.
+fn measure(setup: impl Fn(&Topology)) -> f64 {
+    let topo = Topology::new(2);
+    topo.policy_routing(&[1, 2], 0xffff_ffff);
+    // Flows are single datagrams: let their conntrack entries go quickly between rounds.
+    topo.router
+        .ok("sysctl", &["-qw", "net.netfilter.nf_conntrack_udp_timeout=1"]);
+    load_nft_in(&topo.server, "table inet sink {\n chain input { type filter hook input priority 0;\n  udp dport 1024-65535 counter drop\n }\n}\n");
+    // One-way datagrams with LAN sources: the baselines do no NAT, so the providers must
+    // not filter sources here.
+    for isp in &topo.isps {
+        isp.ok("nft", &["delete", "table", "inet", "bcp38"]);
+    }
+    setup(&topo);
+    let from: Vec<String> = lan_hosts().iter().map(ToString::to_string).collect();
+    let mut rates = Vec::new();
+    for _ in 0..ROUNDS {
+        let before = delivered(&topo);
+        topo.lan.ok(
+            &target_binary("nbflood"),
+            &[SERVER, "--seconds", &SECONDS.to_string(), "--from", &from.join(",")],
+        );
+        std::thread::sleep(Duration::from_millis(300));
+        rates.push((delivered(&topo) - before) as f64 / SECONDS as f64);
+        std::thread::sleep(Duration::from_secs(2));
+    }
+    rates.sort_by(|a, b| a.total_cmp(b));
+    rates[rates.len() / 2]
+}
+
+fn load_nft_in(ns: &nftbalance_integration::netns::Netns, text: &str) {
+    let out = ns.exec("nft", &["-f", "-"], Some(text.as_bytes()));
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+}
+
+fn main() {
+    // Without SNAT the rows differ only in the balancer; the baselines do no NAT either.
+    let big = spec(PREFIXES, false);
+    let big_nat = spec(PREFIXES, true);
+    let rows: Vec<(&str, f64)> = vec![
+        ("no ruleset", measure(|_| {})),
+        (
+            "conntrack + one mark rule",
+            measure(|t| {
+                load_nft(
+                    t,
+                    "table inet bench {\n chain pre { type filter hook prerouting priority mangle;\n  ct state new meta mark set 0x1\n }\n}\n",
+                )
+            }),
+        ),
+        (
+            "nftbalance, 100k exclusion prefixes",
+            measure(|t| t.apply_with(Backend::Nftables, &big)),
+        ),
+        (
+            "nftbalance, 100k exclusion prefixes, with SNAT",
+            measure(|t| t.apply_with(Backend::Nftables, &big_nat)),
+        ),
+        (
+            "seed-style iptables-legacy, 100k RETURN rules",
+            measure(|t| t.apply_with(Backend::IptablesLegacy, &big)),
+        ),
+    ];
+    let base = rows[1].1;
+    println!("| data path ({ROUNDS} rounds of {SECONDS} s, median) | new flows/s | vs conntrack + one rule |");
+    println!("|---|---:|---:|");
+    for (name, rate) in &rows {
+        println!("| {name} | {:.0} | {:.2}x |", rate, rate / base);
+    }
+}
