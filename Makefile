@@ -53,6 +53,7 @@ bless:
 	NFTBALANCE_BLESS=1 $(CARGO) test -p nftbalance-ruleset --test golden
 	NFTBALANCE_BLESS=1 $(CARGO) test -p nftbalance --test bad_specs
 	NFTBALANCE_BLESS=1 $(CARGO) test -p nftbalance-legacy --test golden
+	NFTBALANCE_BLESS=1 $(CARGO) test -p nftbalance-routing --test golden
 
 bench-deps: deps
 	@command -v hyperfine >/dev/null && [ -x /usr/bin/time ] && command -v python3 >/dev/null || { \
@@ -61,8 +62,9 @@ bench-deps: deps
 
 # Side-by-side timings against the peer tools, in throwaway namespaces (root).
 bench: bench-deps
-	$(CARGO) build --release --locked
+	$(CARGO) build --release --locked --workspace --bins
 	bench/apply.sh
+	./target/release/nbbench
 
 clean:
 	$(CARGO) clean

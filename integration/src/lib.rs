@@ -5,6 +5,7 @@
 pub mod netns;
 pub mod nft;
 pub mod topology;
+pub mod uplinks;
 
 use std::path::PathBuf;
 

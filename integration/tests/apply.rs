@@ -6,6 +6,7 @@ use std::process::Output;
 
 use nftbalance_integration::netns::Netns;
 use nftbalance_integration::nft::ruleset_json;
+use nftbalance_integration::uplinks::add_uplinks;
 use nftbalance_integration::{fixture_files, repo_root, target_binary};
 use serde_json::Value;
 
@@ -49,15 +50,22 @@ fn foreign(ns: &Netns) {
     assert!(out.status.success(), "{}", text(&out.stderr));
 }
 
+/// A namespace with the spec's uplink interfaces, so every gateway is routed.
+fn router_for(tag: &str, spec_file: &str) -> Netns {
+    let ns = Netns::new(tag);
+    add_uplinks(&ns, &std::fs::read_to_string(spec_file).unwrap());
+    ns
+}
+
 #[test]
 fn apply_programs_what_nft_f_of_the_dump_programs() {
-    let applied = Netns::new("apply");
     let loaded = Netns::new("nftf");
     for file in fixture_files("specs", "json") {
         let stem = file.file_stem().unwrap().to_str().unwrap();
         let dump = repo_root()
             .join("fixtures/dump")
             .join(format!("{stem}.nft"));
+        let applied = router_for("apply", p(&file));
         ok(&applied, &["apply", p(&file)]);
         loaded.ok("nft", &["-f", p(&dump)]);
         assert_eq!(
@@ -65,14 +73,13 @@ fn apply_programs_what_nft_f_of_the_dump_programs() {
             ruleset_json(&loaded),
             "{stem}: apply and nft -f differ"
         );
-        applied.ok("nft", &["flush", "ruleset"]);
         loaded.ok("nft", &["flush", "ruleset"]);
     }
 }
 
 #[test]
 fn apply_twice_is_idempotent_and_foreign_tables_are_untouched() {
-    let ns = Netns::new("twice");
+    let ns = router_for("twice", &spec("seed.json"));
     foreign(&ns);
     let before = ns.ok("nft", &["list", "ruleset"]);
     let seed = spec("seed.json");
@@ -90,7 +97,7 @@ fn apply_twice_is_idempotent_and_foreign_tables_are_untouched() {
 
 #[test]
 fn check_changes_nothing() {
-    let ns = Netns::new("check");
+    let ns = router_for("check", &spec("seed.json"));
     let out = ok(&ns, &["apply", "--check", &spec("seed.json")]);
     assert!(out.contains("nothing was changed"), "{out}");
     assert_eq!(ns.ok("nft", &["list", "ruleset"]), "");
@@ -143,12 +150,13 @@ fn diff_reports_hand_edits_and_is_clean_after_reapply() {
     }
 
     // The same table loaded by nft itself is the same as the spec too.
-    ns.ok("nft", &["flush", "ruleset"]);
+    let ns = router_for("diff", &spec("mark-mask.json"));
     let dump = repo_root().join("fixtures/dump/mark-mask.nft");
     ns.ok("nft", &["-f", p(&dump)]);
     assert!(ok(&ns, &["diff", &spec("mark-mask.json")]).contains("same as the spec"));
 
     let seed = spec("seed.json");
+    let ns = router_for("diff", &seed);
     ok(&ns, &["apply", &seed]);
     // A rule deleted by hand.
     let handle = rule_handle(&ns, "inet", "nftbalance", "balance", 2);
@@ -245,4 +253,54 @@ fn a_bad_spec_applies_nothing() {
     let out = nftbalance(&ns, &["apply", p(&bad)]);
     assert_eq!(out.status.code(), Some(2));
     assert_eq!(ruleset_json(&ns), before);
+}
+
+/// Rules and routes of the namespace, both families, every table.
+fn routing_state(ns: &Netns) -> String {
+    let mut out = String::new();
+    for args in [
+        &["rule"][..],
+        &["-6", "rule"],
+        &["route", "show", "table", "all"],
+        &["-6", "route", "show", "table", "all"],
+    ] {
+        out.push_str(&ns.ok("ip", args));
+    }
+    out
+}
+
+#[test]
+fn a_refused_transaction_puts_the_routing_back() {
+    let seed = spec("seed.json");
+    let ns = router_for("rollback", &seed);
+    let before = routing_state(&ns);
+    // Another program owns a table of the same name (NFT_TABLE_F_OWNER, as firewalld uses):
+    // the kernel refuses our delete of it, after apply has already installed the routing.
+    let (owned_tx, owned_rx) = std::sync::mpsc::channel();
+    let (stop_tx, stop_rx) = std::sync::mpsc::channel::<()>();
+    let name = ns.name().to_string();
+    let owner = std::thread::spawn(move || {
+        let f = std::fs::File::open(format!("/var/run/netns/{name}")).unwrap();
+        nix::sched::setns(&f, nix::sched::CloneFlags::CLONE_NEWNET).unwrap();
+        let socket = nftbalance_netlink::Socket::open().unwrap();
+        let mut b = nftbalance_netlink::Batch::new();
+        let mut table =
+            nftbalance_netlink::Table::new(nftbalance_netlink::Family::Inet, "nftbalance");
+        table.flags = nftbalance_netlink::table_flags::OWNER;
+        b.add_table(&table, "owned table").unwrap();
+        b.send(&socket, nftbalance_netlink::Commit::Yes, None)
+            .unwrap();
+        owned_tx.send(()).unwrap();
+        // The table lives as long as this socket.
+        let _ = stop_rx.recv();
+        drop(socket);
+    });
+    owned_rx.recv().unwrap();
+    let out = nftbalance(&ns, &["apply", &seed]);
+    stop_tx.send(()).unwrap();
+    owner.join().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = text(&out.stderr);
+    assert!(err.contains("put back as they were"), "{err}");
+    assert_eq!(routing_state(&ns), before, "routing was not rolled back");
 }

@@ -74,7 +74,6 @@ both_backends!(round_robin_splits_exactly_by_weight: round_robin_1_1, round_robi
 
 fn round_robin_splits_exactly_by_weight(backend: Backend) {
     let mut topo = Topology::new(2);
-    topo.policy_routing(&[1, 2], 0xffff_ffff);
     topo.apply_with(backend, &seed_spec(&[1, 1], ""));
     topo.serve(Which::Server, &format!("{SERVER}:80"), false);
     let from = lan_hosts()[0].to_string();
@@ -104,7 +103,6 @@ both_backends!(round_robin_3_2_1: round_robin_3_2_1_nft, round_robin_3_2_1_legac
 
 fn round_robin_3_2_1(backend: Backend) {
     let mut topo = Topology::new(3);
-    topo.policy_routing(&[1, 2, 3], 0xffff_ffff);
     topo.apply_with(backend, &seed_spec(&[3, 2, 1], ""));
     topo.serve(Which::Server, &format!("{SERVER}:443"), false);
     let results = topo.traffic(
@@ -120,12 +118,11 @@ fn round_robin_3_2_1(backend: Backend) {
     assert_eq!(topo.ingress_drops(), [0, 0, 0]);
 }
 
-/// Scenario 2: random shares stay within 3 standard deviations of the weights.
 both_backends!(random_shares_follow_weights: random, random_legacy);
 
+/// Scenario 2: random shares stay within 3 standard deviations of the weights.
 fn random_shares_follow_weights(backend: Backend) {
     let mut topo = Topology::new(2);
-    topo.policy_routing(&[1, 2], 0xffff_ffff);
     topo.apply_with(backend, &seed_spec(&[2, 1], r#", "method": "random""#));
     topo.serve(Which::Server, &format!("{SERVER}:80"), false);
     let n = 300.0;
@@ -144,12 +141,11 @@ fn random_shares_follow_weights(backend: Backend) {
     );
 }
 
-/// Scenario 3: every connection of one LAN host takes one uplink; hosts spread.
 both_backends!(source_hash_keeps_each_host_on_one_uplink: source_hash, source_hash_legacy);
 
+/// Scenario 3: every connection of one LAN host takes one uplink; hosts spread.
 fn source_hash_keeps_each_host_on_one_uplink(backend: Backend) {
     let mut topo = Topology::new(2);
-    topo.policy_routing(&[1, 2], 0xffff_ffff);
     topo.apply_with(backend, &seed_spec(&[1, 1], r#", "method": "source-hash""#));
     topo.serve(Which::Server, &format!("{SERVER}:80"), false);
     let mut per_host: BTreeMap<String, Vec<usize>> = BTreeMap::new();
@@ -178,14 +174,13 @@ fn source_hash_keeps_each_host_on_one_uplink(backend: Backend) {
     assert_eq!(distinct.len(), 2, "hosts did not spread: {per_host:?}");
 }
 
-/// Scenario 4: with sticky, a host's new connections keep the uplink of its first one.
 both_backends!(sticky_hosts_keep_their_uplink: sticky, sticky_legacy);
 
+/// Scenario 4: with sticky, a host's new connections keep the uplink of its first one.
 fn sticky_hosts_keep_their_uplink(backend: Backend) {
     let mut topo = Topology::new(2);
-    topo.policy_routing(&[1, 2], 0xffff_ffff);
-    load(
-        &topo,
+    topo.apply_with(
+        backend,
         &seed_spec(&[1, 1], r#", "sticky": { "timeout": "10m" }"#),
     );
     topo.serve(Which::Server, &format!("{SERVER}:80"), false);
@@ -217,7 +212,6 @@ both_backends!(streams_survive_twenty_reapplies: streams_survive_reapplies, stre
 /// Scenario 5: long-lived streams keep flowing across 20 re-applies.
 fn streams_survive_twenty_reapplies(backend: Backend) {
     let mut topo = Topology::new(2);
-    topo.policy_routing(&[1, 2], 0xffff_ffff);
     let spec = seed_spec(&[1, 1], "");
     topo.apply_with(backend, &spec);
     topo.serve(Which::Server, &format!("{SERVER}:443"), false);
@@ -259,7 +253,6 @@ both_backends!(excluded_destinations_use_the_main_table: excluded, excluded_lega
 /// Scenario 6: excluded destinations are not balanced and follow the main table.
 fn excluded_destinations_use_the_main_table(backend: Backend) {
     let mut topo = Topology::new(2);
-    topo.policy_routing(&[1, 2], 0xffff_ffff);
     // Main table through uplink 2, so "main" and "first uplink" differ.
     topo.router
         .ok("ip", &["route", "replace", "default", "via", "100.0.2.254"]);
@@ -292,7 +285,6 @@ both_backends!(inbound_connections_answer_through_their_uplink: inbound, inbound
 /// answered through the uplink they arrived on.
 fn inbound_connections_answer_through_their_uplink(backend: Backend) {
     let mut topo = Topology::new(2);
-    topo.policy_routing(&[1, 2], 0xffff_ffff);
     topo.apply_with(backend, &seed_spec(&[1, 1], ""));
     // A port forward of the router's own (not nftbalance's): uplink 2, port 8080 -> LAN:80.
     let portfw = "table ip portfw {\n chain pre { type nat hook prerouting priority dstnat;\n  \
@@ -331,7 +323,6 @@ both_backends!(local_connections_complete: local_connections, local_connections_
 /// upstream.
 fn local_connections_complete(backend: Backend) {
     let mut topo = Topology::new(2);
-    topo.policy_routing(&[1, 2], 0xffff_ffff);
     topo.apply_with(backend, &seed_spec(&[1, 1], ""));
     topo.serve(Which::Server, &format!("{SERVER}:80"), false);
     let results = topo.traffic(
@@ -390,7 +381,6 @@ fn the_seeds_own_rules_lose_half_of_the_local_connections() {
 #[test]
 fn ipv6_is_balanced_on_an_inet_spec() {
     let mut topo = Topology::new(2);
-    topo.policy_routing(&[1, 2], 0xffff_ffff);
     let spec = r#"{ "gateways": [
         { "name": "isp1", "interface": "ppp0", "mark": 1, "address": "100.0.1.1", "via": "100.0.1.254",
           "address6": "2001:db8:1::1", "via6": "2001:db8:1::ff", "route_table": 101 },
@@ -429,7 +419,6 @@ fn ipv6_is_balanced_on_an_inet_spec() {
 #[test]
 fn narrow_mark_mask_coexists_with_another_mark_user() {
     let mut topo = Topology::new(2);
-    topo.policy_routing(&[0x100, 0x200], 0xff00);
     let spec = seed_spec(&[1, 1], "")
         .replace(r#""mark": 1,"#, r#""mark": "0x100","#)
         .replace(r#""mark": 2,"#, r#""mark": "0x200","#)

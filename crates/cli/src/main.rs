@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use anyhow::Context;
 use clap::{Parser, Subcommand, ValueEnum};
 use nftbalance_legacy as legacy;
-use nftbalance_netlink::{lower, read, transaction, Commit, Socket};
+use nftbalance_routing as routing;
 use nftbalance_ruleset as ruleset;
 use nftbalance_spec::Spec;
 
@@ -81,10 +81,13 @@ enum DumpFormat {
     /// iptables-restore input for the legacy backend (IPv4 mangle and nat chains named
     /// NFTBALANCE-*, with one jump from each built-in chain).
     Iptables,
+    /// The policy routing `apply` programs (ip rules, per-uplink tables), for review: an
+    /// `ip -batch` section for IPv4 and an `ip -6 -batch` section for IPv6.
+    Ip,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-enum Backend {
+pub(crate) enum Backend {
     /// One nftables netlink transaction (the default).
     Nftables,
     /// The classic recipe as iptables-legacy chains, loaded with
@@ -92,10 +95,11 @@ enum Backend {
     IptablesLegacy,
 }
 
+mod control;
 mod privilege;
 
 /// Exit statuses: 0 ok, 1 a check found a difference, 2 an error.
-const EXIT_DIFFERENT: u8 = 1;
+pub(crate) const EXIT_DIFFERENT: u8 = 1;
 const EXIT_ERROR: u8 = 2;
 
 fn main() -> ExitCode {
@@ -117,83 +121,10 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Apply {
             spec,
             check,
-            backend: Backend::IptablesLegacy,
-        } => {
-            let spec = load_spec(&spec)?;
-            privilege::require_net_admin("apply")?;
-            legacy::load::apply(&spec, check)?;
-            if check {
-                println!("iptables-legacy: the rules load; nothing was changed");
-            } else {
-                println!("iptables-legacy: applied the NFTBALANCE-* chains");
-            }
-        }
-        Command::Apply { spec, check, .. } => {
-            let spec = load_spec(&spec)?;
-            privilege::require_net_admin("apply")?;
-            let rs = ruleset::compile(&spec);
-            let table = format!("table {} {}", rs.family, rs.table);
-            let commit = if check {
-                Commit::CheckOnly
-            } else {
-                Commit::Yes
-            };
-            let socket = Socket::open().context("opening the netfilter netlink socket")?;
-            transaction::run(&socket, commit, || lower::replace_batch(&rs))?;
-            let rules: usize = rs.chains.iter().map(|c| c.rules.len()).sum();
-            let summary = format!(
-                "{} chains, {} sets and maps, {rules} rules",
-                rs.chains.len(),
-                rs.sets.len()
-            );
-            if check {
-                println!(
-                    "{table}: the kernel accepts the ruleset ({summary}); nothing was changed"
-                );
-            } else {
-                println!("{table}: applied ({summary})");
-            }
-        }
-        Command::Diff { spec } => {
-            let spec = load_spec(&spec)?;
-            privilege::require_net_admin("diff")?;
-            let rs = ruleset::compile(&spec);
-            let socket = Socket::open().context("opening the netfilter netlink socket")?;
-            let differences = read::diff(&socket, &rs)?;
-            let table = format!("table {} {}", rs.family, rs.table);
-            if differences.is_empty() {
-                println!("{table}: same as the spec");
-                return Ok(ExitCode::SUCCESS);
-            }
-            let mut text = format!(
-                "{table}: {} difference(s) from the spec\n",
-                differences.len()
-            );
-            for d in &differences {
-                text.push_str(&format!("  {d}\n"));
-            }
-            write_stdout(&text)?;
-            return Ok(ExitCode::from(EXIT_DIFFERENT));
-        }
-        Command::Flush {
-            spec,
-            backend: Backend::IptablesLegacy,
-        } => {
-            load_spec(&spec)?;
-            privilege::require_net_admin("flush")?;
-            legacy::load::flush()?;
-            println!("iptables-legacy: removed the NFTBALANCE-* chains");
-        }
-        Command::Flush { spec, .. } => {
-            let spec = load_spec(&spec)?;
-            privilege::require_net_admin("flush")?;
-            let rs = ruleset::compile(&spec);
-            let socket = Socket::open().context("opening the netfilter netlink socket")?;
-            transaction::run(&socket, Commit::Yes, || {
-                lower::delete_batch(rs.family, &rs.table)
-            })?;
-            println!("table {} {}: removed", rs.family, rs.table);
-        }
+            backend,
+        } => control::apply(&load_spec(&spec)?, check, backend)?,
+        Command::Diff { spec } => return control::diff(&load_spec(&spec)?),
+        Command::Flush { spec, backend } => control::flush(&load_spec(&spec)?, backend)?,
         Command::Dump { spec, format } => {
             let spec = load_spec(&spec)?;
             let rs = ruleset::compile(&spec);
@@ -205,6 +136,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     s
                 }
                 DumpFormat::Iptables => legacy::render(&spec)?,
+                DumpFormat::Ip => routing::render_ip_batch(&routing::plan(&spec)),
             };
             write_stdout(&text)?;
         }
@@ -237,7 +169,7 @@ fn load_spec(path: &Path) -> anyhow::Result<Spec> {
 }
 
 /// Writes to stdout; a closed pipe (`| head`) is not an error.
-fn write_stdout(text: &str) -> anyhow::Result<()> {
+pub(crate) fn write_stdout(text: &str) -> anyhow::Result<()> {
     let mut out = io::stdout().lock();
     match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
         Err(e) if e.kind() == io::ErrorKind::BrokenPipe => Ok(()),

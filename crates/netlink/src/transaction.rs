@@ -14,7 +14,7 @@ pub const MAX_ATTEMPTS: usize = 5;
 /// `Io` after the batch was sent, where the outcome is unknown.
 #[derive(Debug)]
 pub enum TransactionError {
-    /// The process may not change nftables.
+    /// The process may not change nftables, or another program owns the table.
     Permission,
     /// The batch could not be encoded (an invalid value reached the encoder).
     Build(BuildError),
@@ -30,8 +30,9 @@ impl fmt::Display for TransactionError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             TransactionError::Permission => f.write_str(
-                "permission denied: changing nftables needs CAP_NET_ADMIN (run as root); \
-                 nothing was changed",
+                "the kernel refused the transaction with EPERM: changing nftables needs \
+                 CAP_NET_ADMIN (run as root), and a table another program owns (table flag \
+                 owner, as firewalld sets) cannot be replaced; nothing was changed",
             ),
             TransactionError::Build(e) => write!(f, "cannot encode the ruleset: {e}"),
             TransactionError::Busy { attempts } => write!(

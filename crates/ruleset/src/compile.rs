@@ -1,5 +1,7 @@
 //! Spec -> ruleset. The semantics of the balancer live here; renderers only spell them.
 
+use std::collections::BTreeSet;
+
 use ipnet::IpNet;
 use nftbalance_spec::{Family, Gateway, Method, Selector, SelectorKind, Spec};
 
@@ -36,14 +38,33 @@ pub mod names {
     }
 }
 
-/// Compiles a validated spec. Infallible: the spec parser has rejected everything the
-/// kernel would.
+/// Compiles a validated spec with every gateway available. Infallible: the spec parser has
+/// rejected everything the kernel would.
 pub fn compile(spec: &Spec) -> Ruleset {
-    Compiler::new(spec).ruleset()
+    compile_with(spec, &Availability::default())
+}
+
+/// Which gateways may take new balanced connections right now. Decided outside (routes
+/// installed, health checks); the compiler only reads it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Availability {
+    /// Gateways (by name) that get no new balanced or pinned connections: their routes are
+    /// missing, or they are down. Their ingress marks and SNAT stay, so connections already
+    /// on them, and inbound ones, keep working.
+    pub unavailable: BTreeSet<String>,
+}
+
+/// Compiles a spec for the gateways that are available. With none available, balanced
+/// connections are not marked (they follow the main table); pins to an unavailable gateway
+/// are balanced instead.
+pub fn compile_with(spec: &Spec, availability: &Availability) -> Ruleset {
+    Compiler::new(spec, availability).ruleset()
 }
 
 struct Compiler<'s> {
     spec: &'s Spec,
+    /// The gateways that take new connections, in spec order.
+    live: Vec<&'s Gateway>,
     marks: Marks,
     exclude_v4: Vec<IpNet>,
     exclude_v6: Vec<IpNet>,
@@ -170,9 +191,14 @@ fn merged(nets: &[IpNet], v6: bool) -> Vec<IpNet> {
 }
 
 impl<'s> Compiler<'s> {
-    fn new(spec: &'s Spec) -> Self {
+    fn new(spec: &'s Spec, availability: &Availability) -> Self {
         Compiler {
             spec,
+            live: spec
+                .gateways
+                .iter()
+                .filter(|g| !availability.unavailable.contains(&g.name))
+                .collect(),
             marks: Marks {
                 mask: spec.mark_mask,
             },
@@ -195,6 +221,10 @@ impl<'s> Compiler<'s> {
             .into_iter()
             .filter_map(|(has, v6)| has.then_some(v6))
             .collect()
+    }
+
+    fn is_live(&self, name: &str) -> bool {
+        self.live.iter().any(|g| g.name == name)
     }
 
     fn sticky(&self) -> Option<u32> {
@@ -468,8 +498,8 @@ impl<'s> Compiler<'s> {
     /// One selector becomes one rule per IP version its addresses allow.
     fn selection(&self, s: &Selector, kind: SelectorKind) -> Vec<Rule> {
         let target = match &s.gateway {
-            Some(g) => names::pin(g),
-            None => names::BALANCE.into(),
+            Some(g) if self.is_live(g) => names::pin(g),
+            _ => names::BALANCE.into(),
         };
         let has = |nets: &[IpNet], v6: bool| nets.iter().any(|n| matches!(n, IpNet::V6(_)) == v6);
         let versions: Vec<Option<bool>> = if s.saddr.is_empty() && s.daddr.is_empty() {
@@ -548,9 +578,9 @@ impl<'s> Compiler<'s> {
             first.doc = Some("local and excluded destinations stay on the main table");
         }
         let sticky = self.sticky().is_some();
-        if sticky {
+        if sticky && !self.live.is_empty() {
             let hits = rules.len();
-            for g in self.gateways() {
+            for g in self.live.iter().copied() {
                 for v6 in self.versions() {
                     let set = names::sticky(&g.name, v6);
                     let source = Expr::Payload(addr_field(v6, true));
@@ -572,10 +602,12 @@ impl<'s> Compiler<'s> {
         }
         let split_at = rules.len();
         rules.extend(self.split());
-        rules[split_at].doc = Some("split: one expression mapped over the weight ranges");
-        if sticky {
+        if let Some(r) = rules.get_mut(split_at) {
+            r.doc = Some("split: one expression mapped over the weight ranges");
+        }
+        if sticky && !self.live.is_empty() {
             let updates = rules.len();
-            for g in self.gateways() {
+            for g in self.live.iter().copied() {
                 for v6 in self.versions() {
                     rules.push(rule(
                         vec![Match::Cmp {
@@ -602,11 +634,13 @@ impl<'s> Compiler<'s> {
 
     /// The connection mark from one numgen/jhash expression over the weight ranges.
     fn split(&self) -> Vec<Rule> {
-        let gateways = &self.spec.gateways;
-        if let [only] = gateways.as_slice() {
-            return vec![rule(vec![], vec![self.marks.set_ct(only.mark)])];
+        let gateways = &self.live;
+        match gateways.as_slice() {
+            [] => return Vec::new(),
+            [only] => return vec![rule(vec![], vec![self.marks.set_ct(only.mark)])],
+            _ => {}
         }
-        let modulus = self.spec.total_weight();
+        let modulus: u32 = gateways.iter().map(|g| g.weight).sum();
         let mut start = 0;
         let entries: Vec<(Value, Value)> = gateways
             .iter()
@@ -674,6 +708,7 @@ impl<'s> Compiler<'s> {
         pinned.dedup();
         pinned
             .into_iter()
+            .filter(|name| self.is_live(name))
             .filter_map(|name| self.spec.gateway(name))
             .map(|g| {
                 let mut rules = self.guards();
@@ -964,6 +999,37 @@ mod tests {
         let text = crate::nft::render(&compile(&s));
         assert!(!text.contains("ip6"), "{text}");
         assert!(!text.contains("ipv6"), "{text}");
+    }
+
+    #[test]
+    fn unavailable_gateways_take_no_new_connections() {
+        let s = spec(&format!(
+            r#"{{"gateways":[{}],"balance":{{"forward":[{{"iif":"eth9","gateway":"g1"}},{{"iif":"eth8"}}]}}}}"#,
+            gateways(&[3, 2, 1])
+        ));
+        let down = |names: &[&str]| Availability {
+            unavailable: names.iter().map(|n| n.to_string()).collect(),
+        };
+        let text = crate::nft::render(&compile_with(&s, &down(&["g1"])));
+        assert!(
+            text.contains("ct mark set numgen inc mod 4 map { 0-2 : 0x00000001, 3 : 0x00000003 }"),
+            "{text}"
+        );
+        // The pin to g1 is balanced instead, and its chain is gone.
+        assert!(!text.contains("pin_g1"), "{text}");
+        assert!(text.contains("iifname \"eth9\" jump balance"), "{text}");
+        // Ingress marks still know g1.
+        assert!(text.contains("\"eth1\" : 0x00000002"), "{text}");
+
+        let none = compile_with(&s, &down(&["g0", "g1", "g2"]));
+        let balance = none.chain(names::BALANCE).unwrap();
+        assert!(
+            balance
+                .rules
+                .iter()
+                .all(|r| r.stmts == [Stmt::Verdict(Verdict::Return)]),
+            "{balance:?}"
+        );
     }
 
     #[test]

@@ -19,7 +19,12 @@ fn spec(n: usize, snat: bool) -> String {
     let prefixes: Vec<String> = (0..n)
         .map(|i| {
             let a = i * 8;
-            format!("\"10.{}.{}.{}/30\"", (a >> 16) & 255, (a >> 8) & 255, a & 255)
+            format!(
+                "\"10.{}.{}.{}/30\"",
+                (a >> 16) & 255,
+                (a >> 8) & 255,
+                a & 255
+            )
         })
         .collect();
     format!(
@@ -35,11 +40,17 @@ fn spec(n: usize, snat: bool) -> String {
 
 fn load_nft(topo: &Topology, text: &str) {
     let out = topo.router.exec("nft", &["-f", "-"], Some(text.as_bytes()));
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 fn delivered(topo: &Topology) -> u64 {
-    let text = topo.server.ok("nft", &["-j", "list", "table", "inet", "sink"]);
+    let text = topo
+        .server
+        .ok("nft", &["-j", "list", "table", "inet", "sink"]);
     let doc: Value = serde_json::from_str(&text).unwrap();
     doc["nftables"]
         .as_array()
@@ -55,10 +66,11 @@ fn delivered(topo: &Topology) -> u64 {
 /// Median delivered new flows per second over the rounds.
 fn measure(setup: impl Fn(&Topology)) -> f64 {
     let topo = Topology::new(2);
-    topo.policy_routing(&[1, 2], 0xffff_ffff);
     // Flows are single datagrams: let their conntrack entries go quickly between rounds.
-    topo.router
-        .ok("sysctl", &["-qw", "net.netfilter.nf_conntrack_udp_timeout=1"]);
+    topo.router.ok(
+        "sysctl",
+        &["-qw", "net.netfilter.nf_conntrack_udp_timeout=1"],
+    );
     load_nft_in(&topo.server, "table inet sink {\n chain input { type filter hook input priority 0;\n  udp dport 1024-65535 counter drop\n }\n}\n");
     // One-way datagrams with LAN sources: the baselines do no NAT, so the providers must
     // not filter sources here.
@@ -72,7 +84,13 @@ fn measure(setup: impl Fn(&Topology)) -> f64 {
         let before = delivered(&topo);
         topo.lan.ok(
             &target_binary("nbflood"),
-            &[SERVER, "--seconds", &SECONDS.to_string(), "--from", &from.join(",")],
+            &[
+                SERVER,
+                "--seconds",
+                &SECONDS.to_string(),
+                "--from",
+                &from.join(","),
+            ],
         );
         std::thread::sleep(Duration::from_millis(300));
         rates.push((delivered(&topo) - before) as f64 / SECONDS as f64);
@@ -84,7 +102,11 @@ fn measure(setup: impl Fn(&Topology)) -> f64 {
 
 fn load_nft_in(ns: &nftbalance_integration::netns::Netns, text: &str) {
     let out = ns.exec("nft", &["-f", "-"], Some(text.as_bytes()));
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 fn main() {
@@ -96,6 +118,8 @@ fn main() {
         (
             "conntrack + one mark rule",
             measure(|t| {
+                // The same ip rules and tables nftbalance installs, by hand.
+                t.policy_routing(&[1, 2], 0xffff_ffff);
                 load_nft(
                     t,
                     "table inet bench {\n chain pre { type filter hook prerouting priority mangle;\n  ct state new meta mark set 0x1\n }\n}\n",

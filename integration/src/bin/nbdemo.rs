@@ -26,8 +26,7 @@ fn main() {
     println!("Building the network: LAN -> router (eth0; uplinks ppp0, ppp1) -> two providers");
     println!("with ingress filtering -> server {SERVER}, in throwaway network namespaces.");
     let mut topo = Topology::new(2);
-    topo.policy_routing(&[1, 2], 0xffff_ffff);
-    println!("Applying {} with `nftbalance apply`.", spec_path.display());
+    println!("Applying {} with `nftbalance apply` (ip rules, per-uplink tables, one nftables transaction).", spec_path.display());
     topo.apply(&spec);
     for port in [22, 25, 80, 443] {
         topo.serve(Which::Server, &format!("{SERVER}:{port}"), false);

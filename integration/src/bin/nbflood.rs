@@ -21,7 +21,10 @@ fn main() {
         eprintln!("usage: nbflood ADDR --seconds S --from A,B,..");
         std::process::exit(2)
     };
-    let target: Ipv4Addr = args.first().and_then(|a| a.parse().ok()).unwrap_or_else(|| usage());
+    let target: Ipv4Addr = args
+        .first()
+        .and_then(|a| a.parse().ok())
+        .unwrap_or_else(|| usage());
     let mut seconds = 2u64;
     let mut from: Vec<Ipv4Addr> = Vec::new();
     let mut it = args.iter().skip(1);
@@ -29,7 +32,10 @@ fn main() {
         match (a.as_str(), it.next()) {
             ("--seconds", Some(v)) => seconds = v.parse().unwrap_or_else(|_| usage()),
             ("--from", Some(v)) => {
-                from = v.split(',').map(|s| s.parse().unwrap_or_else(|_| usage())).collect()
+                from = v
+                    .split(',')
+                    .map(|s| s.parse().unwrap_or_else(|_| usage()))
+                    .collect()
             }
             _ => usage(),
         }
@@ -50,12 +56,21 @@ fn main() {
         for sock in &sockets {
             let addrs: Vec<Option<SockaddrIn>> = (0..BATCH)
                 .map(|i| {
-                    let p = FIRST_PORT + ((port - FIRST_PORT) as usize + i) as u16 % (u16::MAX - FIRST_PORT);
+                    let p = FIRST_PORT
+                        + ((port - FIRST_PORT) as usize + i) as u16 % (u16::MAX - FIRST_PORT);
                     Some(SockaddrIn::from(SocketAddrV4::new(target, p)))
                 })
                 .collect();
-            let slices: Vec<[IoSlice<'_>; 1]> = (0..BATCH).map(|_| [IoSlice::new(&payload)]).collect();
-            match sendmmsg(sock.as_raw_fd(), &mut headers, &slices, &addrs, [], MsgFlags::empty()) {
+            let slices: Vec<[IoSlice<'_>; 1]> =
+                (0..BATCH).map(|_| [IoSlice::new(&payload)]).collect();
+            match sendmmsg(
+                sock.as_raw_fd(),
+                &mut headers,
+                &slices,
+                &addrs,
+                [],
+                MsgFlags::empty(),
+            ) {
                 Ok(results) => sent += results.count() as u64,
                 Err(nix::errno::Errno::ENOBUFS | nix::errno::Errno::EAGAIN) => {}
                 Err(e) => {
