@@ -394,6 +394,56 @@ impl Batch {
     }
 
     /// `add rule` (NLM_F_CREATE | NLM_F_APPEND: appended at the end of the chain).
+    /// `flush chain`: deletes every rule of a chain (`NFT_MSG_DELRULE` without a handle).
+    pub fn flush_chain(
+        &mut self,
+        family: Family,
+        table: &str,
+        chain: &str,
+        label: impl Into<String>,
+    ) -> Result<(), BuildError> {
+        let (tn, cn) = (name(table)?, name(chain)?);
+        let mut r = NlRule::new().map_err(ALLOC)?;
+        r.set_str(sys::NFTNL_RULE_TABLE, &tn).map_err(ALLOC)?;
+        r.set_str(sys::NFTNL_RULE_CHAIN, &cn).map_err(ALLOC)?;
+        r.set_u32(sys::NFTNL_RULE_FAMILY, family.raw() as u32);
+        let bound = HDR + attr(table.len() + 1) + attr(chain.len() + 1) + SLACK;
+        self.push(
+            label.into(),
+            bound,
+            NFT_MSG_DELRULE,
+            family,
+            0,
+            Payload::Rule(&r),
+        );
+        Ok(())
+    }
+
+    /// `delete chain` (it must be empty and unreferenced by the end of the transaction).
+    pub fn delete_chain(
+        &mut self,
+        family: Family,
+        table: &str,
+        chain: &str,
+        label: impl Into<String>,
+    ) -> Result<(), BuildError> {
+        let (tn, cn) = (name(table)?, name(chain)?);
+        let mut c = NlChain::new().map_err(ALLOC)?;
+        c.set_str(sys::NFTNL_CHAIN_TABLE, &tn).map_err(ALLOC)?;
+        c.set_str(sys::NFTNL_CHAIN_NAME, &cn).map_err(ALLOC)?;
+        c.set_u32(sys::NFTNL_CHAIN_FAMILY, family.raw() as u32);
+        let bound = HDR + attr(table.len() + 1) + attr(chain.len() + 1) + SLACK;
+        self.push(
+            label.into(),
+            bound,
+            NFT_MSG_DELCHAIN,
+            family,
+            0,
+            Payload::Chain(&c),
+        );
+        Ok(())
+    }
+
     pub fn add_rule(&mut self, rule: &Rule, label: impl Into<String>) -> Result<(), BuildError> {
         let tn = name(&rule.table)?;
         let cn = name(&rule.chain)?;

@@ -116,6 +116,77 @@ pub fn replace_batch(rs: &m::Ruleset) -> Result<Batch, BuildError> {
     Ok(l.batch)
 }
 
+/// Brings the live table from `old` to `new` without re-creating it: chains whose rules
+/// differ are flushed and filled again, new chains are added, chains that are gone are
+/// flushed and deleted. Sets and maps, their elements (sticky sources included) and the
+/// counters of untouched chains keep their state. For changes of availability, which never
+/// alter sets or base chains; anything else needs [`replace_batch`].
+pub fn update_batch(old: &m::Ruleset, new: &m::Ruleset) -> Result<Batch, BuildError> {
+    let same_frame = old.family == new.family
+        && old.table == new.table
+        && old.sets == new.sets
+        && new
+            .chains
+            .iter()
+            .all(|c| old.chain(&c.name).is_none_or(|o| o.base == c.base));
+    if !same_frame {
+        return Err(invalid(
+            "the change touches sets or base chains; it needs a full apply",
+        ));
+    }
+    let mut l = Lowerer {
+        rs: new,
+        family: family(new.family),
+        batch: Batch::new(),
+        named: HashMap::new(),
+    };
+    // The sets exist in the kernel: refer to them by name.
+    for s in &new.sets {
+        l.named.insert(&s.name, (SetRef::named(s.name.clone()), s));
+    }
+    let changed: Vec<&m::Chain> = new
+        .chains
+        .iter()
+        .filter(|c| old.chain(&c.name) != Some(*c))
+        .collect();
+    for c in &changed {
+        if old.chain(&c.name).is_none() {
+            l.chain(c)?;
+        }
+    }
+    for c in &changed {
+        if old.chain(&c.name).is_some() {
+            l.batch.flush_chain(
+                l.family,
+                &new.table,
+                &c.name,
+                format!("chain {} (flush)", c.name),
+            )?;
+        }
+    }
+    for c in &changed {
+        for (i, rule) in c.rules.iter().enumerate() {
+            let label = format!("chain {}, rule {}: {}", c.name, i + 1, m::nft::rule(rule));
+            l.rule(&c.name, rule, label)?;
+        }
+    }
+    for gone in old.chains.iter().filter(|c| new.chain(&c.name).is_none()) {
+        l.batch.flush_chain(
+            l.family,
+            &old.table,
+            &gone.name,
+            format!("chain {} (flush)", gone.name),
+        )?;
+        l.batch.delete_chain(
+            l.family,
+            &old.table,
+            &gone.name,
+            format!("chain {} (delete)", gone.name),
+        )?;
+    }
+    Ok(l.batch)
+}
+
 /// Deletes the table if it exists (`flush`): add-table (a no-op when it exists) + delete-table,
 /// so the batch succeeds whether or not the table is there. Labels `table inet X (ensure)` and
 /// `table inet X (delete)`.
@@ -1133,6 +1204,7 @@ impl RuleCx<'_, '_> {
                 proto_min: None,
                 proto_max: None,
             }),
+            m::Stmt::Counter => self.push(Expr::Counter),
             m::Stmt::Verdict(v) => self.push(Expr::Verdict(verdict(v))),
         }
         Ok(())

@@ -244,6 +244,8 @@ fn expressions(rule: &[(u16, Node)], anon: &dyn Anonymous) -> Vec<Expression> {
             for (t, n) in data {
                 let drop = match (name.as_str(), *t) {
                     ("lookup", NFTA_LOOKUP_SET_ID) | ("dynset", NFTA_DYNSET_SET_ID) => true,
+                    // Counter values are state, not configuration.
+                    ("counter", _) => true,
                     // The kernel fills in max = min and the MAP_IPS / PROTO_SPECIFIED flags.
                     ("nat", NFTA_NAT_REG_ADDR_MAX) => {
                         attr(data, NFTA_NAT_REG_ADDR_MAX) == attr(data, NFTA_NAT_REG_ADDR_MIN)

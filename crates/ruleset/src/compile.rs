@@ -13,6 +13,7 @@ pub mod names {
     pub const OUTPUT: &str = "output";
     pub const POSTROUTING: &str = "postrouting";
     pub const BALANCE: &str = "balance";
+    pub const ACCOUNT: &str = "account";
     pub const EXCLUDE_V4: &str = "exclude_v4";
     pub const EXCLUDE_V6: &str = "exclude_v6";
     pub const INGRESS_MARK: &str = "ingress_mark";
@@ -142,6 +143,10 @@ fn jump(chain: impl Into<String>) -> Stmt {
     Stmt::Verdict(Verdict::Jump(chain.into()))
 }
 
+fn jump_account() -> Rule {
+    rule(vec![], vec![jump(names::ACCOUNT)])
+}
+
 fn ret() -> Stmt {
     Stmt::Verdict(Verdict::Return)
 }
@@ -232,7 +237,12 @@ impl<'s> Compiler<'s> {
     }
 
     fn ruleset(&self) -> Ruleset {
-        let mut chains = vec![self.prerouting(), self.output(), self.balance()];
+        let mut chains = vec![
+            self.prerouting(),
+            self.output(),
+            self.balance(),
+            self.account(),
+        ];
         chains.extend(self.pins());
         if !self.marks.full() {
             chains.extend(self.per_gateway_chains());
@@ -456,6 +466,7 @@ impl<'s> Compiler<'s> {
         let mut rules = vec![self.restore(), self.ingress()];
         rules.extend(self.selections(&self.spec.balance.forward, SelectorKind::Forward));
         rules.push(self.route_choice());
+        rules.push(jump_account());
         Chain {
             name: names::PREROUTING.into(),
             base: Some(BaseChain {
@@ -472,6 +483,7 @@ impl<'s> Compiler<'s> {
         let mut rules = vec![self.restore()];
         rules.extend(self.selections(&self.spec.balance.local, SelectorKind::Local));
         rules.push(self.route_choice());
+        rules.push(jump_account());
         Chain {
             name: names::OUTPUT.into(),
             // A route chain: a changed mark makes the kernel route the packet again.
@@ -549,6 +561,35 @@ impl<'s> Compiler<'s> {
                 rule(m, vec![jump(target.clone())])
             })
             .collect()
+    }
+
+    /// Per gateway: packets and bytes of its connections (both directions, forwarded and
+    /// local), and its new connections. A chain of its own, which a failover update never
+    /// replaces, so the counters keep counting.
+    fn account(&self) -> Chain {
+        let mut rules = Vec::new();
+        for g in self.gateways() {
+            let of_gateway = Match::Cmp {
+                left: self.marks.ct_bits(),
+                negate: false,
+                right: Value::Mark(g.mark),
+            };
+            rules.push(rule(vec![of_gateway.clone()], vec![Stmt::Counter]));
+            rules.push(rule(
+                vec![ct_state(&[CtState::New]), of_gateway],
+                vec![Stmt::Counter],
+            ));
+        }
+        if let Some(first) = rules.first_mut() {
+            first.doc =
+                Some("per gateway: packets and bytes, then new connections (read by status)");
+        }
+        Chain {
+            name: names::ACCOUNT.into(),
+            base: None,
+            rules,
+            doc: "counters per gateway; never replaced by a failover update",
+        }
     }
 
     /// Excluded destinations and connections that already have a mark are left alone.
@@ -955,7 +996,7 @@ mod tests {
             .rules
             .iter()
             .filter_map(|r| r.stmts.last())
-            .filter(|s| matches!(s, Stmt::Verdict(Verdict::Jump(_))))
+            .filter(|s| matches!(s, Stmt::Verdict(Verdict::Jump(c)) if c != names::ACCOUNT))
             .collect();
         assert_eq!(
             jumps,

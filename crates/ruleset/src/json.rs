@@ -127,6 +127,7 @@ fn stmt(s: &Stmt) -> Json {
             json!({ "snat": { "family": f, "addr": expr(addr) } })
         }
         Stmt::Masquerade => json!({ "masquerade": null }),
+        Stmt::Counter => json!({ "counter": null }),
         Stmt::Verdict(v) => verdict(v),
     }
 }

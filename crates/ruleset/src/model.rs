@@ -254,6 +254,8 @@ pub enum Stmt {
         addr: Expr,
     },
     Masquerade,
+    /// `counter`: packets and bytes of the packets that reach it.
+    Counter,
     Verdict(Verdict),
 }
 

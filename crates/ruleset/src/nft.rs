@@ -176,6 +176,7 @@ fn stmt(s: &Stmt) -> String {
             format!("snat {f} to {}", expr(addr))
         }
         Stmt::Masquerade => "masquerade".into(),
+        Stmt::Counter => "counter".into(),
         Stmt::Verdict(v) => verdict(v),
     }
 }
