@@ -642,3 +642,81 @@ fn compare_rules(
         }
     }
 }
+
+/// Packets and bytes of a `counter` expression.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Count {
+    pub packets: u64,
+    pub bytes: u64,
+}
+
+/// The counters of one gateway in the `account` chain.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct GatewayCounters {
+    /// Every packet of the gateway's connections, both directions.
+    pub traffic: Count,
+    /// First packets of its new connections.
+    pub new_connections: Count,
+}
+
+const NFTA_COUNTER_BYTES: u16 = 1;
+const NFTA_COUNTER_PACKETS: u16 = 2;
+
+fn be64(attrs: &[(u16, Node)], t: u16) -> Option<u64> {
+    leaf(attrs, t).and_then(|v| Some(u64::from_be_bytes(v.get(..8)?.try_into().ok()?)))
+}
+
+/// Reads the `account` chain: two counter rules per gateway, in the ruleset's gateway
+/// order (traffic, then new connections). `None` if the table or the chain is missing.
+pub fn account(
+    socket: &Socket,
+    rs: &Ruleset,
+    gateways: usize,
+) -> Result<Option<Vec<GatewayCounters>>, ReadError> {
+    let family = crate::lower::family(rs.family).raw();
+    let mut table = rs.table.clone().into_bytes();
+    table.push(0);
+    let chain = nftbalance_ruleset::names::ACCOUNT;
+    let mut chain_z = chain.as_bytes().to_vec();
+    chain_z.push(0);
+    let replies = socket
+        .dump(
+            NFT_MSG_GETRULE,
+            family,
+            &[(NFTA_RULE_TABLE, &table), (NFTA_RULE_CHAIN, &chain_z)],
+        )
+        .map_err(ReadError::Io)?;
+    let counts: Vec<Count> = replies
+        .iter()
+        .map(|m| tree(m))
+        .filter(|r| {
+            string(r, NFTA_RULE_TABLE).as_deref() == Some(rs.table.as_str())
+                && string(r, NFTA_RULE_CHAIN).as_deref() == Some(chain)
+        })
+        .filter_map(|r| {
+            nested(&r, NFTA_RULE_EXPRESSIONS).iter().find_map(|(_, e)| {
+                let Node::Nested(e) = e else { return None };
+                if string(e, NFTA_EXPR_NAME).as_deref() != Some("counter") {
+                    return None;
+                }
+                let data = nested(e, NFTA_EXPR_DATA);
+                Some(Count {
+                    packets: be64(data, NFTA_COUNTER_PACKETS).unwrap_or(0),
+                    bytes: be64(data, NFTA_COUNTER_BYTES).unwrap_or(0),
+                })
+            })
+        })
+        .collect();
+    if counts.len() != gateways * 2 {
+        return Ok(None);
+    }
+    Ok(Some(
+        counts
+            .chunks(2)
+            .map(|c| GatewayCounters {
+                traffic: c[0],
+                new_connections: c[1],
+            })
+            .collect(),
+    ))
+}

@@ -6,7 +6,8 @@ mod model;
 mod parse;
 
 pub use model::{
-    format_duration, Balance, Family, Gateway, Method, PortRange, Protocol, Selector, SelectorKind,
-    Spec, Sticky, DEFAULT_HASH_SEED, DEFAULT_MARK_MASK, DEFAULT_TABLE, MAX_WEIGHT,
+    format_duration, AllDown, Balance, Family, Gateway, Health, HealthTarget, Method, PortRange,
+    Protocol, Selector, SelectorKind, Spec, Sticky, Watch, DEFAULT_HASH_SEED, DEFAULT_MARK_MASK,
+    DEFAULT_TABLE, MAX_WEIGHT,
 };
 pub use parse::{SpecError, SpecErrors};

@@ -26,6 +26,84 @@ pub struct Spec {
     pub gateways: Vec<Gateway>,
     pub balance: Balance,
     pub snat: bool,
+    #[serde(skip_serializing_if = "Watch::is_default")]
+    pub watch: Watch,
+}
+
+/// What `nftbalance watch` does beyond each gateway's health settings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
+pub struct Watch {
+    pub all_down: AllDown,
+}
+
+impl Watch {
+    fn is_default(&self) -> bool {
+        *self == Watch::default()
+    }
+}
+
+/// What happens to new connections when every gateway with health checks is down.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum AllDown {
+    /// Keep balancing over the gateways that were up last (a probe target may be what
+    /// failed, not every uplink at once).
+    #[default]
+    KeepLast,
+    /// Stop marking: new connections follow the main table.
+    MainTable,
+}
+
+/// Health checks of one gateway (`nftbalance watch`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Health {
+    pub targets: Vec<HealthTarget>,
+    #[serde(rename = "interval", serialize_with = "millis")]
+    pub interval_ms: u32,
+    #[serde(rename = "timeout", serialize_with = "millis")]
+    pub timeout_ms: u32,
+    /// Consecutive successes before a down gateway is up.
+    pub up: u32,
+    /// Consecutive failures before an up gateway is down.
+    pub down: u32,
+}
+
+/// A probe target: an address answers ICMP echo, an address:port accepts a TCP connect.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HealthTarget {
+    Icmp(std::net::IpAddr),
+    Tcp(std::net::SocketAddr),
+}
+
+impl HealthTarget {
+    pub fn addr(&self) -> std::net::IpAddr {
+        match self {
+            HealthTarget::Icmp(a) => *a,
+            HealthTarget::Tcp(s) => s.ip(),
+        }
+    }
+}
+
+impl Serialize for HealthTarget {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self {
+            HealthTarget::Icmp(a) => s.collect_str(a),
+            HealthTarget::Tcp(a) => s.collect_str(a),
+        }
+    }
+}
+
+pub const DEFAULT_HEALTH_INTERVAL_MS: u32 = 2000;
+pub const DEFAULT_HEALTH_TIMEOUT_MS: u32 = 1000;
+pub const DEFAULT_HEALTH_UP: u32 = 2;
+pub const DEFAULT_HEALTH_DOWN: u32 = 3;
+
+fn millis<S: serde::Serializer>(v: &u32, s: S) -> Result<S::Ok, S::Error> {
+    if v % 1000 == 0 {
+        s.collect_str(&format_duration(v / 1000))
+    } else {
+        s.collect_str(&format_args!("{v}ms"))
+    }
 }
 
 impl Spec {
@@ -88,6 +166,12 @@ pub struct Gateway {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub via6: Option<Ipv6Addr>,
     pub route_table: u32,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub health: Option<Health>,
+    /// When `watch` marks the gateway down, delete its connections from conntrack so their
+    /// hosts reconnect through a live uplink.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub flush_conntrack: bool,
 }
 
 /// What is balanced and how.

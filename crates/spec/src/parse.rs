@@ -238,6 +238,7 @@ impl Cx {
                 "gateways",
                 "balance",
                 "snat",
+                "watch",
             ],
         )?;
 
@@ -300,6 +301,10 @@ impl Cx {
             }),
         };
 
+        let watch = match obj.field("watch") {
+            Some((v, p)) => self.watch(v, &p),
+            None => Some(Watch::default()),
+        };
         Some(Spec {
             table: table?,
             family: family?,
@@ -307,6 +312,7 @@ impl Cx {
             gateways: gateways?,
             balance: balance?,
             snat: snat?,
+            watch: watch?,
         })
     }
 
@@ -428,6 +434,8 @@ impl Cx {
                 "address6",
                 "via6",
                 "route_table",
+                "health",
+                "flush_conntrack",
             ],
         )?;
         let name = self.required(&obj, "name").and_then(|(v, p)| {
@@ -501,6 +509,14 @@ impl Cx {
                 Some(t)
             }
         });
+        let health = match obj.field("health") {
+            None => Some(None),
+            Some((v, p)) => self.health(v, &p, family).map(Some),
+        };
+        let flush_conntrack = match obj.field("flush_conntrack") {
+            None => Some(false),
+            Some((v, p)) => self.bool(v, &p),
+        };
         Some(Gateway {
             name: name?,
             interface: interface?,
@@ -511,6 +527,127 @@ impl Cx {
             address6: address6?,
             via6: via6?,
             route_table: route_table?,
+            health: health?,
+            flush_conntrack: flush_conntrack?,
+        })
+    }
+
+    fn health(&mut self, v: &Value, path: &str, family: Family) -> Option<Health> {
+        let obj = self.object(v, path, &["targets", "interval", "timeout", "up", "down"])?;
+        let targets = self.required(&obj, "targets").and_then(|(v, p)| {
+            let items = self.array(v, &p)?;
+            if items.is_empty() {
+                self.err(
+                    &p,
+                    "no targets: name at least one address (ICMP) or address:port (TCP)",
+                );
+                return None;
+            }
+            let parsed: Vec<Option<HealthTarget>> = items
+                .iter()
+                .enumerate()
+                .map(|(i, t)| {
+                    let tp = index(&p, i);
+                    let text = self.string(t, &tp)?;
+                    let target = if let Ok(a) = text.parse::<IpAddr>() {
+                        HealthTarget::Icmp(a)
+                    } else if let Ok(sa) = text.parse::<std::net::SocketAddr>() {
+                        HealthTarget::Tcp(sa)
+                    } else {
+                        self.err(
+                            tp,
+                            format!(
+                                "{} is not a target: write an address for ICMP echo \
+                                 (\"198.51.100.1\") or address:port for a TCP connect \
+                                 (\"198.51.100.1:443\", \"[2001:db8::1]:443\")",
+                                show(&text)
+                            ),
+                        );
+                        return None;
+                    };
+                    let ipv4 = target.addr().is_ipv4();
+                    self.family_allows(ipv4, &tp, &text, family)
+                        .then_some(target)
+                })
+                .collect();
+            parsed.into_iter().collect::<Option<Vec<_>>>()
+        });
+        let duration = |cx: &mut Cx, key: &str, default: u32| -> Option<u32> {
+            let Some((v, p)) = obj.field(key) else {
+                return Some(default);
+            };
+            let text = cx.string(v, &p)?;
+            match parse_duration_ms(&text) {
+                Ok(ms) if (100..=3_600_000).contains(&ms) => Some(ms as u32),
+                Ok(_) => {
+                    cx.err(
+                        p,
+                        format!("{} is out of range: use 100ms to 1h", show(&text)),
+                    );
+                    None
+                }
+                Err(m) => {
+                    cx.err(p, m);
+                    None
+                }
+            }
+        };
+        let interval_ms = duration(self, "interval", DEFAULT_HEALTH_INTERVAL_MS);
+        let timeout_ms = duration(self, "timeout", DEFAULT_HEALTH_TIMEOUT_MS);
+        let count = |cx: &mut Cx, key: &str, default: u32| -> Option<u32> {
+            match obj.field(key) {
+                None => Some(default),
+                Some((v, p)) => cx.u32(v, &p).and_then(|n| {
+                    if (1..=100).contains(&n) {
+                        Some(n)
+                    } else {
+                        cx.err(p, format!("{n} is out of range: use 1 to 100"));
+                        None
+                    }
+                }),
+            }
+        };
+        let up = count(self, "up", DEFAULT_HEALTH_UP);
+        let down = count(self, "down", DEFAULT_HEALTH_DOWN);
+        if let (Some(i), Some(t)) = (interval_ms, timeout_ms) {
+            if t > i {
+                self.err(
+                    join(path, "timeout"),
+                    "longer than the interval: a probe must end before the next one starts",
+                );
+                return None;
+            }
+        }
+        Some(Health {
+            targets: targets?,
+            interval_ms: interval_ms?,
+            timeout_ms: timeout_ms?,
+            up: up?,
+            down: down?,
+        })
+    }
+
+    fn watch(&mut self, v: &Value, path: &str) -> Option<Watch> {
+        let obj = self.object(v, path, &["all_down"])?;
+        let all_down = match obj.field("all_down") {
+            None => Some(AllDown::KeepLast),
+            Some((v, p)) => self.string(v, &p).and_then(|s| match s.as_str() {
+                "keep-last" => Some(AllDown::KeepLast),
+                "main-table" => Some(AllDown::MainTable),
+                _ => {
+                    self.err(
+                        p,
+                        format!(
+                            "{} is not a policy; expected keep-last or main-table",
+                            show(&s)
+                        ),
+                    );
+                    None
+                }
+            }),
+        };
+        Some(Watch {
+            all_down: all_down?,
         })
     }
 
@@ -908,26 +1045,41 @@ fn parse_port_range(s: &str) -> Result<PortRange, String> {
 }
 
 /// "10m", "90s", "1h30m", "2d": units d, h, m, s.
+/// "10m", "90s", "1h30m", "2d", "500ms": units d, h, m, s, ms; whole seconds.
 fn parse_duration(s: &str) -> Result<u64, String> {
+    let ms = parse_duration_ms(s)?;
+    if ms % 1000 != 0 {
+        return Err(format!("{} is not a whole number of seconds", show(s)));
+    }
+    Ok(ms / 1000)
+}
+
+/// Like [`parse_duration`], in milliseconds, also accepting "ms".
+fn parse_duration_ms(s: &str) -> Result<u64, String> {
     let bad = || {
         format!(
-            "{} is not a duration (e.g. \"90s\", \"10m\", \"1h30m\", \"1d\")",
+            "{} is not a duration (e.g. \"500ms\", \"90s\", \"10m\", \"1h30m\", \"1d\")",
             show(s)
         )
     };
     let mut total: u64 = 0;
     let mut digits = String::new();
     let mut any = false;
-    for c in s.chars() {
+    let mut chars = s.chars().peekable();
+    while let Some(c) = chars.next() {
         if c.is_ascii_digit() {
             digits.push(c);
             continue;
         }
         let unit = match c {
-            'd' => 86_400,
-            'h' => 3_600,
-            'm' => 60,
-            's' => 1,
+            'd' => 86_400_000,
+            'h' => 3_600_000,
+            'm' if chars.peek() == Some(&'s') => {
+                chars.next();
+                1
+            }
+            'm' => 60_000,
+            's' => 1_000,
             _ => return Err(bad()),
         };
         let n: u64 = digits.parse().map_err(|_| bad())?;
