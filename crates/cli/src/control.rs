@@ -1,7 +1,11 @@
 //! The commands that change or read the system: routing first, then the ruleset in one
 //! transaction, and the routing change undone when the transaction fails.
 
+use std::fs::{File, OpenOptions, TryLockError};
+use std::os::unix::fs::MetadataExt;
+use std::path::Path;
 use std::process::ExitCode;
+use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use nftbalance_legacy as legacy;
@@ -11,6 +15,47 @@ use nftbalance_ruleset::{self as ruleset, Availability, Ruleset};
 use nftbalance_spec::Spec;
 
 use crate::{privilege, write_stdout, Backend, EXIT_DIFFERENT};
+
+/// How long a command waits for another nftbalance to finish with the same table.
+const LOCK_WAIT: Duration = Duration::from_secs(30);
+
+/// Serialises nftbalance processes that change one table in one network namespace, so two
+/// applies cannot interleave their routing and ruleset steps. Released when dropped.
+pub fn lock(spec: &Spec) -> anyhow::Result<File> {
+    let dir = Path::new("/run/nftbalance");
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    // Namespaces share /run: the namespace's inode keeps their locks apart.
+    let netns = std::fs::metadata("/proc/self/ns/net")
+        .map(|m| m.ino())
+        .unwrap_or(0);
+    let path = dir.join(format!("{netns}-{}-{}.lock", spec.family, spec.table));
+    let file = OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .with_context(|| format!("opening the lock file {}", path.display()))?;
+    let deadline = Instant::now() + LOCK_WAIT;
+    loop {
+        match file.try_lock() {
+            Ok(()) => return Ok(file),
+            Err(TryLockError::WouldBlock) if Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            Err(TryLockError::WouldBlock) => anyhow::bail!(
+                "another nftbalance has been changing table {} {} for {}s (lock {}); \
+                 nothing was changed",
+                spec.family,
+                spec.table,
+                LOCK_WAIT.as_secs(),
+                path.display()
+            ),
+            Err(TryLockError::Error(e)) => {
+                return Err(e).with_context(|| format!("locking {}", path.display()))
+            }
+        }
+    }
+}
 
 fn nft_socket() -> anyhow::Result<Socket> {
     Socket::open().context("opening the netfilter netlink socket")
@@ -32,6 +77,7 @@ fn summary(rs: &Ruleset) -> String {
 /// `apply [--check] [--backend]`.
 pub fn apply(spec: &Spec, check: bool, backend: Backend) -> anyhow::Result<()> {
     privilege::require_net_admin("apply")?;
+    let _lock = lock(spec)?;
     let rsock = route_socket()?;
     let links = routing::Links::read(&rsock).context("reading the network interfaces")?;
     let plan = routing::plan(spec);
@@ -121,6 +167,7 @@ fn report_skipped(report: &routing::ApplyReport) -> usize {
 /// owned ip rules and routes.
 pub fn flush(spec: &Spec, backend: Backend) -> anyhow::Result<()> {
     privilege::require_net_admin("flush")?;
+    let _lock = lock(spec)?;
     match backend {
         Backend::IptablesLegacy => {
             legacy::load::flush()?;

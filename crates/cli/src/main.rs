@@ -70,6 +70,8 @@ enum Command {
         #[arg(long, short, value_enum, default_value_t = DumpFormat::Nft)]
         format: DumpFormat,
     },
+    /// Read legacy iptables rules and print the balancer they implement as a spec, or as nft.
+    Translate(translate_cmd::TranslateArgs),
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -97,9 +99,13 @@ pub(crate) enum Backend {
 
 mod control;
 mod privilege;
+mod translate_cmd;
 
 /// Exit statuses: 0 ok, 1 a check found a difference, 2 an error.
 pub(crate) const EXIT_DIFFERENT: u8 = 1;
+/// Problems listed one a line before the rest are only counted (hostile input can have
+/// millions).
+const MAX_LISTED_PROBLEMS: usize = 100;
 const EXIT_ERROR: u8 = 2;
 
 fn main() -> ExitCode {
@@ -125,6 +131,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         } => control::apply(&load_spec(&spec)?, check, backend)?,
         Command::Diff { spec } => return control::diff(&load_spec(&spec)?),
         Command::Flush { spec, backend } => control::flush(&load_spec(&spec)?, backend)?,
+        Command::Translate(args) => return translate_cmd::run(&args),
         Command::Dump { spec, format } => {
             let spec = load_spec(&spec)?;
             let rs = ruleset::compile(&spec);
@@ -145,7 +152,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
 }
 
 /// Reads and validates a spec; every problem is listed, one a line, prefixed by the file.
-fn load_spec(path: &Path) -> anyhow::Result<Spec> {
+pub(crate) fn load_spec(path: &Path) -> anyhow::Result<Spec> {
     let shown = path.display();
     let text = if path == Path::new("-") {
         let mut s = String::new();
@@ -157,8 +164,19 @@ fn load_spec(path: &Path) -> anyhow::Result<Spec> {
         std::fs::read_to_string(path).with_context(|| format!("reading spec {shown}"))?
     };
     Spec::from_json(&text).map_err(|errors| {
-        let lines: Vec<String> = errors.0.iter().map(|e| format!("{shown}: {e}")).collect();
-        let count = lines.len();
+        let count = errors.0.len();
+        let mut lines: Vec<String> = errors
+            .0
+            .iter()
+            .take(MAX_LISTED_PROBLEMS)
+            .map(|e| format!("{shown}: {e}"))
+            .collect();
+        if count > MAX_LISTED_PROBLEMS {
+            lines.push(format!(
+                "{shown}: ... and {} more",
+                count - MAX_LISTED_PROBLEMS
+            ));
+        }
         let head = if count == 1 {
             "invalid spec".to_string()
         } else {
