@@ -12,7 +12,7 @@ export PATH := /usr/local/sbin:/usr/sbin:/sbin:$(HOME)/.cargo/bin:$(PATH)
 # libclang-dev: bindgen for -sys crates that generate bindings at build time (rustables).
 APT_PACKAGES := nftables iptables iproute2 libnftnl-dev libmnl-dev pkg-config libclang-dev strace
 
-.PHONY: all deps bench-deps build demo test lint bless bench clean
+.PHONY: all deps bench-deps build demo test lint bless bench fuzz clean
 
 all: build
 
@@ -48,11 +48,16 @@ test: deps lint
 	@left=$$(ip netns list | awk '{print $$1}' | grep -E '^nb[a-z]*-' || true); \
 	if [ -n "$$left" ]; then echo "tests left namespaces behind: $$left" >&2; exit 1; fi
 
+# The kill -9 test at full size: 200 kills during applies of a 100k-prefix spec.
+stress: deps
+	NFTBALANCE_STRESS_PREFIXES=100000 $(CARGO) test --workspace --locked --test reliability -- kill_9
+
 # Rewrites the golden dumps and the expected error messages; review with `git diff`.
 bless:
 	NFTBALANCE_BLESS=1 $(CARGO) test -p nftbalance-ruleset --test golden
 	NFTBALANCE_BLESS=1 $(CARGO) test -p nftbalance --test bad_specs
 	NFTBALANCE_BLESS=1 $(CARGO) test -p nftbalance-legacy --test golden
+	NFTBALANCE_BLESS=1 $(CARGO) test -p nftbalance-translate --test golden
 	NFTBALANCE_BLESS=1 $(CARGO) test -p nftbalance-routing --test golden
 
 bench-deps: deps
@@ -64,7 +69,15 @@ bench-deps: deps
 bench: bench-deps
 	$(CARGO) build --release --locked --workspace --bins
 	bench/apply.sh
+	bench/translate.sh
 	./target/release/nbbench
+
+# The translate parser under cargo-fuzz for a bounded time (FUZZ_SECONDS, default 60); needs a
+# nightly toolchain (rustup) and installs cargo-fuzz if missing. Not part of `make test`.
+FUZZ_SECONDS ?= 60
+fuzz:
+	@command -v cargo-fuzz >/dev/null || $(CARGO) install cargo-fuzz --locked
+	cd fuzz && $(CARGO) +nightly fuzz run translate corpus/translate -- -max_total_time=$(FUZZ_SECONDS)
 
 clean:
 	$(CARGO) clean

@@ -61,7 +61,12 @@ struct Watch(Child);
 impl Watch {
     fn start(topo: &Topology, spec: &TempFile, state: &TempFile) -> Watch {
         let child = Command::new("ip")
-            .args(["netns", "exec", topo.router.name(), &target_binary("nftbalance")])
+            .args([
+                "netns",
+                "exec",
+                topo.router.name(),
+                &target_binary("nftbalance"),
+            ])
             .args(["watch", spec.path(), "--state-file", state.path()])
             .env("PATH", PATH)
             .env("RUST_LOG", "info")
@@ -78,7 +83,9 @@ impl Watch {
 
 impl Drop for Watch {
     fn drop(&mut self) {
-        let _ = Command::new("kill").args(["-TERM", &self.0.id().to_string()]).status();
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.0.id().to_string()])
+            .status();
         let _ = self.0.wait();
     }
 }
@@ -86,7 +93,14 @@ impl Drop for Watch {
 fn uplinks(topo: &Topology, n: usize) -> BTreeMap<usize, usize> {
     let results = topo.traffic(
         Which::Lan,
-        &["connect", &format!("{SERVER}:80"), "--count", &n.to_string(), "--timeout-ms", "1500"],
+        &[
+            "connect",
+            &format!("{SERVER}:80"),
+            "--count",
+            &n.to_string(),
+            "--timeout-ms",
+            "1500",
+        ],
     );
     let mut m = BTreeMap::new();
     for r in &results {
@@ -104,10 +118,20 @@ fn settle(threshold: u64) {
 fn status(topo: &Topology, spec: &TempFile, state: &TempFile) -> Value {
     let out = topo.router.exec(
         &target_binary("nftbalance"),
-        &["status", "--json", spec.path(), "--state-file", state.path()],
+        &[
+            "status",
+            "--json",
+            spec.path(),
+            "--state-file",
+            state.path(),
+        ],
         None,
     );
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     serde_json::from_slice(&out.stdout).unwrap()
 }
 
@@ -137,7 +161,14 @@ fn a_dead_link_loses_new_connections_and_gets_them_back() {
     // Long-lived connections, half of them on uplink 1, across the failover.
     let streams = topo.spawn_traffic(
         Which::Lan,
-        &["stream", &format!("{SERVER}:80"), "--count", "4", "--seconds", "6"],
+        &[
+            "stream",
+            &format!("{SERVER}:80"),
+            "--count",
+            "4",
+            "--seconds",
+            "6",
+        ],
     );
     std::thread::sleep(Duration::from_millis(300));
     let handle = table_handle(&topo);
@@ -145,7 +176,11 @@ fn a_dead_link_loses_new_connections_and_gets_them_back() {
 
     topo.isps[1].ok("ip", &["link", "set", "rtr", "down"]);
     settle(DOWN);
-    assert_eq!(uplinks(&topo, 10), BTreeMap::from([(0, 10)]), "uplink 2 still used");
+    assert_eq!(
+        uplinks(&topo, 10),
+        BTreeMap::from([(0, 10)]),
+        "uplink 2 still used"
+    );
     let after = status(&topo, &spec_file, &state_file);
     assert_eq!(after["gateways"][1]["state"], "down", "{after:#}");
     // One update transaction, not a new table: the counters kept counting.
@@ -161,7 +196,11 @@ fn a_dead_link_loses_new_connections_and_gets_them_back() {
 
     topo.isps[1].ok("ip", &["link", "set", "rtr", "up"]);
     settle(UP);
-    assert_eq!(uplinks(&topo, 10), BTreeMap::from([(0, 5), (1, 5)]), "the split did not resume");
+    assert_eq!(
+        uplinks(&topo, 10),
+        BTreeMap::from([(0, 5), (1, 5)]),
+        "the split did not resume"
+    );
 }
 
 #[test]
@@ -198,8 +237,16 @@ fn status_json_reports_what_the_server_saw() {
     let doc = status(&topo, &spec_file, &state_file);
     for (i, g) in doc["gateways"].as_array().unwrap().iter().enumerate() {
         assert_eq!(g["state"], "up", "{doc:#}");
-        assert_eq!(g["new_connections"].as_u64().unwrap() as usize, seen[&i], "{doc:#}");
-        assert_eq!(g["live_connections"].as_u64().unwrap() as usize, seen[&i], "{doc:#}");
+        assert_eq!(
+            g["new_connections"].as_u64().unwrap() as usize,
+            seen[&i],
+            "{doc:#}"
+        );
+        assert_eq!(
+            g["live_connections"].as_u64().unwrap() as usize,
+            seen[&i],
+            "{doc:#}"
+        );
         assert!(g["bytes"].as_u64().unwrap() > 0);
         assert_eq!(g["new_connection_share"].as_f64().unwrap(), 50.0);
     }

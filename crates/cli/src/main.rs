@@ -50,6 +50,37 @@ enum Command {
         /// The spec file (JSON); `-` reads standard input.
         spec: PathBuf,
     },
+    /// Check each gateway's health and move new connections off dead uplinks, and back.
+    ///
+    /// Every gateway with a `health` section is probed through its own uplink (bound to its
+    /// interface, with its mark and source address) every `interval`; after `down`
+    /// consecutive failures it is down, after `up` consecutive successes up again. On a
+    /// change ONE transaction replaces only the balance decision: the table is not
+    /// re-created, so counters, sets and sticky sources keep their contents. Writes the
+    /// gateway states to the state file `status` reads. SIGHUP reloads the spec; SIGTERM
+    /// stops, leaving the ruleset as it is. Needs CAP_NET_ADMIN (root).
+    Watch {
+        /// The spec file (JSON).
+        spec: PathBuf,
+        /// Where to write the gateway states [default: /run/nftbalance/TABLE.state.json].
+        #[arg(long)]
+        state_file: Option<PathBuf>,
+    },
+    /// Show each gateway's state, weight, traffic, new and live connections and shares.
+    ///
+    /// States come from the running `watch` (its state file), or else from one probe round
+    /// now. Traffic and new connections are the ruleset's per-gateway counters (since the
+    /// last full apply); live connections are conntrack entries with the gateway's mark.
+    Status {
+        /// The spec file (JSON).
+        spec: PathBuf,
+        /// JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+        /// The state file of `watch` [default: /run/nftbalance/TABLE.state.json].
+        #[arg(long)]
+        state_file: Option<PathBuf>,
+    },
     /// Remove everything nftbalance owns for this spec (its table). Running it twice is fine.
     Flush {
         /// The spec file (JSON); `-` reads standard input.
@@ -99,7 +130,9 @@ pub(crate) enum Backend {
 
 mod control;
 mod privilege;
+mod status;
 mod translate_cmd;
+mod watch;
 
 /// Exit statuses: 0 ok, 1 a check found a difference, 2 an error.
 pub(crate) const EXIT_DIFFERENT: u8 = 1;
@@ -130,6 +163,12 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             backend,
         } => control::apply(&load_spec(&spec)?, check, backend)?,
         Command::Diff { spec } => return control::diff(&load_spec(&spec)?),
+        Command::Watch { spec, state_file } => watch::watch(&spec, state_file)?,
+        Command::Status {
+            spec,
+            json,
+            state_file,
+        } => return status::status(&spec, json, state_file),
         Command::Flush { spec, backend } => control::flush(&load_spec(&spec)?, backend)?,
         Command::Translate(args) => return translate_cmd::run(&args),
         Command::Dump { spec, format } => {

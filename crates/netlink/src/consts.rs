@@ -27,6 +27,18 @@ pub(crate) const NFT_MSG_GETGEN: u16 = 16;
 
 pub(crate) const NFTA_GEN_ID: u16 = 1;
 
+// ---- ctnetlink (<linux/netfilter/nfnetlink_conntrack.h>) ----
+pub(crate) const NFNL_SUBSYS_CTNETLINK: u16 = 1;
+pub(crate) const IPCTNL_MSG_CT_GET: u16 = 1;
+pub(crate) const IPCTNL_MSG_CT_DELETE: u16 = 2;
+pub(crate) const CTA_TUPLE_ORIG: u16 = 1;
+pub(crate) const CTA_MARK: u16 = 8;
+pub(crate) const CTA_ID: u16 = 12;
+pub(crate) const CTA_ZONE: u16 = 18;
+pub(crate) const CTA_MARK_MASK: u16 = 21;
+pub(crate) const NLA_F_NESTED: u16 = 0x8000;
+pub(crate) const NLA_TYPE_MASK: u16 = 0x3fff;
+
 // ---- netlink ----
 pub(crate) const NLMSG_HDRLEN: usize = 16;
 pub(crate) const NLMSG_ERROR: u16 = 2;

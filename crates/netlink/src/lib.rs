@@ -15,6 +15,9 @@
 //!   in a single `sendmsg()` on a [`Socket`] and maps every error ACK back to the label of the
 //!   message that caused it ([`BatchError`], [`ObjectError`]).
 //!
+//! [`conntrack`] counts and deletes conntrack entries by connection mark over ctnetlink on the
+//! same [`Socket`].
+//!
 //! Nothing here decides *what* to encode: to get exactly what `nft -f` would produce, mirror
 //! `nft --debug=netlink` (see the integration test `tests/seed.rs`, which rebuilds a complete
 //! ruleset and compares `nft -j list ruleset` with nft's own result).
@@ -38,6 +41,7 @@
 #![cfg(target_os = "linux")]
 
 mod batch;
+pub mod conntrack;
 mod consts;
 mod expr;
 mod ffi;

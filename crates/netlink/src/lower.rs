@@ -1127,7 +1127,7 @@ impl RuleCx<'_, '_> {
         }
         let net = prefix_range(addr, len).start;
         let bytes = usize::from(len / 8);
-        if len % 8 == 0 && len > 0 {
+        if len.is_multiple_of(8) && len > 0 {
             self.payload(f, R1, Some(bytes as u32))?;
             self.cmp(op, net[..bytes].to_vec());
         } else {

@@ -594,8 +594,7 @@ fn compare_sets(
             }
         }
         if let (Some(we), Some(he)) = (&w.elements, &h.elements) {
-            let missing = we.iter().filter(|e| !he.contains(e)).count();
-            let extra = he.iter().filter(|e| !we.contains(e)).count();
+            let (missing, extra) = sorted_difference(we, he);
             if missing + extra > 0 {
                 out.push(Difference(format!(
                     "set {name}: {missing} element(s) of the spec missing, {extra} not in the spec"
@@ -608,6 +607,28 @@ fn compare_sets(
             out.push(Difference(format!("set {name}: not in the spec")));
         }
     }
+}
+
+/// (in `want` only, in `have` only) of two sorted lists, in one pass.
+fn sorted_difference<T: Ord>(want: &[T], have: &[T]) -> (usize, usize) {
+    let (mut i, mut j, mut missing, mut extra) = (0, 0, 0, 0);
+    while i < want.len() && j < have.len() {
+        match want[i].cmp(&have[j]) {
+            std::cmp::Ordering::Equal => {
+                i += 1;
+                j += 1;
+            }
+            std::cmp::Ordering::Less => {
+                missing += 1;
+                i += 1;
+            }
+            std::cmp::Ordering::Greater => {
+                extra += 1;
+                j += 1;
+            }
+        }
+    }
+    (missing + want.len() - i, extra + have.len() - j)
 }
 
 /// Rule lists compared in order (longest common subsequence), so one deleted or inserted

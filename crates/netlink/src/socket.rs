@@ -117,28 +117,36 @@ impl Socket {
         family: u8,
         attrs: &[(u16, &[u8])],
     ) -> io::Result<Vec<Vec<u8>>> {
+        let mut out = Vec::new();
+        self.dump_each(
+            (NFNL_SUBSYS_NFTABLES << 8) | msg_type,
+            family,
+            attrs,
+            |payload| {
+                out.push(payload.get(4..).unwrap_or(&[]).to_vec());
+                Ok(())
+            },
+        )?;
+        Ok(out)
+    }
+
+    /// A dump request (`NLM_F_DUMP`) of the full nfnetlink message type `nl_type`
+    /// (`subsystem << 8 | message`) for `family`, with attributes; calls `each` with every
+    /// reply's payload (the 4-byte nfgenmsg header, then the attributes) as it arrives, so
+    /// that large dumps (conntrack tables) are not buffered. An error from `each` stops
+    /// reading; the rest of the dump is discarded before the next request.
+    pub(crate) fn dump_each(
+        &self,
+        nl_type: u16,
+        family: u8,
+        attrs: &[(u16, &[u8])],
+        mut each: impl FnMut(&[u8]) -> io::Result<()>,
+    ) -> io::Result<()> {
         let seq = self.next_seq(1);
-        let mut body = Vec::new();
-        for (t, v) in attrs {
-            let len = 4 + v.len();
-            body.extend_from_slice(&(len as u16).to_ne_bytes());
-            body.extend_from_slice(&t.to_ne_bytes());
-            body.extend_from_slice(v);
-            body.resize((body.len() + 3) & !3, 0);
-        }
-        let total = NLMSG_HDRLEN + 4 + body.len();
-        let mut msg = Vec::with_capacity(total);
-        msg.extend_from_slice(&(total as u32).to_ne_bytes());
-        msg.extend_from_slice(&((NFNL_SUBSYS_NFTABLES << 8) | msg_type).to_ne_bytes());
-        msg.extend_from_slice(&(NLM_F_REQUEST | NLM_F_DUMP).to_ne_bytes());
-        msg.extend_from_slice(&seq.to_ne_bytes());
-        msg.extend_from_slice(&0u32.to_ne_bytes());
-        msg.extend_from_slice(&[family, NFNETLINK_V0, 0, 0]);
-        msg.extend_from_slice(&body);
+        let msg = encode_request(nl_type, NLM_F_REQUEST | NLM_F_DUMP, seq, family, attrs);
         self.discard_pending()?;
         self.send(&msg)?;
         let mut buf = vec![0u8; RECV_BUF];
-        let mut out = Vec::new();
         loop {
             let n = sock::recv_blocking(self.fd(), &mut buf)?;
             let mut done = false;
@@ -166,16 +174,46 @@ impl Socket {
                         }
                         done = true;
                     } else {
-                        let payload = &buf[off + NLMSG_HDRLEN..off + len];
-                        out.push(payload.get(4..).unwrap_or(&[]).to_vec());
+                        each(&buf[off + NLMSG_HDRLEN..off + len])?;
                     }
                 }
                 off += (len + 3) & !3;
             }
             if done {
-                return Ok(out);
+                return Ok(());
             }
         }
+    }
+
+    /// Sends `msgs` (complete request messages, each with `NLM_F_ACK` and a distinct sequence
+    /// number in `first_seq..first_seq + msgs.len()`) in one `sendmsg()` and waits for every
+    /// ACK; returns the errno of each message in order (0 = success).
+    pub(crate) fn send_acked(
+        &self,
+        msgs: &[u8],
+        first_seq: u32,
+        count: u32,
+    ) -> io::Result<Vec<i32>> {
+        self.discard_pending()?;
+        self.send(msgs)?;
+        let mut errnos = vec![None; count as usize];
+        let mut missing = count as usize;
+        let mut buf = vec![0u8; RECV_BUF];
+        while missing > 0 {
+            let n = sock::recv_blocking(self.fd(), &mut buf)?;
+            for m in parse_messages(&buf[..n]) {
+                if m.msg_type != NLMSG_ERROR {
+                    continue;
+                }
+                let e = parse_error(&m);
+                let i = e.seq.wrapping_sub(first_seq) as usize;
+                if let Some(slot @ None) = errnos.get_mut(i) {
+                    *slot = Some(e.errno);
+                    missing -= 1;
+                }
+            }
+        }
+        Ok(errnos.into_iter().map(|e| e.unwrap_or(0)).collect())
     }
 
     /// Grows the socket buffers so that a `len`-byte batch can be sent in one `sendmsg()` and an
@@ -270,6 +308,40 @@ fn u16_at(b: &[u8], at: usize) -> Option<u16> {
 }
 fn u32_at(b: &[u8], at: usize) -> Option<u32> {
     Some(u32::from_ne_bytes(b.get(at..at + 4)?.try_into().ok()?))
+}
+
+/// Appends one netlink attribute (header, value, padding to 4 bytes).
+pub(crate) fn put_attr(buf: &mut Vec<u8>, attr_type: u16, value: &[u8]) {
+    let len = 4 + value.len();
+    buf.extend_from_slice(&(len as u16).to_ne_bytes());
+    buf.extend_from_slice(&attr_type.to_ne_bytes());
+    buf.extend_from_slice(value);
+    buf.resize((buf.len() + 3) & !3, 0);
+}
+
+/// One nfnetlink request message: netlink header (`nl_type`, `flags`, `seq`, port 0), nfgenmsg
+/// (`family`, version 0, resource id 0), then the attributes.
+pub(crate) fn encode_request(
+    nl_type: u16,
+    flags: u16,
+    seq: u32,
+    family: u8,
+    attrs: &[(u16, &[u8])],
+) -> Vec<u8> {
+    let mut body = Vec::new();
+    for (t, v) in attrs {
+        put_attr(&mut body, *t, v);
+    }
+    let total = NLMSG_HDRLEN + 4 + body.len();
+    let mut msg = Vec::with_capacity(total);
+    msg.extend_from_slice(&(total as u32).to_ne_bytes());
+    msg.extend_from_slice(&nl_type.to_ne_bytes());
+    msg.extend_from_slice(&flags.to_ne_bytes());
+    msg.extend_from_slice(&seq.to_ne_bytes());
+    msg.extend_from_slice(&0u32.to_ne_bytes());
+    msg.extend_from_slice(&[family, NFNETLINK_V0, 0, 0]);
+    msg.extend_from_slice(&body);
+    msg
 }
 
 /// Iterates over the netlink messages in a datagram (stops at the first malformed one).

@@ -99,7 +99,7 @@ pub const DEFAULT_HEALTH_UP: u32 = 2;
 pub const DEFAULT_HEALTH_DOWN: u32 = 3;
 
 fn millis<S: serde::Serializer>(v: &u32, s: S) -> Result<S::Ok, S::Error> {
-    if v % 1000 == 0 {
+    if v.is_multiple_of(1000) {
         s.collect_str(&format_duration(v / 1000))
     } else {
         s.collect_str(&format_args!("{v}ms"))
@@ -303,7 +303,7 @@ fn duration<S: serde::Serializer>(v: &u32, s: S) -> Result<S::Ok, S::Error> {
 /// Seconds as the largest exact unit: 600 -> "10m", 90 -> "90s".
 pub fn format_duration(secs: u32) -> String {
     for (unit, size) in [("d", 86_400), ("h", 3_600), ("m", 60)] {
-        if secs % size == 0 {
+        if secs.is_multiple_of(size) {
             return format!("{}{unit}", secs / size);
         }
     }

@@ -1,0 +1,255 @@
+//! Network-namespace lab for the probe tests. Every test builds its own namespaces
+//! (`nbh-<pid>-<n>-<tag>`) and deletes them on drop, also when the test panics; nothing is
+//! changed in the root namespace. Tests fail loudly without root; they never skip.
+//!
+//! ```text
+//!            up1 10.1.0.1 ─── dn 10.1.0.2 [p1] srv 10.3.1.1 ─── s1 10.3.1.2
+//!  [router]                                                           [server] lo 10.9.9.9
+//!            up2 10.2.0.1 ─── dn 10.2.0.2 [p2] srv 10.3.2.1 ─── s2 10.3.2.2      fd00:9::9
+//! ```
+//! IPv6 alongside: fd00:<i>::1/2 on the uplinks, fd00:3:<i>::1/2 between provider and server.
+//! The router has no default route in main: `fwmark i lookup 10i`, table 10i has the default
+//! route via provider i (IPv4 and IPv6). Providers forward 10.9.9.0/24 and fd00:9::/64 to the
+//! server (which owns only .9 / ::9, so .10 / ::10 are silent black holes) and count what they
+//! forward to 10.9.9.9 / fd00:9::9 in the named counter `inet probe to_server`. The server
+//! listens on TCP 8080 (IPv4 and IPv6).
+#![allow(dead_code)]
+
+use std::fs::File;
+use std::net::TcpListener;
+use std::process::Command;
+use std::sync::atomic::{AtomicU32, Ordering};
+
+use nix::sched::{setns, CloneFlags};
+
+static COUNTER: AtomicU32 = AtomicU32::new(0);
+
+/// A network namespace created for this test; deleted on drop.
+#[derive(Debug)]
+pub struct Netns {
+    pub name: String,
+}
+
+impl Netns {
+    pub fn new(tag: &str) -> Netns {
+        let n = COUNTER.fetch_add(1, Ordering::SeqCst);
+        let name = format!("nbh-{}-{}-{}", std::process::id(), n, tag);
+        let out = Command::new("ip")
+            .args(["netns", "add", &name])
+            .output()
+            .expect("failed to run `ip netns add`");
+        assert!(
+            out.status.success(),
+            "cannot create network namespace {name} (these tests need root): {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        Netns { name }
+    }
+
+    /// Runs `f` on a fresh thread that has entered this namespace (sockets opened there stay
+    /// bound to it). Panics inside `f` are propagated.
+    pub fn run<T: Send>(&self, f: impl FnOnce() -> T + Send) -> T {
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                let path = format!("/var/run/netns/{}", self.name);
+                let fd = File::open(&path).unwrap_or_else(|e| panic!("open {path}: {e}"));
+                setns(&fd, CloneFlags::CLONE_NEWNET).expect("setns(CLONE_NEWNET)");
+                f()
+            })
+            .join()
+            .unwrap_or_else(|e| std::panic::resume_unwind(e))
+        })
+    }
+
+    /// Runs a command inside the namespace (`ip netns exec`); returns stdout, panics on failure.
+    pub fn exec(&self, args: &[&str]) -> String {
+        let out = Command::new("ip")
+            .args(["netns", "exec", &self.name])
+            .args(args)
+            .output()
+            .expect("failed to run ip netns exec");
+        assert!(
+            out.status.success(),
+            "{args:?} failed in {}: {}",
+            self.name,
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).expect("UTF-8 output")
+    }
+
+    /// `ip -n <ns> <args>`, panics on failure.
+    pub fn ip(&self, args: &str) -> String {
+        let out = Command::new("ip")
+            .args(["-n", &self.name])
+            .args(args.split_whitespace())
+            .output()
+            .expect("failed to run ip");
+        assert!(
+            out.status.success(),
+            "ip {args} failed in {}: {}",
+            self.name,
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).expect("UTF-8 output")
+    }
+
+    pub fn nft(&self, script: &str) {
+        let path = std::env::temp_dir().join(format!("{}.nft", self.name));
+        std::fs::write(&path, script).expect("write nft file");
+        self.exec(&["nft", "-f", path.to_str().unwrap()]);
+        let _ = std::fs::remove_file(path);
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        let ok = Command::new("ip")
+            .args(["netns", "del", &self.name])
+            .status()
+            .map(|s| s.success())
+            .unwrap_or(false);
+        if !ok && !std::thread::panicking() {
+            panic!("failed to delete network namespace {}", self.name);
+        }
+    }
+}
+
+/// The router, two providers and a server (see the module docs).
+#[derive(Debug)]
+pub struct Lab {
+    pub router: Netns,
+    pub providers: [Netns; 2],
+    pub server: Netns,
+    _listeners: Vec<TcpListener>,
+}
+
+pub const SERVER4: &str = "10.9.9.9";
+pub const SERVER6: &str = "fd00:9::9";
+/// Routed to the server, which does not own it and does not forward: a silent black hole.
+pub const DEAD4: &str = "10.9.9.10";
+pub const DEAD6: &str = "fd00:9::10";
+pub const PORT: u16 = 8080;
+
+impl Lab {
+    pub fn new() -> Lab {
+        let router = Netns::new("rtr");
+        let providers = [Netns::new("isp1"), Netns::new("isp2")];
+        let server = Netns::new("srv");
+        for ns in [&router, &providers[0], &providers[1], &server] {
+            ns.ip("link set lo up");
+            // no duplicate address detection: otherwise the link-local addresses stay
+            // tentative for ~2 s and neighbour discovery from addresses not on the link
+            // (the server's loopback address) stalls until then; static IPv6 addresses survive
+            // a link going down (by default the kernel flushes them, and nobody here re-adds
+            // them as a network manager would)
+            ns.exec(&[
+                "sysctl",
+                "-qw",
+                "net.ipv6.conf.all.accept_dad=0",
+                "net.ipv6.conf.default.accept_dad=0",
+                "net.ipv6.conf.all.keep_addr_on_down=1",
+                "net.ipv6.conf.default.keep_addr_on_down=1",
+            ]);
+        }
+        router.exec(&[
+            "sysctl",
+            "-qw",
+            "net.ipv4.conf.all.rp_filter=0",
+            "net.ipv4.conf.default.rp_filter=0",
+        ]);
+        server.ip("addr add 10.9.9.9/32 dev lo");
+        server.ip("addr add fd00:9::9/128 dev lo nodad");
+        for (k, p) in providers.iter().enumerate() {
+            let i = k + 1;
+            router.ip(&format!(
+                "link add up{i} type veth peer name dn netns {}",
+                p.name
+            ));
+            p.ip(&format!(
+                "link add srv type veth peer name s{i} netns {}",
+                server.name
+            ));
+            router.ip(&format!("addr add 10.{i}.0.1/24 dev up{i}"));
+            router.ip(&format!("addr add fd00:{i}::1/64 dev up{i} nodad"));
+            p.ip(&format!("addr add 10.{i}.0.2/24 dev dn"));
+            p.ip(&format!("addr add fd00:{i}::2/64 dev dn nodad"));
+            p.ip(&format!("addr add 10.3.{i}.1/24 dev srv"));
+            p.ip(&format!("addr add fd00:3:{i}::1/64 dev srv nodad"));
+            server.ip(&format!("addr add 10.3.{i}.2/24 dev s{i}"));
+            server.ip(&format!("addr add fd00:3:{i}::2/64 dev s{i} nodad"));
+            router.ip(&format!("link set up{i} up"));
+            p.ip("link set dn up");
+            p.ip("link set srv up");
+            server.ip(&format!("link set s{i} up"));
+            p.exec(&[
+                "sysctl",
+                "-qw",
+                "net.ipv4.ip_forward=1",
+                "net.ipv6.conf.all.forwarding=1",
+            ]);
+            p.ip(&format!("route add 10.9.9.0/24 via 10.3.{i}.2"));
+            p.ip(&format!("-6 route add fd00:9::/64 via fd00:3:{i}::2"));
+            server.ip(&format!("route add 10.{i}.0.0/24 via 10.3.{i}.1"));
+            server.ip(&format!("-6 route add fd00:{i}::/64 via fd00:3:{i}::1"));
+            let table = 100 + i;
+            router.ip(&format!(
+                "route add default via 10.{i}.0.2 dev up{i} table {table}"
+            ));
+            router.ip(&format!(
+                "-6 route add default via fd00:{i}::2 dev up{i} table {table}"
+            ));
+            router.ip(&format!("rule add fwmark {i} lookup {table}"));
+            router.ip(&format!("-6 rule add fwmark {i} lookup {table}"));
+            p.nft(
+                "table inet probe {\n\
+                 \tcounter to_server { }\n\
+                 \tchain tally {\n\
+                 \t\ttype filter hook forward priority 0; policy accept;\n\
+                 \t\tip daddr 10.9.9.9 counter name \"to_server\"\n\
+                 \t\tip6 daddr fd00:9::9 counter name \"to_server\"\n\
+                 \t}\n\
+                 \tchain cut {\n\
+                 \t\ttype filter hook forward priority 10; policy accept;\n\
+                 \t}\n\
+                 }\n",
+            );
+        }
+        let listeners = server.run(|| {
+            vec![
+                TcpListener::bind((SERVER4, PORT)).expect("listen 10.9.9.9:8080"),
+                TcpListener::bind((SERVER6, PORT)).expect("listen [fd00:9::9]:8080"),
+            ]
+        });
+        Lab {
+            router,
+            providers,
+            server,
+            _listeners: listeners,
+        }
+    }
+
+    /// Packets provider `i` (1 or 2) forwarded to the server address so far.
+    pub fn forwarded(&self, i: usize) -> u64 {
+        let text =
+            self.providers[i - 1].exec(&["nft", "list", "counter", "inet", "probe", "to_server"]);
+        let after = text
+            .split("packets ")
+            .nth(1)
+            .unwrap_or_else(|| panic!("no packet count in {text}"));
+        after
+            .split_whitespace()
+            .next()
+            .and_then(|n| n.parse().ok())
+            .unwrap_or_else(|| panic!("bad packet count in {text}"))
+    }
+
+    /// Provider `i` drops everything it would forward (after counting it); its links stay up.
+    pub fn provider_drops_all(&self, i: usize) {
+        self.providers[i - 1].exec(&["nft", "add", "rule", "inet", "probe", "cut", "drop"]);
+    }
+
+    /// Provider `i` forwards again.
+    pub fn provider_forwards(&self, i: usize) {
+        self.providers[i - 1].exec(&["nft", "flush", "chain", "inet", "probe", "cut"]);
+    }
+}

@@ -1,0 +1,96 @@
+//! `nftbalance translate`: legacy iptables rules (iptables-save output or shell scripts with
+//! their `ip rule`/`ip route` lines) read as a balancer spec, or as exact nft rule by rule.
+//!
+//! Pure: reads only the text it is given; no syscalls, environment or clock.
+
+mod error;
+pub mod iptables;
+mod nft;
+mod recognise;
+mod report;
+pub mod script;
+pub mod shell;
+mod sim;
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use nftbalance_spec::Spec;
+
+pub use error::{Loc, TranslateError};
+pub use report::{Entry, Report, What};
+pub use script::{Input, Script};
+
+/// `NAME=VALUE` strings (from `--define`) as a variable map.
+pub fn defines<S: AsRef<str>>(items: &[S]) -> Result<BTreeMap<String, String>, TranslateError> {
+    let mut out = BTreeMap::new();
+    for d in items {
+        let d = d.as_ref();
+        match d.split_once('=') {
+            Some((n, v))
+                if !n.is_empty() && n.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') =>
+            {
+                out.insert(n.to_string(), v.to_string());
+            }
+            _ => return Err(TranslateError::Define(d.to_string())),
+        }
+    }
+    Ok(out)
+}
+
+/// Reads the inputs into tables, ip rules and routes (the parser; the fuzz target's entry).
+pub fn parse(
+    inputs: &[Input<'_>],
+    defines: &BTreeMap<String, String>,
+) -> Result<Script, TranslateError> {
+    script::read(inputs, defines)
+}
+
+/// `--to spec`: the balancer as a spec, and the report.
+pub fn to_spec(
+    inputs: &[Input<'_>],
+    defines: &BTreeMap<String, String>,
+) -> Result<(Spec, Report), TranslateError> {
+    let script = parse(inputs, defines)?;
+    let mut report = Report::default();
+    let rec = recognise::recognise(&script, &mut report)?;
+    report.finish(&script);
+    Ok((rec.spec, report))
+}
+
+/// `--to nft`: the recognised balancer compiled from its spec, then every other rule rule by
+/// rule. With `literal`, nothing is recognised: every rule is translated rule by rule.
+pub fn to_nft(
+    inputs: &[Input<'_>],
+    defines: &BTreeMap<String, String>,
+    literal: bool,
+) -> Result<(String, Report), TranslateError> {
+    let script = parse(inputs, defines)?;
+    let mut report = Report::default();
+    if literal {
+        let text = nft::literal(&script, &BTreeSet::new())?;
+        report.finish(&script);
+        return Ok((text, report));
+    }
+    let rec = match recognise::recognise(&script, &mut report) {
+        Ok(rec) => rec,
+        // No balancer: everything is translated rule by rule.
+        Err(TranslateError::NoBalancer(why)) => {
+            let mut report = Report::default();
+            report.note(format!(
+                "no balancer recognised ({why}): every rule is translated rule by rule"
+            ));
+            let text = nft::literal(&script, &BTreeSet::new())?;
+            report.finish(&script);
+            return Ok((text, report));
+        }
+        Err(e) => return Err(e),
+    };
+    let rest = nft::literal(&script, &rec.consumed)?;
+    report.finish(&script);
+    let mut out = nftbalance_ruleset::nft::render(&nftbalance_ruleset::compile(&rec.spec));
+    if !rest.is_empty() {
+        out.push_str("\n# Rules outside the balancer, rule by rule (same tables, chains and order as the input).\n");
+        out.push_str(&rest);
+    }
+    Ok((out, report))
+}

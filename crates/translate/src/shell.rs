@@ -1,0 +1,387 @@
+//! Lines as a shell reads them: backslash continuations, quotes, comments, `$VAR`, operators.
+//! Nothing is executed: words keep their variable references until the caller expands them.
+
+use std::collections::BTreeMap;
+
+use crate::error::{Loc, TranslateError};
+
+/// One logical line: physical lines joined at trailing backslashes, numbered by the first.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogicalLine {
+    pub line: usize,
+    pub text: String,
+}
+
+/// Joins backslash continuations (an odd number of trailing backslashes continues the line).
+pub fn logical_lines(text: &str) -> Vec<LogicalLine> {
+    let mut out = Vec::new();
+    let mut current: Option<LogicalLine> = None;
+    for (i, raw) in text.lines().enumerate() {
+        let raw = raw.strip_suffix('\r').unwrap_or(raw);
+        let trailing = raw.len() - raw.trim_end_matches('\\').len();
+        let (body, continues) = if trailing % 2 == 1 {
+            (&raw[..raw.len() - 1], true)
+        } else {
+            (raw, false)
+        };
+        let cur = current.get_or_insert_with(|| LogicalLine {
+            line: i + 1,
+            text: String::new(),
+        });
+        cur.text.push_str(body);
+        if !continues {
+            out.extend(current.take());
+        }
+    }
+    out.extend(current);
+    out
+}
+
+/// A piece of a word.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Part {
+    Lit(String),
+    /// `$NAME` or `${NAME}`.
+    Var(String),
+    /// `$(...)`, backquotes, `${NAME:-...}` and the like.
+    Unevaluable(String),
+}
+
+/// A word: its parts, concatenated after expansion.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Word {
+    pub parts: Vec<Part>,
+}
+
+impl Word {
+    /// The word when it has no variables.
+    pub fn literal(&self) -> Option<String> {
+        let mut s = String::new();
+        for p in &self.parts {
+            match p {
+                Part::Lit(l) => s.push_str(l),
+                _ => return None,
+            }
+        }
+        Some(s)
+    }
+
+    /// The names of the variables the word uses.
+    pub fn vars(&self) -> impl Iterator<Item = &str> {
+        self.parts.iter().filter_map(|p| match p {
+            Part::Var(v) => Some(v.as_str()),
+            _ => None,
+        })
+    }
+
+    fn push_char(&mut self, c: char) {
+        if let Some(Part::Lit(s)) = self.parts.last_mut() {
+            s.push(c);
+        } else {
+            self.parts.push(Part::Lit(c.to_string()));
+        }
+    }
+
+    pub fn expand(
+        &self,
+        vars: &BTreeMap<String, String>,
+        loc: &Loc,
+    ) -> Result<String, TranslateError> {
+        let mut s = String::new();
+        for p in &self.parts {
+            match p {
+                Part::Lit(l) => s.push_str(l),
+                Part::Var(v) => match vars.get(v) {
+                    Some(val) => s.push_str(val),
+                    None => {
+                        return Err(TranslateError::Unresolved {
+                            loc: loc.clone(),
+                            name: v.clone(),
+                        })
+                    }
+                },
+                Part::Unevaluable(what) => {
+                    return Err(TranslateError::Unevaluable {
+                        loc: loc.clone(),
+                        what: what.clone(),
+                    })
+                }
+            }
+        }
+        Ok(s)
+    }
+}
+
+/// A token of a line: a word or a control operator (`;`, `|`, `||`, `&&`, `&`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Token {
+    Word(Word),
+    Op(&'static str),
+    /// A redirection and its target (`2>/dev/null`, `>> /etc/iproute2/rt_tables`).
+    Redirect(Word),
+}
+
+/// Splits a logical line into tokens. With `shell` false (iptables-restore input) `$`, `;`,
+/// `|`, `&`, `>` and `<` are ordinary characters, as iptables-restore reads them.
+pub fn tokenize(text: &str, shell: bool) -> Vec<Token> {
+    let chars: Vec<char> = text.chars().collect();
+    let mut tokens = Vec::new();
+    let mut word: Option<Word> = None;
+    let mut redirect_next = false;
+    let mut i = 0;
+    let finish = |word: &mut Option<Word>, tokens: &mut Vec<Token>, redirect: &mut bool| {
+        if let Some(w) = word.take() {
+            if *redirect {
+                tokens.push(Token::Redirect(w));
+                *redirect = false;
+            } else {
+                tokens.push(Token::Word(w));
+            }
+        }
+    };
+    while i < chars.len() {
+        let c = chars[i];
+        match c {
+            ' ' | '\t' => {
+                finish(&mut word, &mut tokens, &mut redirect_next);
+                i += 1;
+            }
+            '#' if word.is_none() => break,
+            '\'' => {
+                let w = word.get_or_insert_with(Word::default);
+                if w.parts.is_empty() {
+                    w.parts.push(Part::Lit(String::new()));
+                }
+                i += 1;
+                while i < chars.len() && chars[i] != '\'' {
+                    w.push_char(chars[i]);
+                    i += 1;
+                }
+                i += 1;
+            }
+            '"' => {
+                let w = word.get_or_insert_with(Word::default);
+                if w.parts.is_empty() {
+                    w.parts.push(Part::Lit(String::new()));
+                }
+                i += 1;
+                while i < chars.len() && chars[i] != '"' {
+                    if chars[i] == '\\' && i + 1 < chars.len() {
+                        let n = chars[i + 1];
+                        if matches!(n, '"' | '\\' | '$' | '`') {
+                            w.push_char(n);
+                            i += 2;
+                            continue;
+                        }
+                    }
+                    if shell && (chars[i] == '$' || chars[i] == '`') {
+                        i = dollar(&chars, i, w);
+                        continue;
+                    }
+                    w.push_char(chars[i]);
+                    i += 1;
+                }
+                i += 1;
+            }
+            '\\' if i + 1 < chars.len() => {
+                word.get_or_insert_with(Word::default)
+                    .push_char(chars[i + 1]);
+                i += 2;
+            }
+            '$' | '`' if shell => {
+                let w = word.get_or_insert_with(Word::default);
+                i = dollar(&chars, i, w);
+            }
+            ';' | '|' | '&' if shell => {
+                finish(&mut word, &mut tokens, &mut redirect_next);
+                let two = chars.get(i + 1) == Some(&c) && c != ';';
+                let op = match (c, two) {
+                    (';', _) => ";",
+                    ('|', true) => "||",
+                    ('|', false) => "|",
+                    ('&', true) => "&&",
+                    _ => "&",
+                };
+                tokens.push(Token::Op(op));
+                i += if two { 2 } else { 1 };
+            }
+            '>' | '<' if shell => {
+                // A file descriptor number right before belongs to the operator.
+                if let Some(w) = &word {
+                    if w.literal()
+                        .is_some_and(|l| l.chars().all(|d| d.is_ascii_digit()))
+                    {
+                        word = None;
+                    } else {
+                        finish(&mut word, &mut tokens, &mut redirect_next);
+                    }
+                }
+                i += 1;
+                while i < chars.len() && matches!(chars[i], '>' | '<') {
+                    i += 1;
+                }
+                if chars.get(i) == Some(&'&') {
+                    // 2>&1: the target is a descriptor.
+                    i += 1;
+                    while i < chars.len() && chars[i].is_ascii_digit() {
+                        i += 1;
+                    }
+                    continue;
+                }
+                redirect_next = true;
+            }
+            _ => {
+                word.get_or_insert_with(Word::default).push_char(c);
+                i += 1;
+            }
+        }
+    }
+    finish(&mut word, &mut tokens, &mut redirect_next);
+    tokens
+}
+
+/// Reads a `$...` or backquote reference at `i` into `w`; returns the index after it.
+fn dollar(chars: &[char], i: usize, w: &mut Word) -> usize {
+    if chars[i] == '`' {
+        let end = chars[i + 1..]
+            .iter()
+            .position(|&c| c == '`')
+            .map_or(chars.len(), |p| i + 1 + p + 1);
+        w.parts
+            .push(Part::Unevaluable("command substitution `...`".to_string()));
+        return end;
+    }
+    let next = chars.get(i + 1).copied();
+    match next {
+        Some('{') => {
+            let end = chars[i + 2..]
+                .iter()
+                .position(|&c| c == '}')
+                .map_or(chars.len(), |p| i + 2 + p);
+            let inner: String = chars[i + 2..end].iter().collect();
+            if !inner.is_empty() && inner.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+                w.parts.push(Part::Var(inner));
+            } else {
+                w.parts.push(Part::Unevaluable(format!("${{{inner}}}")));
+            }
+            (end + 1).min(chars.len())
+        }
+        Some('(') => {
+            let mut depth = 0usize;
+            let mut j = i + 1;
+            while j < chars.len() {
+                match chars[j] {
+                    '(' => depth += 1,
+                    ')' => {
+                        depth -= 1;
+                        if depth == 0 {
+                            break;
+                        }
+                    }
+                    _ => {}
+                }
+                j += 1;
+            }
+            w.parts
+                .push(Part::Unevaluable("command substitution $(...)".to_string()));
+            (j + 1).min(chars.len())
+        }
+        Some(c) if c.is_ascii_alphabetic() || c == '_' => {
+            let mut j = i + 1;
+            while j < chars.len() && (chars[j].is_ascii_alphanumeric() || chars[j] == '_') {
+                j += 1;
+            }
+            w.parts.push(Part::Var(chars[i + 1..j].iter().collect()));
+            j
+        }
+        Some(c) if c.is_ascii_digit() || matches!(c, '@' | '*' | '#' | '?' | '$' | '!' | '-') => {
+            w.parts.push(Part::Unevaluable(format!("${c}")));
+            i + 2
+        }
+        _ => {
+            w.push_char('$');
+            i + 1
+        }
+    }
+}
+
+/// One simple command of a line: its words and redirections.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct SimpleCommand {
+    pub words: Vec<Word>,
+    pub redirects: Vec<Word>,
+    /// The operator that ends it (`None` for the last command of the line).
+    pub then: Option<&'static str>,
+}
+
+/// Splits tokens into simple commands at control operators.
+pub fn commands(tokens: Vec<Token>) -> Vec<SimpleCommand> {
+    let mut out = Vec::new();
+    let mut cur = SimpleCommand::default();
+    for t in tokens {
+        match t {
+            Token::Word(w) => cur.words.push(w),
+            Token::Redirect(w) => cur.redirects.push(w),
+            Token::Op(op) => {
+                cur.then = Some(op);
+                out.push(std::mem::take(&mut cur));
+            }
+        }
+    }
+    if !cur.words.is_empty() || !cur.redirects.is_empty() {
+        out.push(cur);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn words(text: &str) -> Vec<String> {
+        tokenize(text, true)
+            .into_iter()
+            .filter_map(|t| match t {
+                Token::Word(w) => Some(
+                    w.parts
+                        .iter()
+                        .map(|p| match p {
+                            Part::Lit(l) => l.clone(),
+                            Part::Var(v) => format!("<{v}>"),
+                            Part::Unevaluable(u) => format!("<!{u}>"),
+                        })
+                        .collect(),
+                ),
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn continuation_joins_and_keeps_the_first_line_number() {
+        let l = logical_lines("a \\\n  b\nc\n");
+        assert_eq!(
+            l[0],
+            LogicalLine {
+                line: 1,
+                text: "a   b".into()
+            }
+        );
+        assert_eq!(l[1].line, 3);
+    }
+
+    #[test]
+    fn quotes_vars_comments_and_redirections() {
+        assert_eq!(
+            words(r#"$IPT -A x --comment "a b $X" 'c $d' ${Y}z # rest"#),
+            ["<IPT>", "-A", "x", "--comment", "a b <X>", "c $d", "<Y>z"]
+        );
+        let t = tokenize("iptables -F 2>/dev/null || true", true);
+        assert!(t.contains(&Token::Op("||")));
+        assert_eq!(commands(t)[0].words.len(), 2);
+        assert_eq!(
+            words("echo $(date)"),
+            ["echo", "<!command substitution $(...)>"]
+        );
+    }
+}
