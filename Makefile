@@ -12,7 +12,7 @@ export PATH := /usr/local/sbin:/usr/sbin:/sbin:$(HOME)/.cargo/bin:$(PATH)
 # libclang-dev: bindgen for -sys crates that generate bindings at build time (rustables).
 APT_PACKAGES := nftables iptables iproute2 libnftnl-dev libmnl-dev pkg-config libclang-dev strace
 
-.PHONY: all deps bench-deps build demo test lint bless bench fuzz clean
+.PHONY: all deps bench-deps build demo test lint bless bench stress fuzz clean
 
 all: build
 
@@ -78,6 +78,7 @@ FUZZ_SECONDS ?= 60
 fuzz:
 	@command -v cargo-fuzz >/dev/null || $(CARGO) install cargo-fuzz --locked
 	cd fuzz && $(CARGO) +nightly fuzz run translate corpus/translate -- -max_total_time=$(FUZZ_SECONDS)
+	cd fuzz && $(CARGO) +nightly fuzz run spec corpus/spec -- -max_total_time=$(FUZZ_SECONDS)
 
 clean:
 	$(CARGO) clean

@@ -109,7 +109,73 @@ fn load_nft_in(ns: &nftbalance_integration::netns::Netns, text: &str) {
     );
 }
 
+/// Median of `rounds` timings of `f`, in milliseconds.
+fn median_ms(rounds: usize, mut f: impl FnMut()) -> f64 {
+    let mut t: Vec<f64> = (0..rounds)
+        .map(|_| {
+            let start = std::time::Instant::now();
+            f();
+            start.elapsed().as_secs_f64() * 1000.0
+        })
+        .collect();
+    t.sort_by(|a, b| a.total_cmp(b));
+    t[t.len() / 2]
+}
+
+/// A failover update (one gateway down: the split and nothing else) against a full apply of
+/// the same ruleset, with 1k and 100k exclusion prefixes, in-process in a namespace.
+fn failover_rows() -> Vec<(usize, f64, f64)> {
+    use nftbalance_netlink::{lower, transaction, Commit, Socket};
+    use nftbalance_ruleset::{compile_with, Availability};
+    let ns = nftbalance_integration::netns::Netns::new("bfail");
+    let name = ns.name().to_string();
+    [1_000usize, 100_000]
+        .into_iter()
+        .map(|n| {
+            let spec = nftbalance_spec::Spec::from_json(&spec(n, true)).unwrap();
+            let name = name.clone();
+            std::thread::scope(|s| {
+                s.spawn(move || {
+                    let f = std::fs::File::open(format!("/var/run/netns/{name}")).unwrap();
+                    nix::sched::setns(&f, nix::sched::CloneFlags::CLONE_NEWNET).unwrap();
+                    let socket = Socket::open().unwrap();
+                    let all = compile_with(&spec, &Availability::default());
+                    let one_down = compile_with(
+                        &spec,
+                        &Availability {
+                            unavailable: ["isp2".to_string()].into(),
+                        },
+                    );
+                    let run = |b: &dyn Fn() -> Result<_, _>| {
+                        transaction::run(&socket, Commit::Yes, b).unwrap();
+                    };
+                    run(&|| lower::replace_batch(&all));
+                    let mut state = false;
+                    let update = median_ms(7, || {
+                        let (from, to) = if state { (&one_down, &all) } else { (&all, &one_down) };
+                        run(&|| lower::update_batch(from, to));
+                        state = !state;
+                    });
+                    let full = median_ms(7, || run(&|| lower::replace_batch(&all)));
+                    (n, update, full)
+                })
+                .join()
+                .unwrap()
+            })
+        })
+        .collect()
+}
+
 fn main() {
+    println!("| failover update (7 rounds, median) | update | full apply | ratio |");
+    println!("|---|---:|---:|---:|");
+    for (n, update, full) in failover_rows() {
+        println!(
+            "| {n} exclusion prefixes | {update:.1} ms | {full:.1} ms | {:.3}x |",
+            update / full
+        );
+    }
+    println!();
     // Without SNAT the rows differ only in the balancer; the baselines do no NAT either.
     let big = spec(PREFIXES, false);
     let big_nat = spec(PREFIXES, true);
