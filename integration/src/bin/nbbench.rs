@@ -152,7 +152,11 @@ fn failover_rows() -> Vec<(usize, f64, f64)> {
                     run(&|| lower::replace_batch(&all));
                     let mut state = false;
                     let update = median_ms(7, || {
-                        let (from, to) = if state { (&one_down, &all) } else { (&all, &one_down) };
+                        let (from, to) = if state {
+                            (&one_down, &all)
+                        } else {
+                            (&all, &one_down)
+                        };
                         run(&|| lower::update_batch(from, to));
                         state = !state;
                     });
