@@ -119,8 +119,9 @@ pub fn render(spec: &Spec) -> Result<String, LegacyError> {
     line(
         w,
         format!(
-            "# nftbalance: table {}, {} gateways",
+            "# nftbalance: table {}, family {}, {} gateways",
             spec.table,
+            spec.family,
             spec.gateways.len()
         ),
     );

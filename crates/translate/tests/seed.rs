@@ -66,11 +66,10 @@ fn iptables_legacy_save_of_the_loaded_seed_translates_to_the_seed_spec() {
 }
 
 /// What the iptables form cannot carry, set as the spec's defaults would read it back:
-/// the family (iptables rules are IPv4; the header has no family), the order of `exclude`
+/// the order of `exclude`
 /// (merged and sorted by `render`) and of selectors (pins first, as the ruleset checks them),
 /// and the health-check settings of `watch` (not part of the rules at all).
 fn normalized(mut s: Spec) -> serde_json::Value {
-    s.family = nftbalance_spec::Family::Inet;
     s.balance.exclude = ipnet::IpNet::aggregate(&s.balance.exclude);
     for list in [&mut s.balance.forward, &mut s.balance.local] {
         let (mut pins, rest): (Vec<_>, Vec<_>) = list.drain(..).partition(|x| x.gateway.is_some());
