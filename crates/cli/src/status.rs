@@ -48,6 +48,11 @@ fn states(spec: &Spec, state_file: &Path) -> (String, Vec<String>) {
     ("probe".into(), states)
 }
 
+/// A JSON number for a width-aligned column (serde_json's Display ignores widths).
+fn n(v: &Value) -> u64 {
+    v.as_u64().unwrap_or(0)
+}
+
 fn share(part: u64, total: u64) -> f64 {
     if total == 0 {
         0.0
@@ -140,12 +145,12 @@ pub fn status(path: &Path, as_json: bool, state_file: Option<PathBuf>) -> anyhow
             r["name"].as_str().unwrap_or(""),
             r["interface"].as_str().unwrap_or(""),
             r["state"].as_str().unwrap_or(""),
-            r["weight"],
-            r["packets"],
-            r["bytes"],
-            r["new_connections"],
+            n(&r["weight"]),
+            n(&r["packets"]),
+            n(&r["bytes"]),
+            n(&r["new_connections"]),
             r["new_connection_share"].as_f64().unwrap_or(0.0),
-            r["live_connections"],
+            n(&r["live_connections"]),
             r["byte_share"].as_f64().unwrap_or(0.0),
         ));
     }

@@ -89,6 +89,13 @@ fn main() {
             100.0 * bytes as f64 / total_bytes.max(1) as f64,
         );
     }
+    println!("\n`nftbalance status` on the router (the ruleset's own counters and conntrack):\n");
+    let status = topo.router.exec(
+        &nftbalance_integration::target_binary("nftbalance"),
+        &["status", spec_path.to_str().expect("UTF-8 path")],
+        None,
+    );
+    print!("{}", String::from_utf8_lossy(&status.stdout));
     let drops: Vec<u64> = topo.ingress_drops();
     println!("\nfailed connections: {failed}; packets the providers dropped for a foreign source: {drops:?}");
     println!("Tearing down the namespaces.");
