@@ -81,6 +81,16 @@ impl Watch {
     }
 }
 
+impl Watch {
+    fn signal(&self, sig: &str) {
+        let ok = Command::new("kill")
+            .args([&format!("-{sig}"), &self.0.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(ok.success());
+    }
+}
+
 impl Drop for Watch {
     fn drop(&mut self) {
         let _ = Command::new("kill")
@@ -250,4 +260,54 @@ fn status_json_reports_what_the_server_saw() {
         assert!(g["bytes"].as_u64().unwrap() > 0);
         assert_eq!(g["new_connection_share"].as_f64().unwrap(), 50.0);
     }
+}
+
+#[test]
+fn flush_conntrack_sighup_and_sigterm() {
+    let mut topo = Topology::new(2);
+    let spec = spec().replacen(
+        r#""route_table": 102,"#,
+        r#""route_table": 102, "flush_conntrack": true,"#,
+        1,
+    );
+    assert!(spec.contains("flush_conntrack"));
+    topo.apply(&spec);
+    let (spec_file, state_file) = (TempFile::new("spec4", &spec), TempFile::new("state4", "{}"));
+    topo.serve(Which::Server, &format!("{SERVER}:80"), false);
+    let mut watch = Watch::start(&topo, &spec_file, &state_file);
+    assert_eq!(uplinks(&topo, 10), BTreeMap::from([(0, 5), (1, 5)]));
+    let live = |doc: &Value, i: usize| doc["gateways"][i]["live_connections"].as_u64().unwrap();
+    let doc = status(&topo, &spec_file, &state_file);
+    assert_eq!((live(&doc, 0), live(&doc, 1)), (5, 5), "{doc:#}");
+
+    // Uplink 2 dies: its connections leave the conntrack table, uplink 1's stay.
+    topo.isps[1].ok("ip", &["link", "set", "rtr", "down"]);
+    settle(DOWN);
+    let doc = status(&topo, &spec_file, &state_file);
+    assert_eq!((live(&doc, 0), live(&doc, 1)), (5, 0), "{doc:#}");
+    topo.isps[1].ok("ip", &["link", "set", "rtr", "up"]);
+    settle(UP);
+
+    // SIGHUP: the spec file now weighs 3:1.
+    std::fs::write(
+        &spec_file.0,
+        spec.replacen(r#""mark": 1,"#, r#""mark": 1, "weight": 3,"#, 1),
+    )
+    .unwrap();
+    watch.signal("HUP");
+    std::thread::sleep(Duration::from_millis(1500));
+    assert_eq!(
+        uplinks(&topo, 8),
+        BTreeMap::from([(0, 6), (1, 2)]),
+        "the reload did not take"
+    );
+
+    // SIGTERM: watch exits cleanly and leaves the ruleset as it is.
+    watch.signal("TERM");
+    let status = watch.0.wait().unwrap();
+    assert!(status.success(), "watch exited with {status}");
+    let listing = topo
+        .router
+        .ok("nft", &["list", "chain", "inet", "nftbalance", "balance"]);
+    assert!(listing.contains("numgen inc mod 4"), "{listing}");
 }
