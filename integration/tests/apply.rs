@@ -221,7 +221,7 @@ fn without_cap_net_admin_the_message_is_clear_and_nothing_changes() {
     let before = ns.ok("nft", &["list", "ruleset"]);
     let bin = target_binary("nftbalance");
     let seed = spec("seed.json");
-    for cmd in ["apply", "flush", "diff"] {
+    for cmd in ["apply", "flush", "diff", "watch", "status"] {
         let out = ns.exec(
             "setpriv",
             &[

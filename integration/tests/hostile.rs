@@ -101,3 +101,31 @@ fn dump_needs_no_privilege() {
         assert!(!out.stdout.is_empty());
     }
 }
+
+#[test]
+fn translate_needs_no_privilege() {
+    let rules = nftbalance_integration::repo_root().join("fixtures/legacy/seed.rules");
+    let out = std::process::Command::new("setpriv")
+        .args([
+            "--bounding-set",
+            "-all",
+            "--inh-caps",
+            "-all",
+            "--reuid",
+            "65534",
+            "--regid",
+            "65534",
+            "--clear-groups",
+            "--",
+        ])
+        .arg(target_binary("nftbalance"))
+        .args(["translate", rules.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("\"gateways\""));
+}
