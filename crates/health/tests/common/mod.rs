@@ -1,5 +1,5 @@
 //! Network-namespace lab for the probe tests. Every test builds its own namespaces
-//! (`nbh-<pid>-<n>-<tag>`) and deletes them on drop, also when the test panics; nothing is
+//! (`nbt-<tag>-<pid>-<n>`, the shared `nftbalance-testns` guard) and deletes them on drop, also when the test panics; nothing is
 //! changed in the root namespace. Tests fail loudly without root; they never skip.
 //!
 //! ```text
@@ -15,50 +15,29 @@
 //! listens on TCP 8080 (IPv4 and IPv6).
 #![allow(dead_code)]
 
-use std::fs::File;
 use std::net::TcpListener;
 use std::process::Command;
-use std::sync::atomic::{AtomicU32, Ordering};
 
-use nix::sched::{setns, CloneFlags};
-
-static COUNTER: AtomicU32 = AtomicU32::new(0);
-
-/// A network namespace created for this test; deleted on drop.
+/// A network namespace created for this test; deleted on drop (by the shared guard).
 #[derive(Debug)]
 pub struct Netns {
     pub name: String,
+    guard: nftbalance_testns::Netns,
 }
 
 impl Netns {
     pub fn new(tag: &str) -> Netns {
-        let n = COUNTER.fetch_add(1, Ordering::SeqCst);
-        let name = format!("nbh-{}-{}-{}", std::process::id(), n, tag);
-        let out = Command::new("ip")
-            .args(["netns", "add", &name])
-            .output()
-            .expect("failed to run `ip netns add`");
-        assert!(
-            out.status.success(),
-            "cannot create network namespace {name} (these tests need root): {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        Netns { name }
+        let guard = nftbalance_testns::Netns::new(tag);
+        Netns {
+            name: guard.name().to_string(),
+            guard,
+        }
     }
 
     /// Runs `f` on a fresh thread that has entered this namespace (sockets opened there stay
     /// bound to it). Panics inside `f` are propagated.
     pub fn run<T: Send>(&self, f: impl FnOnce() -> T + Send) -> T {
-        std::thread::scope(|s| {
-            s.spawn(|| {
-                let path = format!("/var/run/netns/{}", self.name);
-                let fd = File::open(&path).unwrap_or_else(|e| panic!("open {path}: {e}"));
-                setns(&fd, CloneFlags::CLONE_NEWNET).expect("setns(CLONE_NEWNET)");
-                f()
-            })
-            .join()
-            .unwrap_or_else(|e| std::panic::resume_unwind(e))
-        })
+        self.guard.run(f)
     }
 
     /// Runs a command inside the namespace (`ip netns exec`); returns stdout, panics on failure.
@@ -98,19 +77,6 @@ impl Netns {
         std::fs::write(&path, script).expect("write nft file");
         self.exec(&["nft", "-f", path.to_str().unwrap()]);
         let _ = std::fs::remove_file(path);
-    }
-}
-
-impl Drop for Netns {
-    fn drop(&mut self) {
-        let ok = Command::new("ip")
-            .args(["netns", "del", &self.name])
-            .status()
-            .map(|s| s.success())
-            .unwrap_or(false);
-        if !ok && !std::thread::panicking() {
-            panic!("failed to delete network namespace {}", self.name);
-        }
     }
 }
 

@@ -1,42 +1,31 @@
 //! Network-namespace sandbox for the routing tests. Every test works in namespaces it creates
-//! itself (`nbr-<pid>-<n>-<tag>`) and deletes on drop, also when the test panics. Tests fail
+//! itself (`nbt-<tag>-<pid>-<n>`, the shared `nftbalance-testns` guard) and deletes on drop, also when the test panics. Tests fail
 //! loudly when they cannot create a namespace (they need root); they never skip. The root
 //! namespace's rules and routes are never touched: every `ip` runs with `-n`, and every
 //! netlink socket is opened on a thread that has entered the test's namespace.
 #![allow(dead_code)]
 
-use std::fs::File;
 use std::process::Command;
-use std::sync::atomic::{AtomicU32, Ordering};
 
 use nftbalance_routing::{
     apply, flush, read_owned, restore, ApplyReport, Error, Links, OwnedState, RoutingPlan, Socket,
 };
 use nftbalance_spec::Spec;
-use nix::sched::{setns, CloneFlags};
 
-static COUNTER: AtomicU32 = AtomicU32::new(0);
-
-/// A network namespace created for this test; deleted on drop.
+/// A network namespace created for this test; deleted on drop (by the shared guard).
 #[derive(Debug)]
 pub struct Netns {
     pub name: String,
+    guard: nftbalance_testns::Netns,
 }
 
 impl Netns {
     pub fn new(tag: &str) -> Netns {
-        let n = COUNTER.fetch_add(1, Ordering::SeqCst);
-        let name = format!("nbr-{}-{}-{}", std::process::id(), n, tag);
-        let out = Command::new("ip")
-            .args(["netns", "add", &name])
-            .output()
-            .expect("failed to run `ip netns add`");
-        assert!(
-            out.status.success(),
-            "cannot create network namespace {name} (these tests need root): {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let ns = Netns { name };
+        let guard = nftbalance_testns::Netns::new(tag);
+        let ns = Netns {
+            name: guard.name().to_string(),
+            guard,
+        };
         // No duplicate address detection: addresses and their routes exist at once, so the
         // routing listings compared by the tests do not change under them.
         ns.exec(&[
@@ -51,16 +40,7 @@ impl Netns {
     /// Runs `f` on a fresh thread that has entered this namespace (sockets opened there stay
     /// bound to it). Panics inside `f` are propagated.
     pub fn run<T: Send>(&self, f: impl FnOnce() -> T + Send) -> T {
-        std::thread::scope(|s| {
-            s.spawn(|| {
-                let path = format!("/var/run/netns/{}", self.name);
-                let fd = File::open(&path).unwrap_or_else(|e| panic!("open {path}: {e}"));
-                setns(&fd, CloneFlags::CLONE_NEWNET).expect("setns(CLONE_NEWNET)");
-                f()
-            })
-            .join()
-            .unwrap_or_else(|e| std::panic::resume_unwind(e))
-        })
+        self.guard.run(f)
     }
 
     /// `ip netns exec NS ARGS...`; panics on failure.
@@ -218,19 +198,6 @@ impl Netns {
 
     pub fn flush(&self) -> Result<(usize, usize), Error> {
         self.run(|| flush(&Socket::open()?))
-    }
-}
-
-impl Drop for Netns {
-    fn drop(&mut self) {
-        let ok = Command::new("ip")
-            .args(["netns", "del", &self.name])
-            .status()
-            .map(|s| s.success())
-            .unwrap_or(false);
-        if !ok && !std::thread::panicking() {
-            panic!("failed to delete network namespace {}", self.name);
-        }
     }
 }
 
