@@ -71,41 +71,9 @@ fn hostile_specs_are_refused_cleanly_and_apply_nothing() {
     );
 }
 
-#[test]
-fn dump_needs_no_privilege() {
-    let spec = nftbalance_integration::repo_root().join("fixtures/specs/seed.json");
-    let bin = target_binary("nftbalance");
-    for format in ["nft", "json", "iptables", "ip"] {
-        let out = std::process::Command::new("setpriv")
-            .args([
-                "--bounding-set",
-                "-all",
-                "--inh-caps",
-                "-all",
-                "--reuid",
-                "65534",
-                "--regid",
-                "65534",
-                "--clear-groups",
-                "--",
-            ])
-            .arg(&bin)
-            .args(["dump", "--format", format, spec.to_str().unwrap()])
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "dump --format {format}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        assert!(!out.stdout.is_empty());
-    }
-}
-
-#[test]
-fn translate_needs_no_privilege() {
-    let rules = nftbalance_integration::repo_root().join("fixtures/legacy/seed.rules");
-    let out = std::process::Command::new("setpriv")
+/// Runs nftbalance as nobody with no capabilities at all.
+fn unprivileged(args: &[&str]) -> std::process::Output {
+    std::process::Command::new("setpriv")
         .args([
             "--bounding-set",
             "-all",
@@ -119,9 +87,29 @@ fn translate_needs_no_privilege() {
             "--",
         ])
         .arg(target_binary("nftbalance"))
-        .args(["translate", rules.to_str().unwrap()])
+        .args(args)
         .output()
-        .unwrap();
+        .unwrap()
+}
+
+#[test]
+fn dump_needs_no_privilege() {
+    let spec = nftbalance_integration::repo_root().join("fixtures/specs/seed.json");
+    for format in ["nft", "json", "iptables", "ip"] {
+        let out = unprivileged(&["dump", "--format", format, spec.to_str().unwrap()]);
+        assert!(
+            out.status.success(),
+            "dump --format {format}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(!out.stdout.is_empty());
+    }
+}
+
+#[test]
+fn translate_needs_no_privilege() {
+    let rules = nftbalance_integration::repo_root().join("fixtures/legacy/seed.rules");
+    let out = unprivileged(&["translate", rules.to_str().unwrap()]);
     assert!(
         out.status.success(),
         "{}",

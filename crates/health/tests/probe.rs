@@ -208,9 +208,12 @@ fn timeouts_errors_and_any_target_answering() {
         "gave up early: {:?}",
         out.elapsed
     );
+    // Silence, or (IPv6 neighbour discovery giving up on a timing-dependent schedule) an
+    // unreachable: both are failures with a reason.
     for t in &out.targets {
         assert!(
-            matches!(&t.result, TargetResult::Failed(r) if r.contains("no answer within")),
+            matches!(&t.result, TargetResult::Failed(r)
+                if r.contains("no answer within") || r.contains("unreachable")),
             "{t:?}"
         );
     }
