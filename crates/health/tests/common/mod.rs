@@ -16,7 +16,6 @@
 #![allow(dead_code)]
 
 use std::net::TcpListener;
-use std::process::Command;
 
 /// A network namespace created for this test; deleted on drop (by the shared guard).
 #[derive(Debug)]
@@ -42,34 +41,13 @@ impl Netns {
 
     /// Runs a command inside the namespace (`ip netns exec`); returns stdout, panics on failure.
     pub fn exec(&self, args: &[&str]) -> String {
-        let out = Command::new("ip")
-            .args(["netns", "exec", &self.name])
-            .args(args)
-            .output()
-            .expect("failed to run ip netns exec");
-        assert!(
-            out.status.success(),
-            "{args:?} failed in {}: {}",
-            self.name,
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8(out.stdout).expect("UTF-8 output")
+        self.guard.ok(args[0], &args[1..])
     }
 
     /// `ip -n <ns> <args>`, panics on failure.
     pub fn ip(&self, args: &str) -> String {
-        let out = Command::new("ip")
-            .args(["-n", &self.name])
-            .args(args.split_whitespace())
-            .output()
-            .expect("failed to run ip");
-        assert!(
-            out.status.success(),
-            "ip {args} failed in {}: {}",
-            self.name,
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8(out.stdout).expect("UTF-8 output")
+        let args: Vec<&str> = args.split_whitespace().collect();
+        self.guard.ok("ip", &args)
     }
 
     pub fn nft(&self, script: &str) {

@@ -5,7 +5,7 @@
 
 use std::fs::File;
 use std::io::Write;
-use std::process::{Command, Output};
+use std::process::Output;
 
 use serde_json::Value;
 
@@ -34,23 +34,12 @@ impl Netns {
     }
 
     pub fn nft_output(&self, args: &[&str]) -> Output {
-        Command::new("ip")
-            .args(["netns", "exec", &self.name, "nft"])
-            .args(args)
-            .output()
-            .expect("failed to run nft")
+        self.guard.exec("nft", args, None)
     }
 
     /// Runs nft in the namespace and returns stdout; panics on failure.
     pub fn nft(&self, args: &[&str]) -> String {
-        let out = self.nft_output(args);
-        assert!(
-            out.status.success(),
-            "nft {args:?} failed in {}: {}",
-            self.name,
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8(out.stdout).expect("nft output is UTF-8")
+        self.guard.ok("nft", args)
     }
 
     /// `nft -f` of the given text (via a temporary file).

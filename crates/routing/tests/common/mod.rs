@@ -45,34 +45,12 @@ impl Netns {
 
     /// `ip netns exec NS ARGS...`; panics on failure.
     pub fn exec(&self, args: &[&str]) -> String {
-        let out = Command::new("ip")
-            .args(["netns", "exec", &self.name])
-            .args(args)
-            .output()
-            .expect("failed to run ip netns exec");
-        assert!(
-            out.status.success(),
-            "{args:?} failed in {}: {}",
-            self.name,
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8(out.stdout).unwrap()
+        self.guard.ok(args[0], &args[1..])
     }
 
     /// `ip -n NS ARGS...`; panics on failure, returns stdout.
     pub fn ip(&self, args: &[&str]) -> String {
-        let out = Command::new("ip")
-            .args(["-n", &self.name])
-            .args(args)
-            .output()
-            .expect("failed to run ip");
-        assert!(
-            out.status.success(),
-            "ip {args:?} failed in {}: {}",
-            self.name,
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8(out.stdout).unwrap()
+        self.guard.ok("ip", args)
     }
 
     /// `ip -n NS [-6] -batch FILE` of the given text.
