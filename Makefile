@@ -77,6 +77,10 @@ bench: bench-deps
 FUZZ_SECONDS ?= 60
 fuzz:
 	@command -v cargo-fuzz >/dev/null || $(CARGO) install cargo-fuzz --locked
+	@# Seed the corpora from the fixtures (the fuzzer adds what it finds next to them).
+	mkdir -p fuzz/corpus/translate fuzz/corpus/spec
+	cp fixtures/legacy/seed.* fixtures/legacy/seed-routing.sh fixtures/legacy/corpus/*.save fuzz/corpus/translate/
+	cp fixtures/specs/*.json fuzz/corpus/spec/
 	cd fuzz && $(CARGO) +nightly fuzz run translate corpus/translate -- -max_total_time=$(FUZZ_SECONDS)
 	cd fuzz && $(CARGO) +nightly fuzz run spec corpus/spec -- -max_total_time=$(FUZZ_SECONDS)
 

@@ -325,13 +325,14 @@ impl Topology {
         );
     }
 
-    /// Per-uplink tables and rules as the routing issue will make `nftbalance apply` do:
-    /// local destinations first (main without its default route), then fwmark, then from.
+    /// Per-uplink tables and rules set by hand, the way `nftbalance apply` sets them (local
+    /// destinations first, then fwmark, then from): for routers whose rules nftbalance does
+    /// not load (the seed's own iptables rules, the benchmark's baselines).
     pub fn policy_routing(&self, marks: &[u32], mask: u32) {
-        let r = &self.router;
-        r.ok(
-            "ip",
-            &[
+        let ip = |args: &[&str]| self.router.ok("ip", args);
+        for v in ["-4", "-6"] {
+            ip(&[
+                v,
                 "rule",
                 "add",
                 "priority",
@@ -340,91 +341,35 @@ impl Topology {
                 "main",
                 "suppress_prefixlength",
                 "0",
-            ],
-        );
-        r.ok(
-            "ip",
-            &[
-                "-6",
-                "rule",
-                "add",
-                "priority",
-                "1000",
-                "lookup",
-                "main",
-                "suppress_prefixlength",
-                "0",
-            ],
-        );
+            ]);
+        }
         for (k, (up, mark)) in self.uplinks.iter().zip(marks).enumerate() {
             let table = (101 + k).to_string();
             let fwmark = format!("{mark:#x}/{mask:#x}");
-            let prio = (1001 + k).to_string();
-            let from_prio = (1101 + k).to_string();
-            r.ok(
-                "ip",
-                &[
+            let (prio, from_prio) = ((1001 + k).to_string(), (1101 + k).to_string());
+            for (v, gateway, address) in [
+                ("-4", up.gateway.to_string(), up.address.to_string()),
+                ("-6", up.gateway6.clone(), up.address6.clone()),
+            ] {
+                ip(&[
+                    v,
                     "route",
                     "add",
                     "default",
                     "via",
-                    &up.gateway.to_string(),
+                    &gateway,
                     "dev",
                     &up.interface,
                     "table",
                     &table,
-                ],
-            );
-            r.ok(
-                "ip",
-                &[
-                    "-6",
-                    "route",
-                    "add",
-                    "default",
-                    "via",
-                    &up.gateway6,
-                    "dev",
-                    &up.interface,
-                    "table",
-                    &table,
-                ],
-            );
-            for v in ["-4", "-6"] {
-                r.ok(
-                    "ip",
-                    &[
-                        v, "rule", "add", "priority", &prio, "fwmark", &fwmark, "lookup", &table,
-                    ],
-                );
+                ]);
+                ip(&[
+                    v, "rule", "add", "priority", &prio, "fwmark", &fwmark, "lookup", &table,
+                ]);
+                ip(&[
+                    v, "rule", "add", "priority", &from_prio, "from", &address, "lookup", &table,
+                ]);
             }
-            r.ok(
-                "ip",
-                &[
-                    "rule",
-                    "add",
-                    "priority",
-                    &from_prio,
-                    "from",
-                    &up.address.to_string(),
-                    "lookup",
-                    &table,
-                ],
-            );
-            r.ok(
-                "ip",
-                &[
-                    "-6",
-                    "rule",
-                    "add",
-                    "priority",
-                    &from_prio,
-                    "from",
-                    &up.address6,
-                    "lookup",
-                    &table,
-                ],
-            );
         }
     }
 
