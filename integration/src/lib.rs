@@ -2,6 +2,7 @@
 //! (`nft`, `ip`) run inside them. Nothing here touches the root namespace's ruleset,
 //! routes or rules.
 
+pub mod conntrack_fill;
 pub mod netns;
 pub mod nft;
 pub mod topology;

@@ -130,8 +130,9 @@ fn kill_test_prefixes() -> u32 {
         .unwrap_or(10_000)
 }
 
-/// The seed spec with many exclusion prefixes; `variant` changes the weights and the last
-/// thousand prefixes, so a half-loaded set or split cannot pass for either spec.
+/// The seed spec with many exclusion prefixes; `variant` changes the weights, marks, route
+/// tables and the last thousand prefixes, so a half-loaded set or split cannot pass for either
+/// spec, and routing left from the other spec shows.
 fn large_spec(variant: u32) -> String {
     let n = kill_test_prefixes();
     let prefixes: Vec<String> = (0..n)
@@ -150,57 +151,79 @@ fn large_spec(variant: u32) -> String {
         })
         .collect();
     let w = 1 + variant * 2;
+    // Marks and route tables differ too: the routing changes with the rules.
+    let (m1, m2, t1, t2) = (
+        1 + variant * 15,
+        2 + variant * 30,
+        101 + variant * 100,
+        102 + variant * 100,
+    );
     format!(
         r#"{{ "gateways": [
-            {{ "name": "isp1", "interface": "ppp0", "mark": 1, "weight": {w}, "address": "100.0.1.1", "via": "100.0.1.254", "route_table": 101 }},
-            {{ "name": "isp2", "interface": "ppp1", "mark": 2, "address": "100.0.2.1", "via": "100.0.2.254", "route_table": 102 }} ],
+            {{ "name": "isp1", "interface": "ppp0", "mark": {m1}, "weight": {w}, "address": "100.0.1.1", "via": "100.0.1.254", "route_table": {t1} }},
+            {{ "name": "isp2", "interface": "ppp1", "mark": {m2}, "address": "100.0.2.1", "via": "100.0.2.254", "route_table": {t2} }} ],
           "balance": {{ "forward": [ {{ "iif": "eth0" }} ], "exclude": [ {} ] }} }}"#,
         prefixes.join(",")
     )
+}
+
+/// Rules, and the routes nftbalance owns (protocol 110): what a half-done apply would leave.
+fn routing(ns: &Netns) -> String {
+    ns.ok("ip", &["rule"])
+        + &ns.ok("ip", &["-6", "rule"])
+        + &ns.ok("ip", &["route", "show", "table", "all", "proto", "110"])
+        + &ns.ok(
+            "ip",
+            &["-6", "route", "show", "table", "all", "proto", "110"],
+        )
+}
+
+fn routing_difference(want: &str, got: &str) -> String {
+    let gone: Vec<&str> = want.lines().filter(|l| !got.contains(l)).collect();
+    let new: Vec<&str> = got.lines().filter(|l| !want.contains(l)).collect();
+    format!("missing {gone:?}, extra {new:?}")
+}
+
+fn write_specs(tag: &str, specs: &[String]) -> Vec<std::path::PathBuf> {
+    specs
+        .iter()
+        .enumerate()
+        .map(|(v, text)| {
+            let p = std::env::temp_dir().join(format!("nbt-{tag}-{}-{v}.json", std::process::id()));
+            std::fs::write(&p, text).unwrap();
+            p
+        })
+        .collect()
 }
 
 #[test]
 fn kill_9_during_apply_leaves_the_old_or_the_new_ruleset() {
     let ns = Netns::new("kill9");
     add_uplinks(&ns, &spec(0));
-    let dir = std::env::temp_dir();
-    let files: Vec<std::path::PathBuf> = (0..2)
-        .map(|v| {
-            let p = dir.join(format!("nbt-kill9-{}-{v}.json", std::process::id()));
-            std::fs::write(&p, large_spec(v)).unwrap();
-            p
-        })
-        .collect();
+    let files = write_specs("kill9", &[large_spec(0), large_spec(1)]);
     let bin = target_binary("nftbalance");
     let path = |v: usize| files[v].to_str().unwrap().to_string();
-    let out = ns.exec(&bin, &["apply", &path(0)], None);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    // Rules, and the routes nftbalance owns (protocol 110): what a half-done apply would leave.
-    let routing = |ns: &Netns| {
-        ns.ok("ip", &["rule"])
-            + &ns.ok("ip", &["-6", "rule"])
-            + &ns.ok("ip", &["route", "show", "table", "all", "proto", "110"])
-            + &ns.ok(
-                "ip",
-                &["-6", "route", "show", "table", "all", "proto", "110"],
-            )
-    };
-    let routing_before = routing(&ns);
-    // How long an apply takes here: the kill delays spread over it.
-    let started = std::time::Instant::now();
-    let out = ns.exec(&bin, &["apply", &path(1)], None);
-    assert!(out.status.success());
-    let span = started.elapsed().as_micros() as u64 * 11 / 10;
-    let out = ns.exec(&bin, &["apply", &path(0)], None);
-    assert!(out.status.success());
+    // The routing of each spec, and how long an apply takes here: the kill delays spread
+    // over it.
+    let mut routing_of = Vec::new();
+    let mut span = 0;
+    for v in [0, 1, 0] {
+        let started = std::time::Instant::now();
+        let out = ns.exec(&bin, &["apply", &path(v)], None);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        span = span.max(started.elapsed().as_micros() as u64 * 11 / 10);
+        routing_of.push(routing(&ns));
+    }
+    assert_ne!(routing_of[0], routing_of[1]);
+    assert_eq!(routing_of[0], routing_of[2]);
     // A cheap pseudo-random sequence of kill delays over the whole apply.
     let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
     let mut current = 0usize;
-    let (mut old, mut new) = (0, 0);
+    let (mut old, mut new, mut settled) = (0, 0, 0);
     for round in 0..200 {
         x ^= x << 13;
         x ^= x >> 7;
@@ -217,6 +240,12 @@ fn kill_9_during_apply_leaves_the_old_or_the_new_ruleset() {
         std::thread::sleep(delay);
         let _ = child.kill(); // SIGKILL
         let _ = child.wait();
+        // A kill between the routing step and the commit leaves a journal: settle it, as the
+        // next apply, flush or watch would.
+        let recovered = ns.ok(&bin, &["recover"]);
+        if !recovered.starts_with("nothing to recover") {
+            settled += 1;
+        }
         // The balance chain says which spec is in force; diff then checks all of it.
         let balance = ns.ok("nft", &["list", "chain", "inet", "nftbalance", "balance"]);
         // Spec 0 splits 1:1 (mod 2), spec 1 splits 3:1 (mod 4).
@@ -229,19 +258,11 @@ fn kill_9_during_apply_leaves_the_old_or_the_new_ruleset() {
             String::from_utf8_lossy(&out.stdout)
         );
         let after = routing(&ns);
-        if after != routing_before {
-            let gone: Vec<&str> = routing_before
-                .lines()
-                .filter(|l| !after.contains(l))
-                .collect();
-            let new: Vec<&str> = after
-                .lines()
-                .filter(|l| !routing_before.contains(l))
-                .collect();
-            panic!(
-                "round {round} (kill after {delay:?}): routing changed: gone {gone:?}, new {new:?}"
-            );
-        }
+        assert!(
+            after == routing_of[now],
+            "round {round} (kill after {delay:?}, {recovered}): the routing is not spec {now}'s: {}",
+            routing_difference(&routing_of[now], &after)
+        );
         if now == current {
             old += 1;
         } else {
@@ -249,11 +270,101 @@ fn kill_9_during_apply_leaves_the_old_or_the_new_ruleset() {
         }
         current = now;
     }
-    eprintln!("kill -9: {old} rounds left the old ruleset, {new} the new one");
+    eprintln!(
+        "kill -9: {old} rounds left the old ruleset, {new} the new one; {settled} needed recover"
+    );
     assert!(
         old > 0 && new > 0,
         "the kills did not cover the whole apply ({old} old, {new} new)"
     );
+    for f in files {
+        let _ = std::fs::remove_file(f);
+    }
+}
+
+/// The gap no random kill is sure to hit: the routing is changed, the rules are not (or are,
+/// but the journal is not yet gone). A journal is left; `recover`, or the next apply, makes
+/// routing and rules one spec's again.
+#[test]
+fn an_apply_killed_between_routing_and_rules_is_settled() {
+    let ns = Netns::new("gap");
+    add_uplinks(&ns, &spec(0));
+    let files = write_specs("gap", &[spec(0), spec(1)]);
+    let bin = target_binary("nftbalance");
+    let path = |v: usize| files[v].to_str().unwrap().to_string();
+    let apply = |v: usize| ns.ok(&bin, &["apply", &path(v)]);
+    apply(1);
+    let routing_1 = routing(&ns);
+    apply(0);
+    let routing_0 = routing(&ns);
+    let killed_at = |point: &str, v: usize| {
+        let out = Command::new("ip")
+            .args(["netns", "exec", ns.name(), &bin, "apply", &path(v)])
+            .env("PATH", PATH)
+            .env("NFTBALANCE_FAILPOINT", point)
+            .output()
+            .unwrap();
+        assert_eq!(
+            std::os::unix::process::ExitStatusExt::signal(&out.status),
+            Some(9),
+            "{point}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    let diff = |v: usize| ns.exec(&bin, &["diff", &path(v)], None);
+
+    // Killed after the routing step: spec 1's routing beside spec 0's (which the rules in
+    // force still route by, its ip rules first), until recover puts the routing back.
+    killed_at("after-routing", 1);
+    let both = routing(&ns);
+    for (v, want) in [(0, &routing_0), (1, &routing_1)] {
+        let missing: Vec<&str> = want.lines().filter(|l| !both.contains(l)).collect();
+        assert!(missing.is_empty(), "spec {v}'s routing lacks {missing:?}");
+    }
+    let at = |line: &str| {
+        both.find(line)
+            .unwrap_or_else(|| panic!("{line:?} in {both}"))
+    };
+    assert!(
+        at("1101:\tfrom 100.0.1.1 lookup 101") < at("1101:\tfrom 100.0.1.1 lookup 201"),
+        "the old from rule must win until the commit: {both}"
+    );
+    let out = diff(0);
+    assert_eq!(out.status.code(), Some(0), "the rules changed");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("was interrupted"),
+        "diff does not warn: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let said = ns.ok(&bin, &["recover"]);
+    assert!(said.contains("put its routing back"), "{said}");
+    assert_eq!(
+        routing(&ns),
+        routing_0,
+        "{}",
+        routing_difference(&routing_0, &routing(&ns))
+    );
+    assert_eq!(diff(0).status.code(), Some(0));
+    assert!(ns.ok(&bin, &["recover"]).starts_with("nothing to recover"));
+
+    // Killed after the commit: the next apply (of either spec) settles first, forward.
+    killed_at("after-commit", 1);
+    assert_eq!(diff(1).status.code(), Some(0));
+    let out = ns.exec(&bin, &["apply", &path(1)], None);
+    assert!(out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("completed its routing"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(routing(&ns), routing_1);
+
+    // Killed after the routing step again; flush settles it, then removes everything.
+    killed_at("after-routing", 0);
+    let out = ns.exec(&bin, &["flush", &path(0)], None);
+    assert!(out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("put its routing back"));
+    assert!(ns.ok(&bin, &["recover"]).starts_with("nothing to recover"));
     for f in files {
         let _ = std::fs::remove_file(f);
     }

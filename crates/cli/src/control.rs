@@ -1,9 +1,10 @@
-//! The commands that change or read the system: routing first, then the ruleset in one
-//! transaction, and the routing change undone when the transaction fails.
+//! The commands that change or read the system: the new routing beside the old, then the
+//! ruleset in one transaction, then the old routing removed; the routing change undone when
+//! the transaction fails, and a journal for a process that dies in between.
 
 use std::fs::{File, OpenOptions, TryLockError};
 use std::os::unix::fs::MetadataExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
@@ -14,21 +15,48 @@ use nftbalance_routing as routing;
 use nftbalance_ruleset::{self as ruleset, Availability, Ruleset};
 use nftbalance_spec::Spec;
 
+use crate::journal::{self, Journal};
 use crate::{privilege, write_stdout, Backend, EXIT_DIFFERENT};
 
 /// How long a command waits for another nftbalance to finish with the same table.
 const LOCK_WAIT: Duration = Duration::from_secs(30);
 
-/// Serialises nftbalance processes that change one table in one network namespace, so two
-/// applies cannot interleave their routing and ruleset steps. Released when dropped.
-pub fn lock(spec: &Spec) -> anyhow::Result<File> {
-    let dir = Path::new("/run/nftbalance");
-    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-    // Namespaces share /run: the namespace's inode keeps their locks apart.
+/// Where locks, journals and state files live.
+pub const RUN_DIR: &str = "/run/nftbalance";
+
+/// The part of file names in [`RUN_DIR`] that is this network namespace: namespaces share
+/// /run, their inode numbers keep them apart.
+fn netns_prefix() -> String {
     let netns = std::fs::metadata("/proc/self/ns/net")
         .map(|m| m.ino())
         .unwrap_or(0);
-    let path = dir.join(format!("{netns}-{}-{}.lock", spec.family, spec.table));
+    format!("{netns}-")
+}
+
+/// `RUN_DIR/NETNS-FAMILY-TABLE.EXT`: the lock and the journal of one table.
+fn table_file(spec: &Spec, ext: &str) -> PathBuf {
+    Path::new(RUN_DIR).join(format!(
+        "{}{}-{}.{ext}",
+        netns_prefix(),
+        spec.family,
+        spec.table
+    ))
+}
+
+/// Serialises nftbalance processes that change one table in one network namespace, so two
+/// applies cannot interleave their routing and ruleset steps. Released when dropped. An
+/// apply of this table that died halfway is settled first (see [`journal`]).
+pub fn lock(spec: &Spec) -> anyhow::Result<File> {
+    let (file, settled) = lock_and_settle(spec)?;
+    if let Some(done) = settled {
+        eprintln!("nftbalance: warning: {done}");
+    }
+    Ok(file)
+}
+
+fn lock_and_settle(spec: &Spec) -> anyhow::Result<(File, Option<String>)> {
+    std::fs::create_dir_all(RUN_DIR).with_context(|| format!("creating {RUN_DIR}"))?;
+    let path = table_file(spec, "lock");
     let file = OpenOptions::new()
         .create(true)
         .truncate(false)
@@ -38,7 +66,7 @@ pub fn lock(spec: &Spec) -> anyhow::Result<File> {
     let deadline = Instant::now() + LOCK_WAIT;
     loop {
         match file.try_lock() {
-            Ok(()) => return Ok(file),
+            Ok(()) => break,
             Err(TryLockError::WouldBlock) if Instant::now() < deadline => {
                 std::thread::sleep(Duration::from_millis(20));
             }
@@ -54,6 +82,56 @@ pub fn lock(spec: &Spec) -> anyhow::Result<File> {
                 return Err(e).with_context(|| format!("locking {}", path.display()))
             }
         }
+    }
+    let journal = table_file(spec, "journal");
+    let settled = if journal.exists() {
+        Some(journal::Interrupted::read(&journal)?.settle()?)
+    } else {
+        None
+    };
+    Ok((file, settled))
+}
+
+/// Test hook: `NFTBALANCE_FAILPOINT=NAME` kills this process with SIGKILL at that point of
+/// `apply`, as a crash would, so tests reach the gap between routing and rules on purpose.
+fn failpoint(name: &str) {
+    if std::env::var("NFTBALANCE_FAILPOINT").is_ok_and(|v| v == name) {
+        let _ = signal_hook::low_level::raise(signal_hook::consts::SIGKILL);
+    }
+}
+
+/// `recover`: settles every apply in this network namespace that died halfway.
+pub fn recover() -> anyhow::Result<()> {
+    privilege::require_net_admin("recover")?;
+    let found = journal::left_behind(Path::new(RUN_DIR), &netns_prefix());
+    if found.is_empty() {
+        println!("nothing to recover: no interrupted apply in this network namespace");
+    }
+    for path in found {
+        let interrupted = journal::Interrupted::read(&path)?;
+        // The lock settles it, unless another nftbalance did so while we waited.
+        match lock_and_settle(&interrupted.spec)? {
+            (_lock, Some(done)) => println!("{done}"),
+            (_lock, None) => println!(
+                "table {} {}: settled meanwhile by another nftbalance",
+                interrupted.spec.family, interrupted.spec.table
+            ),
+        }
+    }
+    Ok(())
+}
+
+/// A warning for read-only commands when an apply of this table died halfway.
+pub fn warn_if_interrupted(spec: &Spec) {
+    let path = table_file(spec, "journal");
+    if path.exists() {
+        eprintln!(
+            "nftbalance: warning: an apply of table {} {} was interrupted (journal {}); \
+             routing and rules may not match until `nftbalance recover` or the next apply",
+            spec.family,
+            spec.table,
+            path.display()
+        );
     }
 }
 
@@ -75,7 +153,7 @@ fn summary(rs: &Ruleset) -> String {
 }
 
 /// `apply [--check] [--backend]`.
-pub fn apply(spec: &Spec, check: bool, backend: Backend) -> anyhow::Result<()> {
+pub fn apply(spec: &Spec, source: &str, check: bool, backend: Backend) -> anyhow::Result<()> {
     privilege::require_net_admin("apply")?;
     let _lock = lock(spec)?;
     let rsock = route_socket()?;
@@ -112,18 +190,31 @@ pub fn apply(spec: &Spec, check: bool, backend: Backend) -> anyhow::Result<()> {
     }
 
     let before = routing::read_owned(&rsock).context("reading the current ip rules and routes")?;
-    let report = routing::apply(&rsock, &plan, &links)?;
+    let mut journal = Journal::begin(table_file(spec, "journal"), source, backend, &before)?;
+    // Make before break: the new ip rules and routes go in beside the old ones, so the old
+    // ruleset keeps routing by its marks until the commit; the old ones go after it. A
+    // refused routing step puts back what it had changed itself.
+    let report = match routing::install(&rsock, &plan, &links) {
+        Ok(report) => report,
+        Err(e) => {
+            journal.finish()?;
+            return Err(e.into());
+        }
+    };
     for w in &report.warnings {
         eprintln!("nftbalance: warning: {w}");
     }
+    failpoint("after-routing");
     let availability = Availability {
         unavailable: report.unrouted_gateways(),
     };
-    let result = match backend {
-        Backend::IptablesLegacy => legacy::load::apply(spec, false)
+    let recorded = journal.routing_done(&availability.unavailable);
+    let result = match (recorded, backend) {
+        (Err(e), _) => Err(e),
+        (Ok(()), Backend::IptablesLegacy) => legacy::load::apply(spec, false)
             .map(|()| "iptables-legacy: applied the NFTBALANCE-* chains".to_string())
             .map_err(anyhow::Error::from),
-        Backend::Nftables => {
+        (Ok(()), Backend::Nftables) => {
             let rs = ruleset::compile_with(spec, &availability);
             nft_socket()
                 .and_then(|s| {
@@ -142,6 +233,14 @@ pub fn apply(spec: &Spec, check: bool, backend: Backend) -> anyhow::Result<()> {
     };
     match result {
         Ok(done) => {
+            failpoint("after-commit");
+            routing::apply(&rsock, &plan, &links).map_err(|e| {
+                anyhow::Error::from(e).context(format!(
+                    "{done}, but removing the previous ip rules and routes failed; \
+                     the journal stays, so `nftbalance recover` or the next apply tries again"
+                ))
+            })?;
+            journal.finish()?;
             let (rules, routes) = (
                 plan.rules.len(),
                 plan.routes.len() - report_skipped(&report),
@@ -150,10 +249,13 @@ pub fn apply(spec: &Spec, check: bool, backend: Backend) -> anyhow::Result<()> {
             Ok(())
         }
         Err(e) => match routing::restore(&rsock, &before) {
-            Ok(()) => Err(e.context("the ip rules and routes were put back as they were")),
+            Ok(()) => {
+                journal.finish()?;
+                Err(e.context("the ip rules and routes were put back as they were"))
+            }
             Err(undo) => Err(e.context(format!(
                 "putting the ip rules and routes back failed too: {undo}; \
-                 run `nftbalance flush` and apply again"
+                 the journal stays, so `nftbalance recover` or the next apply tries again"
             ))),
         },
     }
@@ -189,6 +291,7 @@ pub fn flush(spec: &Spec, backend: Backend) -> anyhow::Result<()> {
 /// `diff`: the live table against what `apply` would program now.
 pub fn diff(spec: &Spec) -> anyhow::Result<ExitCode> {
     privilege::require_net_admin("diff")?;
+    warn_if_interrupted(spec);
     let rsock = route_socket()?;
     let links = routing::Links::read(&rsock).context("reading the network interfaces")?;
     let availability = Availability {

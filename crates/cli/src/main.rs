@@ -89,6 +89,14 @@ enum Command {
         #[arg(long, value_enum, default_value_t = Backend::Nftables)]
         backend: Backend,
     },
+    /// Settle an apply that died halfway (kill -9, OOM) in this network namespace.
+    ///
+    /// apply changes the routing first, then commits the rules; it keeps a journal in
+    /// /run/nftbalance while it does. If it died in between, this completes the routing when
+    /// the rules had gone in, and puts the routing back as it was when they had not, so rules
+    /// and routing match again. apply, flush and watch do the same on their own before they
+    /// start. Needs CAP_NET_ADMIN (root).
+    Recover,
     /// Print the ruleset a spec compiles to, without touching the system (a dry run).
     ///
     /// The nft output is a script that `nft -f` loads as one transaction replacing the tool's
@@ -129,6 +137,7 @@ pub(crate) enum Backend {
 }
 
 mod control;
+mod journal;
 mod privilege;
 mod status;
 mod translate_cmd;
@@ -161,7 +170,10 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             spec,
             check,
             backend,
-        } => control::apply(&load_spec(&spec)?, check, backend)?,
+        } => {
+            let (spec, source) = read_spec(&spec)?;
+            control::apply(&spec, &source, check, backend)?
+        }
         Command::Diff { spec } => return control::diff(&load_spec(&spec)?),
         Command::Watch { spec, state_file } => watch::watch(&spec, state_file)?,
         Command::Status {
@@ -171,6 +183,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         } => return status::status(&spec, json, state_file),
         Command::Flush { spec, backend } => control::flush(&load_spec(&spec)?, backend)?,
         Command::Translate(args) => return translate_cmd::run(&args),
+        Command::Recover => control::recover()?,
         Command::Dump { spec, format } => {
             let spec = load_spec(&spec)?;
             let rs = ruleset::compile(&spec);
@@ -192,6 +205,11 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
 
 /// Reads and validates a spec; every problem is listed, one a line, prefixed by the file.
 pub(crate) fn load_spec(path: &Path) -> anyhow::Result<Spec> {
+    read_spec(path).map(|(spec, _)| spec)
+}
+
+/// [`load_spec`], and the text it was read from.
+pub(crate) fn read_spec(path: &Path) -> anyhow::Result<(Spec, String)> {
     let shown = path.display();
     let text = if path == Path::new("-") {
         let mut s = String::new();
@@ -202,7 +220,7 @@ pub(crate) fn load_spec(path: &Path) -> anyhow::Result<Spec> {
     } else {
         std::fs::read_to_string(path).with_context(|| format!("reading spec {shown}"))?
     };
-    Spec::from_json(&text).map_err(|errors| {
+    let spec = Spec::from_json(&text).map_err(|errors| {
         let count = errors.0.len();
         let mut lines: Vec<String> = errors
             .0
@@ -222,7 +240,8 @@ pub(crate) fn load_spec(path: &Path) -> anyhow::Result<Spec> {
             format!("invalid spec ({count} problems)")
         };
         anyhow::anyhow!("{head}\n{}", lines.join("\n"))
-    })
+    })?;
+    Ok((spec, text))
 }
 
 /// Writes to stdout; a closed pipe (`| head`) is not an error.

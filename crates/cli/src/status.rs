@@ -48,6 +48,33 @@ fn states(spec: &Spec, state_file: &Path) -> (String, Vec<String>) {
     ("probe".into(), states)
 }
 
+/// The router's conntrack usage (count, max), or None when conntrack is not loaded: both
+/// sysctl files exist only once the module is. Read in the caller's network namespace.
+fn conntrack_usage() -> Option<(u64, u64)> {
+    let read = |name: &str| -> Option<u64> {
+        std::fs::read_to_string(format!("/proc/sys/net/netfilter/{name}"))
+            .ok()?
+            .trim()
+            .parse()
+            .ok()
+    };
+    Some((read("nf_conntrack_count")?, read("nf_conntrack_max")?))
+}
+
+/// The status line for the conntrack table; max 0 means the kernel enforces no limit.
+fn conntrack_line(usage: Option<(u64, u64)>) -> String {
+    match usage {
+        None => "conntrack: not loaded\n".to_string(),
+        Some((count, 0)) => format!("conntrack: {count} entries (no limit)\n"),
+        Some((count, max)) if count >= max => {
+            format!(
+                "conntrack: {count} of {max} entries (full: the kernel drops new connections)\n"
+            )
+        }
+        Some((count, max)) => format!("conntrack: {count} of {max} entries\n"),
+    }
+}
+
 /// A JSON number for a width-aligned column (serde_json's Display ignores widths).
 fn n(v: &Value) -> u64 {
     v.as_u64().unwrap_or(0)
@@ -78,6 +105,7 @@ pub fn status(path: &Path, as_json: bool, state_file: Option<PathBuf>) -> anyhow
                 .context("counting connections in the conntrack table")?,
         );
     }
+    let usage = conntrack_usage();
     let total_new: u64 = counters.iter().map(|c| c.new_connections.packets).sum();
     let total_bytes: u64 = counters.iter().map(|c| c.traffic.bytes).sum();
     let rows: Vec<Value> = spec
@@ -107,6 +135,7 @@ pub fn status(path: &Path, as_json: bool, state_file: Option<PathBuf>) -> anyhow
             "applied": applied,
             "state_source": source,
             "gateways": rows,
+            "conntrack": usage.map(|(count, max)| json!({ "count": count, "max": max })),
         });
         write_stdout(&format!("{doc:#}\n"))?;
         return Ok(ExitCode::SUCCESS);
@@ -154,6 +183,29 @@ pub fn status(path: &Path, as_json: bool, state_file: Option<PathBuf>) -> anyhow
             r["byte_share"].as_f64().unwrap_or(0.0),
         ));
     }
+    out.push_str(&conntrack_line(usage));
     write_stdout(&out)?;
     Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::conntrack_line;
+
+    #[test]
+    fn conntrack_lines() {
+        assert_eq!(conntrack_line(None), "conntrack: not loaded\n");
+        assert_eq!(
+            conntrack_line(Some((12, 262144))),
+            "conntrack: 12 of 262144 entries\n"
+        );
+        assert_eq!(
+            conntrack_line(Some((262144, 262144))),
+            "conntrack: 262144 of 262144 entries (full: the kernel drops new connections)\n"
+        );
+        assert_eq!(
+            conntrack_line(Some((5, 0))),
+            "conntrack: 5 entries (no limit)\n"
+        );
+    }
 }

@@ -18,7 +18,7 @@ use nftbalance_ruleset::{self as ruleset, Availability, Ruleset};
 use nftbalance_spec::{AllDown, Gateway, Spec};
 use serde_json::json;
 
-use crate::{load_spec, privilege};
+use crate::{privilege, read_spec};
 
 /// Where `watch` writes gateway states, unless told otherwise.
 pub fn default_state_file(spec: &Spec) -> PathBuf {
@@ -57,6 +57,8 @@ pub fn probe(spec: &Spec, g: &Gateway) -> Option<(bool, String)> {
 /// The live state of a watch session.
 struct Session {
     spec: Spec,
+    /// The spec's text, for apply's journal.
+    source: String,
     trackers: Vec<health::Tracker>,
     details: Vec<String>,
     since: Vec<u64>,
@@ -75,7 +77,7 @@ fn now() -> u64 {
 impl Session {
     /// Takes over the table: if it is not what the spec compiles to for the gateways that
     /// are routed now, a full apply puts it right first.
-    fn start(spec: Spec, state_file: PathBuf) -> anyhow::Result<Session> {
+    fn start(spec: Spec, source: String, state_file: PathBuf) -> anyhow::Result<Session> {
         let trackers = spec
             .gateways
             .iter()
@@ -92,6 +94,7 @@ impl Session {
             current: ruleset::compile(&spec),
             availability: Availability::default(),
             spec,
+            source,
             state_file,
         };
         let availability = s.wanted_availability()?;
@@ -103,7 +106,7 @@ impl Session {
                 rs.family,
                 rs.table
             );
-            crate::control::apply(&s.spec, false, crate::Backend::Nftables)?;
+            crate::control::apply(&s.spec, &s.source, false, crate::Backend::Nftables)?;
             // apply used the routing's view; take the compiled result as current.
         }
         s.current = rs;
@@ -281,12 +284,12 @@ pub fn watch(path: &Path, state_file: Option<PathBuf>) -> anyhow::Result<()> {
     signal_hook::flag::register(signal_hook::consts::SIGHUP, hup.clone())
         .context("installing signal handlers")?;
 
-    let mut spec = load_spec(path)?;
+    let (mut spec, mut source) = read_spec(path)?;
     loop {
         let file = state_file
             .clone()
             .unwrap_or_else(|| default_state_file(&spec));
-        let mut session = Session::start(spec.clone(), file)?;
+        let mut session = Session::start(spec.clone(), source.clone(), file)?;
         log::warn!(
             "watching {} gateways of table {} {}",
             spec.gateways.iter().filter(|g| g.health.is_some()).count(),
@@ -303,10 +306,10 @@ pub fn watch(path: &Path, state_file: Option<PathBuf>) -> anyhow::Result<()> {
             }
             if hup.swap(false, Ordering::Relaxed) {
                 stop.store(true, Ordering::Relaxed);
-                match load_spec(path) {
-                    Ok(new) => {
+                match read_spec(path) {
+                    Ok((new, text)) => {
                         log::warn!("SIGHUP: reloading {}", path.display());
-                        spec = new;
+                        (spec, source) = (new, text);
                     }
                     Err(e) => log::error!("SIGHUP: keeping the running spec: {e:#}"),
                 }

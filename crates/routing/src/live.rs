@@ -5,7 +5,7 @@ use std::collections::BTreeSet;
 use std::fmt;
 use std::net::IpAddr;
 
-use netlink_packet_core::{NLM_F_CREATE, NLM_F_EXCL, NLM_F_REPLACE};
+use netlink_packet_core::{Emitable, Parseable, NLM_F_CREATE, NLM_F_EXCL, NLM_F_REPLACE};
 use netlink_packet_route::link::{LinkAttribute, LinkFlags, LinkMessage};
 use netlink_packet_route::route::{
     RouteAddress, RouteAttribute, RouteFlags, RouteHeader, RouteMessage, RouteProtocol, RouteScope,
@@ -79,6 +79,33 @@ impl OwnedState {
         (self.rules.len(), self.routes.len())
     }
 
+    /// The snapshot as rtnetlink messages (rules, routes), for a journal that must outlive
+    /// the process that took it.
+    pub fn to_wire(&self) -> (Vec<Vec<u8>>, Vec<Vec<u8>>) {
+        fn emit(m: &impl Emitable) -> Vec<u8> {
+            let mut buf = vec![0; m.buffer_len()];
+            m.emit(&mut buf);
+            buf
+        }
+        (
+            self.rules.iter().map(emit).collect(),
+            self.routes.iter().map(emit).collect(),
+        )
+    }
+
+    /// The snapshot back from [`OwnedState::to_wire`]'s messages.
+    pub fn from_wire(rules: &[Vec<u8>], routes: &[Vec<u8>]) -> Result<OwnedState, String> {
+        let rules = rules
+            .iter()
+            .map(|b| RuleMessage::parse(b.as_slice()).map_err(|e| format!("a rule: {e}")))
+            .collect::<Result<_, _>>()?;
+        let routes = routes
+            .iter()
+            .map(|b| RouteMessage::parse(b.as_slice()).map_err(|e| format!("a route: {e}")))
+            .collect::<Result<_, _>>()?;
+        Ok(OwnedState { rules, routes })
+    }
+
     /// One line per rule and route, rules first (for messages and logs).
     pub fn lines(&self) -> Vec<String> {
         let mut out: Vec<String> = self.rules.iter().map(describe_rule).collect();
@@ -143,10 +170,35 @@ fn owned_of(rules: Vec<RuleMessage>, routes: &[RouteMessage]) -> OwnedState {
 /// nftables transaction) take a [`read_owned`] snapshot first and [`restore`] it if that
 /// step fails.
 pub fn apply(sock: &Socket, plan: &RoutingPlan, links: &Links) -> Result<ApplyReport, Error> {
+    apply_as(sock, plan, links, Stale::Delete)
+}
+
+/// The first half of a make-before-break change: like [`apply`], but owned rules and routes
+/// the plan does not have stay in place, so a ruleset that still sets the old marks keeps
+/// routing by them until the new ruleset is committed; an [`apply`] afterwards removes them.
+/// (New rules at a priority the old ones share come after them, so the old ones win there
+/// until they go.)
+pub fn install(sock: &Socket, plan: &RoutingPlan, links: &Links) -> Result<ApplyReport, Error> {
+    apply_as(sock, plan, links, Stale::Keep)
+}
+
+/// Whether owned rules and routes the plan does not have are deleted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Stale {
+    Delete,
+    Keep,
+}
+
+fn apply_as(
+    sock: &Socket,
+    plan: &RoutingPlan,
+    links: &Links,
+    stale: Stale,
+) -> Result<ApplyReport, Error> {
     let all_routes = dump_routes(sock)?;
     let before = owned_of(dump_rules(sock)?, &all_routes);
     let mut report = ApplyReport::default();
-    match apply_inner(sock, plan, links, &before, &all_routes, &mut report) {
+    match apply_inner(sock, plan, links, &before, &all_routes, stale, &mut report) {
         Ok(()) => Ok(report),
         Err(cause) if report.unchanged() => Err(cause),
         Err(cause) => match restore(sock, &before) {
@@ -167,6 +219,7 @@ fn apply_inner(
     links: &Links,
     before: &OwnedState,
     all_routes: &[RouteMessage],
+    stale_ones: Stale,
     report: &mut ApplyReport,
 ) -> Result<(), Error> {
     // Routes that can be installed now; the others become warnings.
@@ -207,6 +260,9 @@ fn apply_inner(
             }
             None => stale.push(msg),
         }
+    }
+    if stale_ones == Stale::Keep {
+        stale.clear();
     }
     for msg in stale {
         let op = format!("deleting {}", describe_rule(msg));
@@ -270,14 +326,27 @@ fn apply_inner(
         if RouteKey::parse(msg).is_some_and(|k| installed.contains(&k)) {
             continue;
         }
+        if stale_ones == Stale::Keep {
+            continue;
+        }
         let op = format!("deleting {}", describe_route(msg));
         ignore_gone(sock.request(RouteNetlinkMessage::DelRoute(route_delete(msg)), 0, &op))?;
         report.routes_deleted += 1;
     }
 
-    // The kernel now holds exactly the plan, or someone else is changing it too.
+    // The kernel now holds exactly the plan (and what was kept), or someone else is changing
+    // it too.
     let after = read_owned(sock)?;
     let mut wanted: Vec<RuleKey> = plan.rules.iter().map(RuleKey::of).collect();
+    if stale_ones == Stale::Keep {
+        let have: Vec<RuleKey> = after.rules.iter().filter_map(RuleKey::parse).collect();
+        return match wanted.iter().find(|k| !have.contains(k)) {
+            Some(missing) => Err(Error::NotConverged {
+                detail: format!("rule {missing:?} missing: {}", after.lines().join("; ")),
+            }),
+            None => Ok(()),
+        };
+    }
     let mut have: Vec<Option<RuleKey>> = after.rules.iter().map(RuleKey::parse).collect();
     wanted.sort();
     have.sort();

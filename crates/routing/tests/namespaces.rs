@@ -3,7 +3,7 @@
 mod common;
 
 use common::{diff, spec, Netns};
-use nftbalance_routing::{plan, Error, SkipReason};
+use nftbalance_routing::{plan, Error, OwnedState, SkipReason};
 
 /// Two IPv4 uplinks with next hops, the second also with IPv6 (link-local next hop), and a
 /// point-to-point LTE uplink without `via` (dev-only).
@@ -243,6 +243,9 @@ fn restore_after_a_failing_later_step_leaves_everything_as_it_was() {
     assert_eq!(report.routes_replaced, 3, "{report:?}"); // isp2 v4 and v6, lte's new table
     assert_eq!(report.routes_deleted, 1, "{report:?}"); // lte's old table
     assert_ne!(ns.routing(), installed);
+    // Through its wire form, as apply's journal keeps it across a crash.
+    let (rules, routes) = snapshot.to_wire();
+    let snapshot = OwnedState::from_wire(&rules, &routes).unwrap();
     ns.restore(&snapshot).unwrap();
     assert_eq!(
         ns.routing(),
@@ -440,4 +443,48 @@ fn hand_written_recipe_rules_are_taken_over() {
     let fresh = dual_ns("takeover-ref");
     fresh.apply(&plan(&spec(DUAL))).unwrap();
     assert_eq!(ns.owned(), fresh.owned());
+}
+
+#[test]
+fn install_keeps_the_old_rules_and_routes_until_apply() {
+    let ns = dual_ns("mbb");
+    ns.apply(&plan(&spec(DUAL))).unwrap();
+    let old = ns.routing();
+    let changed = DUAL.replace("\"0x200\"", "\"0x400\"").replace(
+        r#"{ "name": "lte", "interface": "wwan0", "mark": "0x300", "route_table": 103 }"#,
+        r#"{ "name": "lte", "interface": "wwan0", "mark": "0x300", "route_table": 104 }"#,
+    );
+    let report = ns.install(&plan(&spec(&changed))).unwrap();
+    assert_eq!(
+        (report.rules_deleted, report.routes_deleted),
+        (0, 0),
+        "{report:?}"
+    );
+    assert!(
+        report.rules_added > 0 && report.routes_replaced > 0,
+        "{report:?}"
+    );
+    let both = ns.routing();
+    let gone: Vec<&str> = old.lines().filter(|l| !both.contains(l)).collect();
+    assert!(gone.is_empty(), "install removed {gone:?}");
+    // Installing again changes nothing; apply then removes exactly what the plan lacks.
+    let again = ns.install(&plan(&spec(&changed))).unwrap();
+    assert!(again.unchanged(), "{again:?}");
+    let report = ns.apply(&plan(&spec(&changed))).unwrap();
+    assert_eq!(report.rules_added + report.routes_replaced, 0, "{report:?}");
+    assert!(
+        report.rules_deleted > 0 && report.routes_deleted > 0,
+        "{report:?}"
+    );
+    // The same as a plain apply in a fresh namespace (link-local addresses aside).
+    let fresh = dual_ns("mbbfresh");
+    fresh.apply(&plan(&spec(&changed))).unwrap();
+    let comparable = |text: String| -> String {
+        text.lines()
+            .filter(|l| !l.contains("table local"))
+            .map(|l| format!("{l}\n"))
+            .collect()
+    };
+    let (want, got) = (comparable(fresh.routing()), comparable(ns.routing()));
+    assert_eq!(got, want, "{}", diff(&want, &got));
 }

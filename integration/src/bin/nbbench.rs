@@ -10,7 +10,7 @@ use nftbalance_integration::target_binary;
 use nftbalance_integration::topology::{lan_hosts, Backend, Topology, SERVER};
 use serde_json::Value;
 
-const ROUNDS: usize = 3;
+const ROUNDS: usize = 5;
 const SECONDS: u64 = 2;
 const PREFIXES: usize = 100_000;
 
@@ -63,41 +63,65 @@ fn delivered(topo: &Topology) -> u64 {
         .sum()
 }
 
-/// Median delivered new flows per second over the rounds.
-fn measure(setup: impl Fn(&Topology)) -> f64 {
+/// A fresh topology for one data-path row: no source filtering upstream (the baselines do no
+/// NAT), a counting sink on the server, short UDP timeouts so rounds do not pile up entries.
+fn data_path_topology(setup: impl Fn(&Topology)) -> Topology {
     let topo = Topology::new(2);
-    // Flows are single datagrams: let their conntrack entries go quickly between rounds.
     topo.router.ok(
         "sysctl",
         &["-qw", "net.netfilter.nf_conntrack_udp_timeout=1"],
     );
     load_nft_in(&topo.server, "table inet sink {\n chain input { type filter hook input priority 0;\n  udp dport 1024-65535 counter drop\n }\n}\n");
-    // One-way datagrams with LAN sources: the baselines do no NAT, so the providers must
-    // not filter sources here.
     for isp in &topo.isps {
         isp.ok("nft", &["delete", "table", "inet", "bcp38"]);
     }
     setup(&topo);
+    topo
+}
+
+/// New flows per second delivered to the server during one flood of `SECONDS`.
+fn flood(topo: &Topology) -> f64 {
     let from: Vec<String> = lan_hosts().iter().map(ToString::to_string).collect();
-    let mut rates = Vec::new();
+    let before = delivered(topo);
+    topo.lan.ok(
+        &target_binary("nbflood"),
+        &[
+            SERVER,
+            "--seconds",
+            &SECONDS.to_string(),
+            "--from",
+            &from.join(","),
+        ],
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    let rate = (delivered(topo) - before) as f64 / SECONDS as f64;
+    // Let the single-datagram flows expire before the next flood.
+    std::thread::sleep(Duration::from_secs(2));
+    rate
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(|a, b| a.total_cmp(b));
+    v[v.len() / 2]
+}
+
+/// Every row's topology exists for the whole run and the rows take turns round by round, so
+/// a drift of the machine hits every row alike; each row's ratio is the median of its
+/// per-round ratios to the baseline row (index `base`) measured right before it.
+fn data_path_rows(rows: Vec<(&str, Topology)>, base: usize) -> Vec<(String, f64, f64)> {
+    let mut rates: Vec<Vec<f64>> = vec![Vec::new(); rows.len()];
     for _ in 0..ROUNDS {
-        let before = delivered(&topo);
-        topo.lan.ok(
-            &target_binary("nbflood"),
-            &[
-                SERVER,
-                "--seconds",
-                &SECONDS.to_string(),
-                "--from",
-                &from.join(","),
-            ],
-        );
-        std::thread::sleep(Duration::from_millis(300));
-        rates.push((delivered(&topo) - before) as f64 / SECONDS as f64);
-        std::thread::sleep(Duration::from_secs(2));
+        for (i, (_, topo)) in rows.iter().enumerate() {
+            rates[i].push(flood(topo));
+        }
     }
-    rates.sort_by(|a, b| a.total_cmp(b));
-    rates[rates.len() / 2]
+    rows.iter()
+        .enumerate()
+        .map(|(i, (name, _))| {
+            let ratios = (0..ROUNDS).map(|r| rates[i][r] / rates[base][r]).collect();
+            (name.to_string(), median(rates[i].clone()), median(ratios))
+        })
+        .collect()
 }
 
 fn load_nft_in(ns: &nftbalance_integration::netns::Netns, text: &str) {
@@ -171,6 +195,17 @@ fn failover_rows() -> Vec<(usize, f64, f64)> {
 }
 
 fn main() {
+    // `nbbench failover` or `nbbench data-path` runs one part; no argument runs both.
+    let part = std::env::args().nth(1).unwrap_or_default();
+    if part != "data-path" {
+        failover_table();
+    }
+    if part != "failover" {
+        data_path_table();
+    }
+}
+
+fn failover_table() {
     println!("| failover update (7 rounds, median) | update | full apply | ratio |");
     println!("|---|---:|---:|---:|");
     for (n, update, full) in failover_rows() {
@@ -180,14 +215,15 @@ fn main() {
         );
     }
     println!();
+}
+
+fn data_path_table() {
     // Without SNAT the rows differ only in the balancer; the baselines do no NAT either.
-    let big = spec(PREFIXES, false);
-    let big_nat = spec(PREFIXES, true);
-    let rows: Vec<(&str, f64)> = vec![
-        ("no ruleset", measure(|_| {})),
+    let rows = vec![
+        ("no ruleset", data_path_topology(|_| {})),
         (
             "conntrack + one mark rule",
-            measure(|t| {
+            data_path_topology(|t| {
                 // The same ip rules and tables nftbalance installs, by hand.
                 t.policy_routing(&[1, 2], 0xffff_ffff);
                 load_nft(
@@ -197,22 +233,25 @@ fn main() {
             }),
         ),
         (
+            "nftbalance, no exclusion prefixes",
+            data_path_topology(|t| t.apply_with(Backend::Nftables, &spec(0, false))),
+        ),
+        (
             "nftbalance, 100k exclusion prefixes",
-            measure(|t| t.apply_with(Backend::Nftables, &big)),
+            data_path_topology(|t| t.apply_with(Backend::Nftables, &spec(PREFIXES, false))),
         ),
         (
             "nftbalance, 100k exclusion prefixes, with SNAT",
-            measure(|t| t.apply_with(Backend::Nftables, &big_nat)),
+            data_path_topology(|t| t.apply_with(Backend::Nftables, &spec(PREFIXES, true))),
         ),
         (
             "seed-style iptables-legacy, 100k RETURN rules",
-            measure(|t| t.apply_with(Backend::IptablesLegacy, &big)),
+            data_path_topology(|t| t.apply_with(Backend::IptablesLegacy, &spec(PREFIXES, false))),
         ),
     ];
-    let base = rows[1].1;
-    println!("| data path ({ROUNDS} rounds of {SECONDS} s, median) | new flows/s | vs conntrack + one rule |");
+    println!("| data path ({ROUNDS} interleaved rounds of {SECONDS} s, medians) | new flows/s | vs conntrack + one rule |");
     println!("|---|---:|---:|");
-    for (name, rate) in &rows {
-        println!("| {name} | {:.0} | {:.2}x |", rate, rate / base);
+    for (name, rate, ratio) in data_path_rows(rows, 1) {
+        println!("| {name} | {rate:.0} | {ratio:.2}x |");
     }
 }

@@ -8,7 +8,8 @@
 use std::process::Command;
 
 use nftbalance_routing::{
-    apply, flush, read_owned, restore, ApplyReport, Error, Links, OwnedState, RoutingPlan, Socket,
+    apply, flush, install, read_owned, restore, ApplyReport, Error, Links, OwnedState, RoutingPlan,
+    Socket,
 };
 use nftbalance_spec::Spec;
 
@@ -152,6 +153,14 @@ impl Netns {
             self.ip(&["-6", "route", "show", "table", "all", "proto", "110"]),
         ]
         .join("--\n")
+    }
+
+    pub fn install(&self, plan: &RoutingPlan) -> Result<ApplyReport, Error> {
+        self.run(|| {
+            let sock = Socket::open()?;
+            let links = Links::read(&sock)?;
+            install(&sock, plan, &links)
+        })
     }
 
     pub fn apply(&self, plan: &RoutingPlan) -> Result<ApplyReport, Error> {
