@@ -1,8 +1,9 @@
-//! `make bench`, data path: new-flow rate through the namespaced router (LAN host -> router ->
-//! provider -> server), one UDP datagram per new flow from `nbflood`, for: no ruleset;
-//! conntrack with one mark rule; nftbalance with 100k exclusion prefixes; the seed-style
-//! iptables-legacy chains with the same 100k exclusions as RETURN rules. Each configuration
-//! on a fresh topology, several rounds, medians; rates as ratios to conntrack-only.
+//! `make bench`: failover update against full apply, and the data path: new-flow rate through
+//! the namespaced router (LAN host -> router -> provider -> server), one UDP datagram per new
+//! flow from `nbflood`, for: no ruleset; conntrack with one mark rule (all flows on one
+//! uplink, and spread over both by numgen); nftbalance with none and with 100k exclusion
+//! prefixes; the seed-style iptables-legacy chains with the same 100k exclusions as RETURN
+//! rules. Each configuration has its own topology; the rows take turns, round by round.
 
 use std::time::Duration;
 
@@ -10,7 +11,7 @@ use nftbalance_integration::target_binary;
 use nftbalance_integration::topology::{lan_hosts, Backend, Topology, SERVER};
 use serde_json::Value;
 
-const ROUNDS: usize = 5;
+const ROUNDS: usize = 7;
 const SECONDS: u64 = 2;
 const PREFIXES: usize = 100_000;
 
@@ -106,20 +107,22 @@ fn median(mut v: Vec<f64>) -> f64 {
 }
 
 /// Every row's topology exists for the whole run and the rows take turns round by round, so
-/// a drift of the machine hits every row alike; each row's ratio is the median of its
-/// per-round ratios to the baseline row (index `base`) measured right before it.
-fn data_path_rows(rows: Vec<(&str, Topology)>, base: usize) -> Vec<(String, f64, f64)> {
+/// a drift of the machine hits every row alike. A row's ratio to a baseline row is the median
+/// of its per-round ratios (each against the baseline measured in the same round).
+fn data_path_rows(rows: &[(&str, Topology)], bases: &[usize]) -> Vec<(f64, Vec<f64>)> {
     let mut rates: Vec<Vec<f64>> = vec![Vec::new(); rows.len()];
     for _ in 0..ROUNDS {
         for (i, (_, topo)) in rows.iter().enumerate() {
             rates[i].push(flood(topo));
         }
     }
-    rows.iter()
-        .enumerate()
-        .map(|(i, (name, _))| {
-            let ratios = (0..ROUNDS).map(|r| rates[i][r] / rates[base][r]).collect();
-            (name.to_string(), median(rates[i].clone()), median(ratios))
+    (0..rows.len())
+        .map(|i| {
+            let ratios = bases
+                .iter()
+                .map(|&b| median((0..ROUNDS).map(|r| rates[i][r] / rates[b][r]).collect()))
+                .collect();
+            (median(rates[i].clone()), ratios)
         })
         .collect()
 }
@@ -219,18 +222,27 @@ fn failover_table() {
 
 fn data_path_table() {
     // Without SNAT the rows differ only in the balancer; the baselines do no NAT either.
+    // The same ip rules and tables nftbalance installs, by hand, under one mark rule.
+    let one_rule = |rule: &'static str| {
+        move |t: &Topology| {
+            t.policy_routing(&[1, 2], 0xffff_ffff);
+            load_nft(
+                t,
+                &format!("table inet bench {{\n chain pre {{ type filter hook prerouting priority mangle;\n  ct state new {rule}\n }}\n}}\n"),
+            )
+        }
+    };
     let rows = vec![
         ("no ruleset", data_path_topology(|_| {})),
         (
-            "conntrack + one mark rule",
-            data_path_topology(|t| {
-                // The same ip rules and tables nftbalance installs, by hand.
-                t.policy_routing(&[1, 2], 0xffff_ffff);
-                load_nft(
-                    t,
-                    "table inet bench {\n chain pre { type filter hook prerouting priority mangle;\n  ct state new meta mark set 0x1\n }\n}\n",
-                )
-            }),
+            "conntrack + one mark rule (every flow on uplink 1)",
+            data_path_topology(one_rule("meta mark set 0x1")),
+        ),
+        (
+            "conntrack + one numgen mark rule (flows on both uplinks)",
+            data_path_topology(one_rule(
+                "meta mark set numgen inc mod 2 map { 0 : 0x1, 1 : 0x2 }",
+            )),
         ),
         (
             "nftbalance, no exclusion prefixes",
@@ -249,9 +261,12 @@ fn data_path_table() {
             data_path_topology(|t| t.apply_with(Backend::IptablesLegacy, &spec(PREFIXES, false))),
         ),
     ];
-    println!("| data path ({ROUNDS} interleaved rounds of {SECONDS} s, medians) | new flows/s | vs conntrack + one rule |");
-    println!("|---|---:|---:|");
-    for (name, rate, ratio) in data_path_rows(rows, 1) {
-        println!("| {name} | {rate:.0} | {ratio:.2}x |");
+    println!("| data path ({ROUNDS} interleaved rounds of {SECONDS} s, medians) | new flows/s | vs one mark rule | vs one numgen rule |");
+    println!("|---|---:|---:|---:|");
+    for ((name, _), (rate, ratios)) in rows.iter().zip(data_path_rows(&rows, &[1, 2])) {
+        println!(
+            "| {name} | {rate:.0} | {:.2}x | {:.2}x |",
+            ratios[0], ratios[1]
+        );
     }
 }
