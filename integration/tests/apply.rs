@@ -221,21 +221,20 @@ fn without_cap_net_admin_the_message_is_clear_and_nothing_changes() {
     let before = ns.ok("nft", &["list", "ruleset"]);
     let bin = target_binary("nftbalance");
     let seed = spec("seed.json");
-    for cmd in ["apply", "flush", "diff", "watch", "status"] {
-        let out = ns.exec(
-            "setpriv",
-            &[
-                "--bounding-set",
-                "-net_admin",
-                "--inh-caps",
-                "-net_admin",
-                "--",
-                &bin,
-                cmd,
-                &seed,
-            ],
-            None,
-        );
+    for cmd in ["apply", "flush", "diff", "watch", "status", "recover"] {
+        // recover takes no spec.
+        let args: &[&str] = if cmd == "recover" { &[] } else { &[&seed] };
+        let mut argv = vec![
+            "--bounding-set",
+            "-net_admin",
+            "--inh-caps",
+            "-net_admin",
+            "--",
+            &bin,
+            cmd,
+        ];
+        argv.extend(args);
+        let out = ns.exec("setpriv", &argv, None);
         assert_eq!(out.status.code(), Some(2), "{cmd}");
         let err = text(&out.stderr);
         assert!(err.contains("needs CAP_NET_ADMIN"), "{cmd}: {err}");

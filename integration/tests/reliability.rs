@@ -336,6 +336,10 @@ fn an_apply_killed_between_routing_and_rules_is_settled() {
         "diff does not warn: {}",
         String::from_utf8_lossy(&out.stderr)
     );
+    // apply --check changes nothing, so it only warns.
+    let out = ns.exec(&bin, &["apply", "--check", &path(0)], None);
+    assert!(out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("was interrupted"));
     let said = ns.ok(&bin, &["recover"]);
     assert!(said.contains("put its routing back"), "{said}");
     assert_eq!(

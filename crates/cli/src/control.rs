@@ -47,14 +47,15 @@ fn table_file(spec: &Spec, ext: &str) -> PathBuf {
 /// applies cannot interleave their routing and ruleset steps. Released when dropped. An
 /// apply of this table that died halfway is settled first (see [`journal`]).
 pub fn lock(spec: &Spec) -> anyhow::Result<File> {
-    let (file, settled) = lock_and_settle(spec)?;
+    let (file, settled) = lock_and_settle(spec, true)?;
     if let Some(done) = settled {
         eprintln!("nftbalance: warning: {done}");
     }
     Ok(file)
 }
 
-fn lock_and_settle(spec: &Spec) -> anyhow::Result<(File, Option<String>)> {
+/// The lock; with `settle`, a journal left by an apply that died is settled under it.
+fn lock_and_settle(spec: &Spec, settle: bool) -> anyhow::Result<(File, Option<String>)> {
     std::fs::create_dir_all(RUN_DIR).with_context(|| format!("creating {RUN_DIR}"))?;
     let path = table_file(spec, "lock");
     let file = OpenOptions::new()
@@ -84,7 +85,7 @@ fn lock_and_settle(spec: &Spec) -> anyhow::Result<(File, Option<String>)> {
         }
     }
     let journal = table_file(spec, "journal");
-    let settled = if journal.exists() {
+    let settled = if settle && journal.exists() {
         Some(journal::Interrupted::read(&journal)?.settle()?)
     } else {
         None
@@ -110,7 +111,7 @@ pub fn recover() -> anyhow::Result<()> {
     for path in found {
         let interrupted = journal::Interrupted::read(&path)?;
         // The lock settles it, unless another nftbalance did so while we waited.
-        match lock_and_settle(&interrupted.spec)? {
+        match lock_and_settle(&interrupted.spec, true)? {
             (_lock, Some(done)) => println!("{done}"),
             (_lock, None) => println!(
                 "table {} {}: settled meanwhile by another nftbalance",
@@ -155,7 +156,13 @@ fn summary(rs: &Ruleset) -> String {
 /// `apply [--check] [--backend]`.
 pub fn apply(spec: &Spec, source: &str, check: bool, backend: Backend) -> anyhow::Result<()> {
     privilege::require_net_admin("apply")?;
-    let _lock = lock(spec)?;
+    // --check changes nothing, not even to settle an interrupted apply.
+    let _lock = if check {
+        warn_if_interrupted(spec);
+        lock_and_settle(spec, false)?.0
+    } else {
+        lock(spec)?
+    };
     let rsock = route_socket()?;
     let links = routing::Links::read(&rsock).context("reading the network interfaces")?;
     let plan = routing::plan(spec);
