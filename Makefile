@@ -48,9 +48,10 @@ test: deps lint
 	@left=$$(ip netns list | awk '{print $$1}' | grep -E '^nb[a-z]*-' || true); \
 	if [ -n "$$left" ]; then echo "tests left namespaces behind: $$left" >&2; exit 1; fi
 
-# The kill -9 test at full size: 200 kills during applies of a 100k-prefix spec.
+# The kill -9 test with a full diff after every round that changed the ruleset (make test
+# diffs every fifth); NFTBALANCE_STRESS_PREFIXES changes the size (default 100k).
 stress: deps
-	NFTBALANCE_STRESS_PREFIXES=100000 $(CARGO) test --workspace --locked --test reliability -- kill_9
+	NFTBALANCE_STRESS_DIFF_ALL=1 $(CARGO) test --workspace --locked --test reliability -- kill_9
 
 # Rewrites the golden dumps and the expected error messages; review with `git diff`.
 bless:

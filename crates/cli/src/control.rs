@@ -215,7 +215,15 @@ pub fn apply(spec: &Spec, source: &str, check: bool, backend: Backend) -> anyhow
     let availability = Availability {
         unavailable: report.unrouted_gateways(),
     };
-    let recorded = journal.routing_done(&availability.unavailable);
+    let recorded = match backend {
+        Backend::Nftables => nft_socket().and_then(|s| {
+            s.generation()
+                .context("reading the nftables generation")
+                .map(Some)
+        }),
+        Backend::IptablesLegacy => Ok(None),
+    }
+    .and_then(|generation| journal.routing_done(&availability.unavailable, generation));
     let result = match (recorded, backend) {
         (Err(e), _) => Err(e),
         (Ok(()), Backend::IptablesLegacy) => legacy::load::apply(spec, false)

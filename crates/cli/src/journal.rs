@@ -61,9 +61,16 @@ impl Journal {
     }
 
     /// Records, once the routing is in and before the rules go in, which gateways the ruleset
-    /// is compiled without. Without this record the rules cannot have been committed.
-    pub fn routing_done(&mut self, unavailable: &BTreeSet<String>) -> anyhow::Result<()> {
+    /// is compiled without, and the nftables generation now (if the backend has one). Without
+    /// this record the rules cannot have been committed; while the generation is unchanged,
+    /// nothing has been committed since.
+    pub fn routing_done(
+        &mut self,
+        unavailable: &BTreeSet<String>,
+        generation: Option<u32>,
+    ) -> anyhow::Result<()> {
         self.doc["unavailable"] = json!(unavailable);
+        self.doc["generation"] = json!(generation);
         self.write()
     }
 
@@ -131,6 +138,7 @@ pub struct Interrupted {
     backend: Backend,
     before: routing::OwnedState,
     unavailable: Option<BTreeSet<String>>,
+    generation: Option<u32>,
 }
 
 impl Interrupted {
@@ -190,6 +198,9 @@ impl Interrupted {
             backend,
             before,
             unavailable,
+            generation: doc["generation"]
+                .as_u64()
+                .and_then(|g| u32::try_from(g).ok()),
         })
     }
 
@@ -201,14 +212,25 @@ impl Interrupted {
         let forward = match (&self.unavailable, self.backend) {
             (None, _) => false,
             (Some(unavailable), Backend::Nftables) => {
-                let rs = ruleset::compile_with(
-                    &self.spec,
-                    &Availability {
-                        unavailable: unavailable.clone(),
-                    },
-                );
                 let socket = Socket::open().context("opening the netfilter netlink socket")?;
-                read::diff(&socket, &rs)?.is_empty()
+                // Nothing committed since the routing step: the rules cannot be in. (Reading
+                // the table back is the slow part with large sets.)
+                let unchanged = match self.generation {
+                    Some(g) => {
+                        socket
+                            .generation()
+                            .context("reading the nftables generation")?
+                            == g
+                    }
+                    None => false,
+                };
+                !unchanged && {
+                    let availability = Availability {
+                        unavailable: unavailable.clone(),
+                    };
+                    let rs = ruleset::compile_with(&self.spec, &availability);
+                    read::diff(&socket, &rs)?.is_empty()
+                }
             }
             (Some(_), Backend::IptablesLegacy) => {
                 legacy::load::apply(&self.spec, false)?;
