@@ -35,6 +35,7 @@ fn concurrent_applies_leave_exactly_one_spec() {
         })
         .collect();
     let bin = target_binary("nftbalance");
+    let mut waited = 0;
     for round in 0..100 {
         let children: Vec<_> = files
             .iter()
@@ -49,14 +50,18 @@ fn concurrent_applies_leave_exactly_one_spec() {
                     .unwrap()
             })
             .collect();
-        for c in children {
+        let mut waiters = Vec::new();
+        for (v, c) in children.into_iter().enumerate() {
             let out = c.wait_with_output().unwrap();
             let err = String::from_utf8_lossy(&out.stderr);
-            // Applies wait for each other; one that gives up says why.
+            // Applies wait for each other and say so; one that gives up says why.
             assert!(
                 out.status.success() || err.contains("another nftbalance"),
                 "round {round}: {err}"
             );
+            if err.contains("waiting for another nftbalance") {
+                waiters.push(v);
+            }
         }
         let clean: Vec<usize> = (0..2)
             .filter(|v| {
@@ -70,6 +75,14 @@ fn concurrent_applies_leave_exactly_one_spec() {
             "round {round}: the ruleset matches {clean:?}"
         );
         let winner = clean[0];
+        // The one that waited went second, so its spec is the one in force.
+        if let [waiter] = waiters[..] {
+            assert_eq!(
+                winner, waiter,
+                "round {round}: the waiting apply did not go last"
+            );
+            waited += 1;
+        }
         let rules = ns.ok("ip", &["rule"]);
         let (want, other) = if winner == 0 {
             ("lookup 101", "lookup 201")
@@ -81,6 +94,11 @@ fn concurrent_applies_leave_exactly_one_spec() {
             "round {round}: routing is not spec {winner}'s:\n{rules}"
         );
     }
+    eprintln!("concurrent applies: one waited for the other in {waited} of 100 rounds");
+    assert!(
+        waited > 0,
+        "the applies never overlapped: the test shows nothing"
+    );
     for f in files {
         let _ = std::fs::remove_file(f);
     }

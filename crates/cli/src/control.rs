@@ -65,10 +65,21 @@ fn lock_and_settle(spec: &Spec, settle: bool) -> anyhow::Result<(File, Option<St
         .open(&path)
         .with_context(|| format!("opening the lock file {}", path.display()))?;
     let deadline = Instant::now() + LOCK_WAIT;
+    let mut said = false;
     loop {
         match file.try_lock() {
             Ok(()) => break,
             Err(TryLockError::WouldBlock) if Instant::now() < deadline => {
+                if !said {
+                    said = true;
+                    eprintln!(
+                        "nftbalance: waiting for another nftbalance that is changing table {} {} \
+                         (lock {}); this one goes after it",
+                        spec.family,
+                        spec.table,
+                        path.display()
+                    );
+                }
                 std::thread::sleep(Duration::from_millis(20));
             }
             Err(TryLockError::WouldBlock) => anyhow::bail!(
