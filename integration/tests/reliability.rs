@@ -423,6 +423,27 @@ fn an_apply_killed_between_routing_and_rules_is_settled() {
     );
     assert_eq!(routing(&ns), routing_1);
 
+    // A journal whose namespace is gone (its inode number now names this one) is removed,
+    // not settled: its routing snapshot belongs elsewhere.
+    killed_at("after-routing", 1);
+    let ino = std::fs::metadata(format!("/var/run/netns/{}", ns.name()))
+        .map(|m| std::os::unix::fs::MetadataExt::ino(&m))
+        .unwrap();
+    let journal = format!("/run/nftbalance/{ino}-inet-nftbalance.journal");
+    let mut doc: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&journal).unwrap()).unwrap();
+    let cookie = doc["netns_cookie"]
+        .as_u64()
+        .expect("the journal names its namespace");
+    doc["netns_cookie"] = (cookie + 1).into();
+    std::fs::write(&journal, doc.to_string()).unwrap();
+    let union = routing(&ns);
+    let said = ns.ok(&bin, &["recover"]);
+    assert!(said.contains("no longer exists"), "{said}");
+    assert_eq!(routing(&ns), union, "a foreign journal changed the routing");
+    apply(0);
+    assert_eq!(routing(&ns), routing_0);
+
     // Killed after the routing step again; flush settles it, then removes everything.
     killed_at("after-routing", 0);
     let out = ns.exec(&bin, &["flush", &path(0)], None);

@@ -45,11 +45,13 @@ impl Journal {
         backend: Backend,
         before: &routing::OwnedState,
     ) -> anyhow::Result<Journal> {
+        let netns = netns_cookie();
         let hex = |msgs: Vec<Vec<u8>>| -> Vec<String> { msgs.iter().map(|m| hex(m)).collect() };
         let (rules, routes) = before.to_wire();
         let doc = json!({
             "version": VERSION,
             "pid": std::process::id(),
+            "netns_cookie": netns,
             "backend": backend_name(backend),
             "spec": source,
             "routing_before": { "rules": hex(rules), "routes": hex(routes) },
@@ -87,6 +89,12 @@ impl Journal {
             .and_then(|()| std::fs::rename(&tmp, &self.path))
             .with_context(|| format!("writing the journal {}", self.path.display()))
     }
+}
+
+/// This network namespace's cookie, if the kernel tells (5.14 and later): file names carry
+/// the namespace's inode number, which a later namespace may get again.
+fn netns_cookie() -> Option<u64> {
+    Socket::open().and_then(|s| s.netns_cookie()).ok()
 }
 
 fn backend_name(b: Backend) -> &'static str {
@@ -139,6 +147,7 @@ pub struct Interrupted {
     before: routing::OwnedState,
     unavailable: Option<BTreeSet<String>>,
     generation: Option<u32>,
+    netns_cookie: Option<u64>,
 }
 
 impl Interrupted {
@@ -198,6 +207,7 @@ impl Interrupted {
             backend,
             before,
             unavailable,
+            netns_cookie: doc["netns_cookie"].as_u64(),
             generation: doc["generation"]
                 .as_u64()
                 .and_then(|g| u32::try_from(g).ok()),
@@ -207,8 +217,18 @@ impl Interrupted {
     /// Brings routing and rules to one consistent state (see the module docs), removes the
     /// journal and says what it did. Run under the table's lock; running it twice is fine.
     pub fn settle(self) -> anyhow::Result<String> {
-        let rsock = routing::Socket::open().context("opening the rtnetlink socket")?;
         let table = format!("table {} {}", self.spec.family, self.spec.table);
+        if let (Some(then), Some(now)) = (self.netns_cookie, netns_cookie()) {
+            if then != now {
+                self.remove()?;
+                return Ok(format!(
+                    "{table}: removed the journal {} of an apply in a network namespace that \
+                     no longer exists",
+                    self.path.display()
+                ));
+            }
+        }
+        let rsock = routing::Socket::open().context("opening the rtnetlink socket")?;
         let forward = match (&self.unavailable, self.backend) {
             (None, _) => false,
             (Some(unavailable), Backend::Nftables) => {
@@ -261,12 +281,17 @@ impl Interrupted {
                 self.pid
             )
         };
-        if let Err(e) = std::fs::remove_file(&self.path) {
-            if e.kind() != std::io::ErrorKind::NotFound {
-                bail!("removing the journal {}: {e}", self.path.display());
-            }
-        }
+        self.remove()?;
         Ok(done)
+    }
+
+    fn remove(&self) -> anyhow::Result<()> {
+        match std::fs::remove_file(&self.path) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                bail!("removing the journal {}: {e}", self.path.display())
+            }
+            _ => Ok(()),
+        }
     }
 }
 

@@ -373,6 +373,20 @@ pub(crate) mod sock {
         }
     }
 
+    /// `getsockopt(fd, level, name)` for a u64-valued option.
+    pub(crate) fn get_u64_opt(fd: RawFd, level: libc::c_int, name: libc::c_int) -> io::Result<u64> {
+        let mut value: u64 = 0;
+        let mut len = std::mem::size_of::<u64>() as libc::socklen_t;
+        // SAFETY: `value` and `len` are live, writable and correctly sized.
+        let rc =
+            unsafe { libc::getsockopt(fd, level, name, (&mut value as *mut u64).cast(), &mut len) };
+        if rc < 0 {
+            Err(io::Error::last_os_error())
+        } else {
+            Ok(value)
+        }
+    }
+
     /// `getsockopt(fd, level, name)` for an int-valued option.
     pub(crate) fn get_int_opt(
         fd: RawFd,

@@ -67,6 +67,14 @@ impl Socket {
         self.inner.as_raw_fd()
     }
 
+    /// The cookie of the socket's network namespace (`SO_NETNS_COOKIE`, Linux 5.14): unique
+    /// until reboot, unlike the namespace's inode number, which a new namespace may reuse.
+    pub fn netns_cookie(&self) -> io::Result<u64> {
+        /// `SO_NETNS_COOKIE` from asm-generic/socket.h (not in every libc crate version).
+        const SO_NETNS_COOKIE: libc::c_int = 71;
+        sock::get_u64_opt(self.fd(), libc::SOL_SOCKET, SO_NETNS_COOKIE)
+    }
+
     /// Current ruleset generation id (`NFT_MSG_GETGEN`). Pass it to
     /// [`crate::Batch::send`] to make the transaction fail with `ERESTART` if anything else
     /// commits in between.
