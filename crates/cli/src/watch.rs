@@ -171,12 +171,14 @@ impl Session {
 
     /// One transaction that moves the split to the available gateways.
     fn rebalance(&mut self) -> anyhow::Result<()> {
+        // Locked before the routing is touched: an apply in progress keeps the old ip rules
+        // until its commit, and must not see them removed under it.
+        let _lock = crate::control::lock(&self.spec)?;
         let availability = self.wanted_availability()?;
         if availability == self.availability {
             return Ok(());
         }
         let next = ruleset::compile_with(&self.spec, &availability);
-        let _lock = crate::control::lock(&self.spec)?;
         let socket = Socket::open().context("opening the netfilter netlink socket")?;
         let started = Instant::now();
         let updated = transaction::run(&socket, Commit::Yes, || {
