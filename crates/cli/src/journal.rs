@@ -7,12 +7,17 @@
 //! between (kill -9, OOM). The next apply, flush or watch of the same table settles it first,
 //! under the lock, and so does `nftbalance recover`:
 //!
-//! * nftables: the transaction is the commit point. If the live table is the journal's
-//!   ruleset, the routing is completed to the journal's plan; otherwise the routing is put
-//!   back as it was before that apply.
+//! * nftables: the transaction is the commit point. If the nftables generation has not moved
+//!   since the routing step, nothing was committed; otherwise, if the live table is the
+//!   journal's ruleset, the routing is completed to the journal's plan. Else the routing is
+//!   put back as it was before that apply.
 //! * iptables-legacy has no single commit point (mangle and nat are committed one after the
 //!   other), so an apply that got as far as its rules is redone, routing included; one that
 //!   did not gets its routing put back.
+//!
+//! Files are named by the network namespace's inode number, which a later namespace may get
+//! again; the journal also keeps the namespace's cookie, and one from another namespace is
+//! removed unsettled.
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -298,6 +303,52 @@ impl Interrupted {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn temp(name: &str) -> PathBuf {
+        std::env::temp_dir().join(format!("nbj-{}-{name}.journal", std::process::id()))
+    }
+
+    const SPEC: &str = r#"{ "gateways": [
+        { "name": "isp1", "interface": "ppp0", "mark": 1, "route_table": 101 } ] }"#;
+
+    #[test]
+    fn a_journal_reads_back_as_written() {
+        let path = temp("roundtrip");
+        let mut j = Journal::begin(
+            path.clone(),
+            SPEC,
+            Backend::Nftables,
+            &routing::OwnedState::default(),
+        )
+        .unwrap();
+        let early = Interrupted::read(&path).unwrap();
+        assert_eq!(early.unavailable, None, "no rules before the routing step");
+        assert_eq!(early.spec.gateways[0].name, "isp1");
+        j.routing_done(&["isp1".to_string()].into(), Some(7))
+            .unwrap();
+        let late = Interrupted::read(&path).unwrap();
+        assert_eq!(late.unavailable, Some(["isp1".to_string()].into()));
+        assert_eq!(late.generation, Some(7));
+        assert_eq!(late.pid, u64::from(std::process::id()));
+        j.finish().unwrap();
+        assert!(!path.exists());
+    }
+
+    #[test]
+    fn a_damaged_journal_is_an_error_that_says_what_to_do() {
+        let path = temp("damaged");
+        for text in [
+            "{",
+            r#"{"version": 2}"#,
+            r#"{"version": 1, "backend": "nftables", "spec": "{}"}"#,
+            r#"{"version": 1, "backend": "nftables", "spec": "x", "routing_before": {"rules": ["zz"], "routes": []}}"#,
+        ] {
+            std::fs::write(&path, text).unwrap();
+            let e = Interrupted::read(&path).unwrap_err().to_string();
+            assert!(e.contains("remove it and apply again"), "{text}: {e}");
+        }
+        std::fs::remove_file(&path).unwrap();
+    }
 
     #[test]
     fn hex_round_trips_and_rejects_garbage() {
