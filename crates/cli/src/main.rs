@@ -29,6 +29,8 @@ enum Command {
     /// with all chains, sets, maps and rules, so the kernel switches from the old ruleset to
     /// the new one at once, and re-applying gives the same state. No other table is touched.
     /// If another program commits in between, the transaction is rebuilt and retried.
+    /// The policy routing (ip rules, a table per uplink) goes in beside the old before the
+    /// commit, and the old goes after it; if apply dies in between, see `recover`.
     /// Needs CAP_NET_ADMIN (root).
     Apply {
         /// The spec file (JSON); `-` reads standard input.
