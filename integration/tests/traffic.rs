@@ -121,21 +121,31 @@ fn round_robin_3_2_1(backend: Backend) {
 both_backends!(random_shares_follow_weights: random, random_legacy);
 
 /// Scenario 2: random shares stay within 3 standard deviations of the weights.
+///
+/// A fair split still lands outside 3 sd in 0.27% of samples; a sample that does is followed by
+/// one fresh sample, which must be inside (a fair split fails both 7 times in a million; a
+/// wrong split, e.g. 1:1 for 2:1 at 6 sd, fails both nearly always).
 fn random_shares_follow_weights(backend: Backend) {
     let mut topo = Topology::new(2);
     topo.apply_with(backend, &seed_spec(&[2, 1], r#", "method": "random""#));
     topo.serve(Which::Server, &format!("{SERVER}:80"), false);
     let n = 300.0;
-    let results = topo.traffic(
-        Which::Lan,
-        &["connect", &format!("{SERVER}:80"), "--count", "300"],
-    );
-    let used = uplinks_used(&topo, &results);
-    let first = used.iter().filter(|&&u| u == 0).count() as f64;
     let (p, sd) = (2.0 / 3.0, (n * 2.0 / 3.0 * 1.0 / 3.0f64).sqrt());
-    assert!(
-        (first - n * p).abs() <= 3.0 * sd,
-        "uplink 1 got {first} of {n}, expected {} +- {}",
+    let mut samples = Vec::new();
+    for _ in 0..2 {
+        let results = topo.traffic(
+            Which::Lan,
+            &["connect", &format!("{SERVER}:80"), "--count", "300"],
+        );
+        let used = uplinks_used(&topo, &results);
+        let first = used.iter().filter(|&&u| u == 0).count() as f64;
+        samples.push(first);
+        if (first - n * p).abs() <= 3.0 * sd {
+            return;
+        }
+    }
+    panic!(
+        "uplink 1 got {samples:?} of {n} in two samples, expected {} +- {}",
         n * p,
         3.0 * sd
     );
