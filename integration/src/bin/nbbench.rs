@@ -245,6 +245,12 @@ fn data_path_table() {
             )),
         ),
         (
+            "conntrack + one numgen mark rule (every flow on uplink 1)",
+            data_path_topology(one_rule(
+                "meta mark set numgen inc mod 2 map { 0 : 0x1, 1 : 0x1 }",
+            )),
+        ),
+        (
             "nftbalance, no exclusion prefixes",
             data_path_topology(|t| t.apply_with(Backend::Nftables, &spec(0, false))),
         ),
