@@ -106,14 +106,16 @@ fn median(mut v: Vec<f64>) -> f64 {
     v[v.len() / 2]
 }
 
-/// Every row's topology exists for the whole run and the rows take turns round by round, so
-/// a drift of the machine hits every row alike. A row's ratio to a baseline row is the median
+/// Every row's topology exists for the whole run and the rows take turns round by round (each
+/// round starting at the next row), so a drift of the machine hits every row alike. A row's ratio to a baseline row is the median
 /// of its per-round ratios (each against the baseline measured in the same round).
 fn data_path_rows(rows: &[(&str, Topology)], bases: &[usize]) -> Vec<(f64, Vec<f64>)> {
-    let mut rates: Vec<Vec<f64>> = vec![Vec::new(); rows.len()];
-    for _ in 0..ROUNDS {
-        for (i, (_, topo)) in rows.iter().enumerate() {
-            rates[i].push(flood(topo));
+    let n = rows.len();
+    let mut rates: Vec<Vec<f64>> = vec![Vec::new(); n];
+    for round in 0..ROUNDS {
+        // Each round starts at another row, so no row always follows the same one.
+        for i in (0..n).map(|k| (k + round) % n) {
+            rates[i].push(flood(&rows[i].1));
         }
     }
     (0..rows.len())
