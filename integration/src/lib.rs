@@ -30,6 +30,19 @@ pub fn fixture_files(dir: &str, ext: &str) -> Vec<PathBuf> {
     files
 }
 
+/// The `index`-th of a run of disjoint /30 exclusion prefixes in 10.0.0.0/8 (JSON-quoted),
+/// for large specs: `"10.0.0.0/30"`, `"10.0.0.8/30"`, ... (`offset` shifts it by 4 addresses
+/// per unit, into the gap between two prefixes).
+pub fn slash30(index: u32, offset: u32) -> String {
+    let a = index * 8 + offset * 4;
+    format!(
+        "\"10.{}.{}.{}/30\"",
+        (a >> 16) & 255,
+        (a >> 8) & 255,
+        a & 255
+    )
+}
+
 /// A binary of this workspace, built next to the running program (`target/<profile>/NAME`).
 pub fn target_binary(name: &str) -> String {
     let exe = std::env::current_exe().expect("executable path");

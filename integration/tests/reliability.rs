@@ -3,9 +3,9 @@
 use std::process::{Command, Stdio};
 
 use nftbalance_integration::netns::{Netns, PATH};
-use nftbalance_integration::target_binary;
 use nftbalance_integration::topology::{Topology, Which, SERVER};
 use nftbalance_integration::uplinks::add_uplinks;
+use nftbalance_integration::{slash30, target_binary};
 
 /// Two specs that differ in every part: marks, route tables, weights, exclusions.
 fn spec(variant: u32) -> String {
@@ -169,19 +169,7 @@ fn generation(ns: &Netns) -> u32 {
 fn large_spec(variant: u32) -> String {
     let n = kill_test_prefixes();
     let prefixes: Vec<String> = (0..n)
-        .map(|i| {
-            let a = if i + 1000 >= n {
-                i * 8 + variant * 4
-            } else {
-                i * 8
-            };
-            format!(
-                "\"10.{}.{}.{}/30\"",
-                (a >> 16) & 255,
-                (a >> 8) & 255,
-                a & 255
-            )
-        })
+        .map(|i| slash30(i, if i + 1000 >= n { variant } else { 0 }))
         .collect();
     let w = 1 + variant * 2;
     // Marks and route tables differ too: the routing changes with the rules.

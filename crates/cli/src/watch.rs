@@ -22,7 +22,7 @@ use crate::{privilege, read_spec};
 
 /// Where `watch` writes gateway states, unless told otherwise.
 pub fn default_state_file(spec: &Spec) -> PathBuf {
-    PathBuf::from(format!("/run/nftbalance/{}.state.json", spec.table))
+    Path::new(crate::control::RUN_DIR).join(format!("{}.state.json", spec.table))
 }
 
 /// One probe round of a gateway: through its interface, with its mark and source address.

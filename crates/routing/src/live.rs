@@ -319,6 +319,22 @@ fn apply_inner(
             Err(e) => return Err(e),
         }
     }
+    if stale_ones == Stale::Keep {
+        // The plan's rules must be in; what was kept goes with the apply after the commit.
+        let after = read_owned(sock)?;
+        let have: Vec<RuleKey> = after.rules.iter().filter_map(RuleKey::parse).collect();
+        return match plan
+            .rules
+            .iter()
+            .map(RuleKey::of)
+            .find(|k| !have.contains(k))
+        {
+            Some(missing) => Err(Error::NotConverged {
+                detail: format!("rule {missing:?} missing: {}", after.lines().join("; ")),
+            }),
+            None => Ok(()),
+        };
+    }
     for msg in dump_routes(sock)?
         .iter()
         .filter(|m| u8::from(m.header.protocol) == ROUTE_PROTOCOL)
@@ -326,27 +342,14 @@ fn apply_inner(
         if RouteKey::parse(msg).is_some_and(|k| installed.contains(&k)) {
             continue;
         }
-        if stale_ones == Stale::Keep {
-            continue;
-        }
         let op = format!("deleting {}", describe_route(msg));
         ignore_gone(sock.request(RouteNetlinkMessage::DelRoute(route_delete(msg)), 0, &op))?;
         report.routes_deleted += 1;
     }
 
-    // The kernel now holds exactly the plan (and what was kept), or someone else is changing
-    // it too.
+    // The kernel now holds exactly the plan, or someone else is changing it too.
     let after = read_owned(sock)?;
     let mut wanted: Vec<RuleKey> = plan.rules.iter().map(RuleKey::of).collect();
-    if stale_ones == Stale::Keep {
-        let have: Vec<RuleKey> = after.rules.iter().filter_map(RuleKey::parse).collect();
-        return match wanted.iter().find(|k| !have.contains(k)) {
-            Some(missing) => Err(Error::NotConverged {
-                detail: format!("rule {missing:?} missing: {}", after.lines().join("; ")),
-            }),
-            None => Ok(()),
-        };
-    }
     let mut have: Vec<Option<RuleKey>> = after.rules.iter().map(RuleKey::parse).collect();
     wanted.sort();
     have.sort();

@@ -7,8 +7,8 @@
 
 use std::time::Duration;
 
-use nftbalance_integration::target_binary;
 use nftbalance_integration::topology::{lan_hosts, Backend, Topology, SERVER};
+use nftbalance_integration::{slash30, target_binary};
 use serde_json::Value;
 
 const ROUNDS: usize = 7;
@@ -17,17 +17,7 @@ const PREFIXES: usize = 100_000;
 
 /// The seed spec with a UDP forward selector and `n` disjoint /30 exclusions.
 fn spec(n: usize, snat: bool) -> String {
-    let prefixes: Vec<String> = (0..n)
-        .map(|i| {
-            let a = i * 8;
-            format!(
-                "\"10.{}.{}.{}/30\"",
-                (a >> 16) & 255,
-                (a >> 8) & 255,
-                a & 255
-            )
-        })
-        .collect();
+    let prefixes: Vec<String> = (0..n as u32).map(|i| slash30(i, 0)).collect();
     format!(
         r#"{{ "gateways": [
             {{ "name": "isp1", "interface": "ppp0", "mark": 1, "address": "100.0.1.1", "via": "100.0.1.254", "route_table": 101 }},
