@@ -67,6 +67,8 @@ fn apply_programs_what_nft_f_of_the_dump_programs() {
             .join(format!("{stem}.nft"));
         let applied = router_for("apply", p(&file));
         ok(&applied, &["apply", p(&file)]);
+        let diff = ok(&applied, &["diff", p(&file)]);
+        assert!(diff.contains("same as the spec"), "{stem}: {diff}");
         loaded.ok("nft", &["-f", p(&dump)]);
         assert_eq!(
             ruleset_json(&applied),

@@ -262,6 +262,32 @@ both_backends!(excluded_destinations_use_the_main_table: excluded, excluded_lega
 
 /// Scenario 6: excluded destinations are not balanced and follow the main table.
 fn excluded_destinations_use_the_main_table(backend: Backend) {
+    excluded_scenario(
+        backend,
+        &format!(r#""{SERVER_EXCLUDED}", "192.168.0.0/16""#),
+        "exclude_v4",
+    );
+}
+
+both_backends!(
+    excluded_destinations_in_a_hash_set_use_the_main_table: excluded_hashed,
+    excluded_hashed_legacy
+);
+
+/// Scenario 6 with 32 prefixes of one length: nftables looks them up in a hash set of
+/// network addresses, by the destination with its host bits cleared.
+fn excluded_destinations_in_a_hash_set_use_the_main_table(backend: Backend) {
+    let mut prefixes: Vec<String> = (0..31).map(|i| format!(r#""10.0.{i}.0/29""#)).collect();
+    // The /29 around the excluded server (.16-.23: .20 is not its network address, so only
+    // a masked lookup finds it); the balanced server (.10) is outside it.
+    assert_eq!(SERVER_EXCLUDED, "198.51.100.20");
+    prefixes.push(r#""198.51.100.16/29""#.into());
+    excluded_scenario(backend, &prefixes.join(", "), "exclude_v4_29");
+}
+
+/// Connections to SERVER_EXCLUDED all leave by the main table (uplink 2 here), connections
+/// to SERVER split 5/5; `set` is the nftables set that holds the exclusions.
+fn excluded_scenario(backend: Backend, exclude: &str, set: &str) {
     let mut topo = Topology::new(2);
     // Main table through uplink 2, so "main" and "first uplink" differ.
     topo.router
@@ -269,10 +295,14 @@ fn excluded_destinations_use_the_main_table(backend: Backend) {
     topo.apply_with(
         backend,
         &seed_spec(&[1, 1], "").replace(
-            r#""exclude": [ "192.168.0.0/16""#,
-            &format!(r#""exclude": [ "{SERVER_EXCLUDED}", "192.168.0.0/16""#),
+            r#""exclude": [ "192.168.0.0/16", "10.0.0.0/8" ]"#,
+            &format!(r#""exclude": [ {exclude} ]"#),
         ),
     );
+    if backend == Backend::Nftables {
+        topo.router
+            .ok("nft", &["list", "set", "inet", "nftbalance", set]);
+    }
     topo.serve(Which::Server, "0.0.0.0:80", false);
     let excluded = topo.traffic(
         Which::Lan,

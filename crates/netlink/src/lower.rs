@@ -784,6 +784,20 @@ impl RuleCx<'_, '_> {
                 self.payload(*f, R1, None)?;
                 plain(field_ty(*f))
             }
+            m::Expr::Network { field, prefix_len } => {
+                let mask = field
+                    .netmask(*prefix_len)
+                    .ok_or_else(|| invalid(format!("no /{prefix_len} mask for {field:?}")))?;
+                let mask = encode(&mask, false)?;
+                self.payload(*field, R1, None)?;
+                self.push(Expr::Bitwise {
+                    sreg: R1,
+                    dreg: R1,
+                    xor: vec![0; mask.len()],
+                    mask,
+                });
+                plain(field_ty(*field))
+            }
             m::Expr::Numgen { mode, modulus } => {
                 self.push(Expr::Numgen {
                     dreg: R1,

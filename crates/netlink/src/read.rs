@@ -107,6 +107,13 @@ fn attr(attrs: &[(u16, Node)], t: u16) -> Option<&Node> {
     attrs.iter().find(|(k, _)| *k == t).map(|(_, n)| n)
 }
 
+/// A set's flags; 0 when the attribute is absent.
+fn set_flags_of(attrs: &[(u16, Node)]) -> u32 {
+    leaf(attrs, NFTA_SET_FLAGS)
+        .and_then(|v| <[u8; 4]>::try_from(v).ok())
+        .map_or(0, u32::from_be_bytes)
+}
+
 fn leaf(attrs: &[(u16, Node)], t: u16) -> Option<&[u8]> {
     match attr(attrs, t)? {
         Node::Leaf(v) => Some(v),
@@ -589,7 +596,13 @@ fn compare_sets(
             continue;
         };
         for (t, what) in SET_DEFINITION {
-            if attr(&w.definition, t) != attr(&h.definition, t) {
+            // The kernel lists no flags attribute for a set without flags.
+            let same = if t == NFTA_SET_FLAGS {
+                set_flags_of(&w.definition) == set_flags_of(&h.definition)
+            } else {
+                attr(&w.definition, t) == attr(&h.definition, t)
+            };
+            if !same {
                 out.push(Difference(format!("set {name}: {what} differs")));
             }
         }

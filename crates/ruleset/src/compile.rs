@@ -33,6 +33,10 @@ pub mod names {
     pub fn packet_mark(gateway: &str) -> String {
         format!("pkt_{gateway}")
     }
+    /// Excluded prefixes of one length, by their network address.
+    pub fn exclude_by_length(v6: bool, prefix_len: u8) -> String {
+        format!("exclude_v{}_{prefix_len}", if v6 { 6 } else { 4 })
+    }
     /// Sources that keep this gateway while they are in the set.
     pub fn sticky(gateway: &str, v6: bool) -> String {
         format!("sticky_v{}_{gateway}", if v6 { 6 } else { 4 })
@@ -67,8 +71,110 @@ struct Compiler<'s> {
     /// The gateways that take new connections, in spec order.
     live: Vec<&'s Gateway>,
     marks: Marks,
-    exclude_v4: Vec<IpNet>,
-    exclude_v6: Vec<IpNet>,
+    /// The sets that hold the excluded destinations, IPv4 first.
+    exclude: Vec<Exclusion>,
+}
+
+/// One set of excluded destinations and how a packet's address is looked up in it.
+struct Exclusion {
+    set: String,
+    v6: bool,
+    /// `None`: an interval set of prefixes, looked up by the address. `Some(len)`: a hash
+    /// set of the network addresses of the prefixes of this length, looked up by the
+    /// address with its host bits cleared.
+    prefix_len: Option<u8>,
+    nets: Vec<IpNet>,
+}
+
+/// The exclusion sets of one family. The kernel looks an address up in an interval set by
+/// binary search over the prefixes' 2n bounds (nft_set_rbtree), which at 100k prefixes is
+/// most of the balancer's per-connection cost; a hash set answers in one probe but only for
+/// one prefix length. So prefixes of a few lengths go into one hash set per length, when
+/// those probes together cost less than the search: a probe is counted as four search
+/// steps (`nbbench compare` measures both forms).
+fn exclusions(nets: Vec<IpNet>, v6: bool) -> Vec<Exclusion> {
+    if nets.is_empty() {
+        return Vec::new();
+    }
+    let lengths: BTreeSet<u8> = nets.iter().map(IpNet::prefix_len).collect();
+    let search_steps = usize::BITS - 1 - nets.len().leading_zeros() + 1;
+    if lengths.len() as u32 * 4 > search_steps {
+        let set = if v6 {
+            names::EXCLUDE_V6
+        } else {
+            names::EXCLUDE_V4
+        };
+        return vec![Exclusion {
+            set: set.into(),
+            v6,
+            prefix_len: None,
+            nets,
+        }];
+    }
+    // Longest first: the most specific prefixes are the likeliest to be many.
+    lengths
+        .into_iter()
+        .rev()
+        .map(|len| Exclusion {
+            set: names::exclude_by_length(v6, len),
+            v6,
+            prefix_len: Some(len),
+            nets: nets
+                .iter()
+                .copied()
+                .filter(|n| n.prefix_len() == len)
+                .collect(),
+        })
+        .collect()
+}
+
+impl Exclusion {
+    fn to_set(&self) -> Set {
+        Set {
+            name: self.set.clone(),
+            key: if self.v6 {
+                DataType::Ipv6Addr
+            } else {
+                DataType::Ipv4Addr
+            },
+            data: None,
+            interval: self.prefix_len.is_none(),
+            dynamic: None,
+            elements: self
+                .nets
+                .iter()
+                .map(|&n| Element {
+                    key: match self.prefix_len {
+                        None => net_value(n),
+                        Some(_) => net_value(single(n.network())),
+                    },
+                    data: None,
+                })
+                .collect(),
+        }
+    }
+
+    /// `daddr @set`, or `daddr & mask @set`.
+    fn guard(&self) -> Match {
+        let field = addr_field(self.v6, false);
+        let full = if self.v6 { 128 } else { 32 };
+        let left = match self.prefix_len {
+            Some(len) if len < full => Expr::Network {
+                field,
+                prefix_len: len,
+            },
+            _ => Expr::Payload(field),
+        };
+        Match::InSet {
+            left,
+            set: SetRef::Named(self.set.clone()),
+        }
+    }
+}
+
+/// The address as a single-address prefix.
+fn single(addr: std::net::IpAddr) -> IpNet {
+    IpNet::from(addr)
 }
 
 /// Mark operations under `mark_mask`. With the full mask the tool owns every bit and uses
@@ -207,8 +313,10 @@ impl<'s> Compiler<'s> {
             marks: Marks {
                 mask: spec.mark_mask,
             },
-            exclude_v4: merged(&spec.balance.exclude, false),
-            exclude_v6: merged(&spec.balance.exclude, true),
+            exclude: [false, true]
+                .into_iter()
+                .flat_map(|v6| exclusions(merged(&spec.balance.exclude, v6), v6))
+                .collect(),
         }
     }
 
@@ -259,33 +367,7 @@ impl<'s> Compiler<'s> {
     }
 
     fn sets(&self) -> Vec<Set> {
-        let mut sets = Vec::new();
-        for (v6, nets, name) in [
-            (false, &self.exclude_v4, names::EXCLUDE_V4),
-            (true, &self.exclude_v6, names::EXCLUDE_V6),
-        ] {
-            if nets.is_empty() {
-                continue;
-            }
-            sets.push(Set {
-                name: name.into(),
-                key: if v6 {
-                    DataType::Ipv6Addr
-                } else {
-                    DataType::Ipv4Addr
-                },
-                data: None,
-                interval: true,
-                dynamic: None,
-                elements: nets
-                    .iter()
-                    .map(|&n| Element {
-                        key: net_value(n),
-                        data: None,
-                    })
-                    .collect(),
-            });
-        }
+        let mut sets: Vec<Set> = self.exclude.iter().map(Exclusion::to_set).collect();
         let full = self.marks.full();
         let to_gateway = |g: &Gateway, chain: fn(&str) -> String| {
             if full {
@@ -594,21 +676,11 @@ impl<'s> Compiler<'s> {
 
     /// Excluded destinations and connections that already have a mark are left alone.
     fn guards(&self) -> Vec<Rule> {
-        let mut rules = Vec::new();
-        for (v6, nets, name) in [
-            (false, &self.exclude_v4, names::EXCLUDE_V4),
-            (true, &self.exclude_v6, names::EXCLUDE_V6),
-        ] {
-            if !nets.is_empty() {
-                rules.push(rule(
-                    vec![Match::InSet {
-                        left: Expr::Payload(addr_field(v6, false)),
-                        set: SetRef::Named(name.into()),
-                    }],
-                    vec![ret()],
-                ));
-            }
-        }
+        let mut rules: Vec<Rule> = self
+            .exclude
+            .iter()
+            .map(|e| rule(vec![e.guard()], vec![ret()]))
+            .collect();
         rules.push(rule(vec![self.marks.is_marked(true)], vec![ret()]));
         rules
     }
@@ -1082,5 +1154,90 @@ mod tests {
         let text = crate::nft::render(&compile(&s));
         assert!(text.contains("ct mark set jhash ip saddr mod 2 seed 0x6e667462 map"));
         assert!(text.contains("ct mark set jhash ip6 saddr mod 2 seed 0x6e667462 map"));
+    }
+
+    /// The exclusion guards of the balance chain, as nft text, and the sets' names.
+    fn exclusion_layout(exclude: &[String]) -> (Vec<String>, Vec<String>) {
+        let s = spec(&format!(
+            r#"{{"gateways":[{}],"balance":{{"exclude":[{}]}}}}"#,
+            gateways(&[1, 1]),
+            exclude.join(",")
+        ));
+        let rs = compile(&s);
+        let text = crate::nft::render(&rs);
+        let guards = text
+            .lines()
+            .filter(|l| l.contains("daddr") && l.ends_with("return"))
+            .map(|l| l.trim().to_string())
+            .collect();
+        (guards, rs.sets.iter().map(|s| s.name.clone()).collect())
+    }
+
+    fn quoted(nets: impl Iterator<Item = String>) -> Vec<String> {
+        nets.map(|n| format!("\"{n}\"")).collect()
+    }
+
+    #[test]
+    fn few_prefixes_of_many_lengths_share_one_interval_set() {
+        let (guards, sets) = exclusion_layout(&quoted(
+            ["10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16"]
+                .into_iter()
+                .map(String::from),
+        ));
+        assert_eq!(guards, ["ip daddr @exclude_v4 return"]);
+        assert_eq!(sets, ["exclude_v4", "ingress_mark"]);
+    }
+
+    #[test]
+    fn many_prefixes_of_one_length_are_one_hash_set_of_networks() {
+        // 64 disjoint /30s: one probe instead of a 7-step search.
+        let nets = (0..64u32).map(|i| format!("10.0.{}.{}/30", i / 32, (i % 32) * 8));
+        let s = spec(&format!(
+            r#"{{"gateways":[{}],"balance":{{"exclude":[{}]}}}}"#,
+            gateways(&[1, 1]),
+            quoted(nets).join(",")
+        ));
+        let rs = compile(&s);
+        let set = rs.set("exclude_v4_30").unwrap();
+        assert!(!set.interval);
+        assert_eq!(set.elements.len(), 64);
+        assert_eq!(
+            set.elements[1].key,
+            Value::Ipv4("10.0.0.8".parse().unwrap())
+        );
+        let text = crate::nft::render(&rs);
+        assert!(
+            text.contains("ip daddr & 255.255.255.252 @exclude_v4_30 return"),
+            "{text}"
+        );
+        // Single addresses need no mask.
+        let hosts = (0..16u32).map(|i| format!("2001:db8::{:x}", i * 2));
+        let (guards, _) = exclusion_layout(&quoted(hosts));
+        assert_eq!(guards, ["ip6 daddr @exclude_v6_128 return"]);
+    }
+
+    #[test]
+    fn a_few_lengths_get_a_hash_set_each_longest_first() {
+        // 256 /64s and one /48: 2 probes against a 9-step search.
+        let mut nets: Vec<String> = (0..256u32)
+            .map(|i| format!("2001:db8:0:{:x}::/64", i * 2))
+            .collect();
+        nets.push("2001:db8:1::/48".into());
+        let (guards, sets) = exclusion_layout(&quoted(nets.into_iter()));
+        assert_eq!(
+            guards,
+            [
+                "ip6 daddr & ffff:ffff:ffff:ffff:: @exclude_v6_64 return",
+                "ip6 daddr & ffff:ffff:ffff:: @exclude_v6_48 return"
+            ]
+        );
+        assert_eq!(sets[..2], ["exclude_v6_64", "exclude_v6_48"]);
+        // Three lengths are too many for 257 prefixes.
+        let mut nets: Vec<String> = (0..256u32)
+            .map(|i| format!("2001:db8:0:{:x}::/64", i * 2))
+            .collect();
+        nets.extend(["2001:db8:1::/48".into(), "2001:db8:2::/47".into()]);
+        let (guards, _) = exclusion_layout(&quoted(nets.into_iter()));
+        assert_eq!(guards, ["ip6 daddr @exclude_v6 return"]);
     }
 }

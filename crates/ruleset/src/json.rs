@@ -178,6 +178,13 @@ fn expr(e: &Expr) -> Json {
         } => json!({ "jhash": { "mod": modulus, "seed": seed, "expr": field(*f) } }),
         Expr::Value(v) => value(v),
         Expr::And(e, mask) => json!({ "&": [expr(e), mask] }),
+        Expr::Network {
+            field: f,
+            prefix_len,
+        } => match f.netmask(*prefix_len) {
+            Some(mask) => json!({ "&": [field(*f), value(&mask)] }),
+            None => field(*f),
+        },
         Expr::Bits { expr: e, keep, set } => json!({ "|": [{ "&": [expr(e), keep] }, set] }),
         Expr::Map { key, map } => json!({ "map": { "key": expr(key), "data": map_ref(map) } }),
     }

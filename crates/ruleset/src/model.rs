@@ -152,6 +152,22 @@ pub enum Field {
     Dport(Protocol),
 }
 
+impl Field {
+    /// The mask that keeps the first `prefix_len` bits of this address field (`None` for a
+    /// port, or a length beyond the address).
+    pub fn netmask(self, prefix_len: u8) -> Option<Value> {
+        match self {
+            Field::IpSaddr | Field::IpDaddr => Ipv4Net::new(Ipv4Addr::UNSPECIFIED, prefix_len)
+                .ok()
+                .map(|n| Value::Ipv4(n.netmask())),
+            Field::Ip6Saddr | Field::Ip6Daddr => Ipv6Net::new(Ipv6Addr::UNSPECIFIED, prefix_len)
+                .ok()
+                .map(|n| Value::Ipv6(n.netmask())),
+            Field::Dport(_) => None,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum NumgenMode {
     Inc,
@@ -183,6 +199,12 @@ pub enum Expr {
     Value(Value),
     /// `expr & mask`
     And(Box<Expr>, u32),
+    /// An address field with the bits after its first `prefix_len` cleared (`ip daddr &
+    /// 255.255.255.0`): the key of a per-prefix-length set.
+    Network {
+        field: Field,
+        prefix_len: u8,
+    },
     /// `expr & keep | set`: overwrite some bits with constants.
     Bits {
         expr: Box<Expr>,

@@ -234,6 +234,13 @@ fn expr(e: &Expr) -> String {
         } => format!("jhash {} mod {modulus} seed {seed:#010x}", field(*f)),
         Expr::Value(v) => value(v),
         Expr::And(e, mask) => format!("{} & {mask:#010x}", expr(e)),
+        Expr::Network {
+            field: f,
+            prefix_len,
+        } => match f.netmask(*prefix_len) {
+            Some(mask) => format!("{} & {}", field(*f), value(&mask)),
+            None => field(*f),
+        },
         Expr::Bits { expr: e, keep, set } => {
             format!("{} & {keep:#010x} | {set:#010x}", expr(e))
         }

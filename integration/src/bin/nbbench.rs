@@ -3,7 +3,12 @@
 //! flow from `nbflood`, for: no ruleset; conntrack with one mark rule (all flows on one
 //! uplink, and spread over both by numgen); nftbalance with none and with 100k exclusion
 //! prefixes; the seed-style iptables-legacy chains with the same 100k exclusions as RETURN
-//! rules. Each configuration has its own topology; the rows take turns, round by round.
+//! rules. The nftables rows share one topology and take turns on it, round by round (a
+//! topology of its own would add its own bias: two identical ones differ by up to 10% here);
+//! before each flood the router's ruleset is replaced and its conntrack table emptied.
+//!
+//! `nbbench compare FILE...` measures nft rulesets of your own the same way (each loaded with
+//! `nft -f` under nftbalance's policy routing), against the one-mark baseline.
 
 use std::time::Duration;
 
@@ -85,10 +90,7 @@ fn flood(topo: &Topology) -> f64 {
         ],
     );
     std::thread::sleep(Duration::from_millis(300));
-    let rate = (delivered(topo) - before) as f64 / SECONDS as f64;
-    // Let the single-datagram flows expire before the next flood.
-    std::thread::sleep(Duration::from_secs(2));
-    rate
+    (delivered(topo) - before) as f64 / SECONDS as f64
 }
 
 fn median(mut v: Vec<f64>) -> f64 {
@@ -96,19 +98,76 @@ fn median(mut v: Vec<f64>) -> f64 {
     v[v.len() / 2]
 }
 
-/// Every row's topology exists for the whole run and the rows take turns round by round (each
-/// round starting at the next row), so a drift of the machine hits every row alike. A row's ratio to a baseline row is the median
-/// of its per-round ratios (each against the baseline measured in the same round).
-fn data_path_rows(rows: &[(&str, Topology)], bases: &[usize]) -> Vec<(f64, Vec<f64>)> {
+/// What a data-path row puts on the router before each of its floods.
+enum Setup {
+    /// Its own topology, configured once (the legacy row: iptables-legacy tables, once
+    /// instantiated in a namespace, stay hooked in, so they must not share one).
+    Fixed,
+    /// Any nftables ruleset flushed, nothing loaded.
+    Empty,
+    /// This nft text, loaded with `nft -f`.
+    Nft(String),
+    /// `nftbalance apply` of this spec.
+    Apply(String),
+}
+
+struct Row {
+    name: String,
+    topo: usize,
+    setup: Setup,
+}
+
+/// Runs `f` on a thread that has entered `ns`.
+fn in_netns<T: Send>(ns: &nftbalance_integration::netns::Netns, f: impl FnOnce() -> T + Send) -> T {
+    let path = format!("/var/run/netns/{}", ns.name());
+    std::thread::scope(|s| {
+        s.spawn(move || {
+            let file = std::fs::File::open(path).unwrap();
+            nix::sched::setns(&file, nix::sched::CloneFlags::CLONE_NEWNET).unwrap();
+            f()
+        })
+        .join()
+        .unwrap()
+    })
+}
+
+/// Puts the row's ruleset on its router and empties the router's conntrack table, so every
+/// flood starts from the same state whatever ran before it.
+fn install(topo: &Topology, setup: &Setup) {
+    match setup {
+        Setup::Fixed => {}
+        Setup::Empty => {
+            topo.router.ok("nft", &["flush", "ruleset"]);
+        }
+        Setup::Nft(text) => {
+            topo.router.ok("nft", &["flush", "ruleset"]);
+            load_nft(topo, text);
+        }
+        Setup::Apply(spec) => {
+            topo.router.ok("nft", &["flush", "ruleset"]);
+            topo.apply(spec);
+        }
+    }
+    in_netns(&topo.router, || {
+        let socket = nftbalance_netlink::Socket::open().unwrap();
+        nftbalance_netlink::conntrack::delete_by_mark(&socket, 0, 0).unwrap();
+    });
+}
+
+/// The rows take turns round by round (each round starting at the next row), so a drift of
+/// the machine hits every row alike. A row's ratio to a baseline row is the median of its
+/// per-round ratios (each against the baseline measured in the same round).
+fn data_path_rows(topos: &[Topology], rows: &[Row], bases: &[usize]) -> Vec<(f64, Vec<f64>)> {
     let n = rows.len();
     let mut rates: Vec<Vec<f64>> = vec![Vec::new(); n];
     for round in 0..ROUNDS {
-        // Each round starts at another row, so no row always follows the same one.
         for i in (0..n).map(|k| (k + round) % n) {
-            rates[i].push(flood(&rows[i].1));
+            let topo = &topos[rows[i].topo];
+            install(topo, &rows[i].setup);
+            rates[i].push(flood(topo));
         }
     }
-    (0..rows.len())
+    (0..n)
         .map(|i| {
             let ratios = bases
                 .iter()
@@ -117,6 +176,14 @@ fn data_path_rows(rows: &[(&str, Topology)], bases: &[usize]) -> Vec<(f64, Vec<f
             (median(rates[i].clone()), ratios)
         })
         .collect()
+}
+
+/// The shared topology of the nftables rows: nftbalance's policy routing (installed by an
+/// apply, so the baselines route exactly as nftbalance does) and nothing else left loaded.
+fn nftables_topology() -> Topology {
+    let topo = data_path_topology(|t| t.apply(&spec(0, false)));
+    topo.router.ok("nft", &["flush", "ruleset"]);
+    topo
 }
 
 fn load_nft_in(ns: &nftbalance_integration::netns::Netns, text: &str) {
@@ -147,43 +214,35 @@ fn failover_rows() -> Vec<(usize, f64, f64)> {
     use nftbalance_netlink::{lower, transaction, Commit, Socket};
     use nftbalance_ruleset::{compile_with, Availability};
     let ns = nftbalance_integration::netns::Netns::new("bfail");
-    let name = ns.name().to_string();
     [1_000usize, 100_000]
         .into_iter()
         .map(|n| {
             let spec = nftbalance_spec::Spec::from_json(&spec(n, true)).unwrap();
-            let name = name.clone();
-            std::thread::scope(|s| {
-                s.spawn(move || {
-                    let f = std::fs::File::open(format!("/var/run/netns/{name}")).unwrap();
-                    nix::sched::setns(&f, nix::sched::CloneFlags::CLONE_NEWNET).unwrap();
-                    let socket = Socket::open().unwrap();
-                    let all = compile_with(&spec, &Availability::default());
-                    let one_down = compile_with(
-                        &spec,
-                        &Availability {
-                            unavailable: ["isp2".to_string()].into(),
-                        },
-                    );
-                    let run = |b: &dyn Fn() -> Result<_, _>| {
-                        transaction::run(&socket, Commit::Yes, b).unwrap();
+            in_netns(&ns, || {
+                let socket = Socket::open().unwrap();
+                let all = compile_with(&spec, &Availability::default());
+                let one_down = compile_with(
+                    &spec,
+                    &Availability {
+                        unavailable: ["isp2".to_string()].into(),
+                    },
+                );
+                let run = |b: &dyn Fn() -> Result<_, _>| {
+                    transaction::run(&socket, Commit::Yes, b).unwrap();
+                };
+                run(&|| lower::replace_batch(&all));
+                let mut state = false;
+                let update = median_ms(7, || {
+                    let (from, to) = if state {
+                        (&one_down, &all)
+                    } else {
+                        (&all, &one_down)
                     };
-                    run(&|| lower::replace_batch(&all));
-                    let mut state = false;
-                    let update = median_ms(7, || {
-                        let (from, to) = if state {
-                            (&one_down, &all)
-                        } else {
-                            (&all, &one_down)
-                        };
-                        run(&|| lower::update_batch(from, to));
-                        state = !state;
-                    });
-                    let full = median_ms(7, || run(&|| lower::replace_batch(&all)));
-                    (n, update, full)
-                })
-                .join()
-                .unwrap()
+                    run(&|| lower::update_batch(from, to));
+                    state = !state;
+                });
+                let full = median_ms(7, || run(&|| lower::replace_batch(&all)));
+                (n, update, full)
             })
         })
         .collect()
@@ -192,6 +251,10 @@ fn failover_rows() -> Vec<(usize, f64, f64)> {
 fn main() {
     // `nbbench failover` or `nbbench data-path` runs one part; no argument runs both.
     let part = std::env::args().nth(1).unwrap_or_default();
+    if part == "compare" {
+        compare_table(std::env::args().skip(2).collect());
+        return;
+    }
     if part != "data-path" {
         failover_table();
     }
@@ -200,6 +263,98 @@ fn main() {
     }
 }
 
+/// `nbbench compare FILE...`: each file's nft ruleset against the one-mark baseline.
+fn compare_table(files: Vec<String>) {
+    let mut rows = vec![Row {
+        name: "conntrack + one mark rule".to_string(),
+        topo: 0,
+        setup: Setup::Nft(one_rule("meta mark set 0x1")),
+    }];
+    for f in files {
+        let text = std::fs::read_to_string(&f).unwrap_or_else(|e| panic!("{f}: {e}"));
+        rows.push(Row {
+            name: f,
+            topo: 0,
+            setup: Setup::Nft(text),
+        });
+    }
+    print_data_path(&[nftables_topology()], &rows, &[(0, "vs one mark rule")]);
+}
+
+/// A baseline table: one rule in a mangle-priority prerouting chain, on new connections.
+fn one_rule(rule: &str) -> String {
+    format!("table inet bench {{\n chain pre {{ type filter hook prerouting priority mangle;\n  ct state new {rule}\n }}\n}}\n")
+}
+
+/// The table: each row's median rate and its ratio to each `(row, column title)` baseline.
+fn print_data_path(topos: &[Topology], rows: &[Row], bases: &[(usize, &str)]) {
+    let titles: String = bases.iter().map(|(_, t)| format!(" {t} |")).collect();
+    let aligns: String = bases.iter().map(|_| "---:|").collect();
+    println!(
+        "| data path ({ROUNDS} interleaved rounds of {SECONDS} s, medians) | new flows/s |{titles}"
+    );
+    println!("|---|---:|{aligns}");
+    let columns: Vec<usize> = bases.iter().map(|(b, _)| *b).collect();
+    for (row, (rate, ratios)) in rows.iter().zip(data_path_rows(topos, rows, &columns)) {
+        let ratios: String = ratios.iter().map(|r| format!(" {r:.2}x |")).collect();
+        println!("| {} | {rate:.0} |{ratios}", row.name);
+    }
+}
+
+fn data_path_table() {
+    // Without SNAT the rows differ only in the balancer; the baselines do no NAT either.
+    let rows = [
+        ("no ruleset", Setup::Empty),
+        (
+            "conntrack + one mark rule (every flow on uplink 1)",
+            Setup::Nft(one_rule("meta mark set 0x1")),
+        ),
+        (
+            "conntrack + one numgen mark rule (flows on both uplinks)",
+            Setup::Nft(one_rule(
+                "meta mark set numgen inc mod 2 map { 0 : 0x1, 1 : 0x2 }",
+            )),
+        ),
+        (
+            "conntrack + one numgen mark rule (every flow on uplink 1)",
+            Setup::Nft(one_rule(
+                "meta mark set numgen inc mod 2 map { 0 : 0x1, 1 : 0x1 }",
+            )),
+        ),
+        (
+            "nftbalance, no exclusion prefixes",
+            Setup::Apply(spec(0, false)),
+        ),
+        (
+            "nftbalance, 100k exclusion prefixes",
+            Setup::Apply(spec(PREFIXES, false)),
+        ),
+        (
+            "nftbalance, 100k exclusion prefixes, with SNAT",
+            Setup::Apply(spec(PREFIXES, true)),
+        ),
+    ];
+    let mut rows: Vec<Row> = rows
+        .into_iter()
+        .map(|(name, setup)| Row {
+            name: name.to_string(),
+            topo: 0,
+            setup,
+        })
+        .collect();
+    rows.push(Row {
+        name: "seed-style iptables-legacy, 100k RETURN rules".to_string(),
+        topo: 1,
+        setup: Setup::Fixed,
+    });
+    let legacy =
+        data_path_topology(|t| t.apply_with(Backend::IptablesLegacy, &spec(PREFIXES, false)));
+    print_data_path(
+        &[nftables_topology(), legacy],
+        &rows,
+        &[(1, "vs one mark rule"), (2, "vs one numgen rule")],
+    );
+}
 fn failover_table() {
     println!("| failover update (7 rounds, median) | update | full apply | ratio |");
     println!("|---|---:|---:|---:|");
@@ -210,61 +365,4 @@ fn failover_table() {
         );
     }
     println!();
-}
-
-fn data_path_table() {
-    // Without SNAT the rows differ only in the balancer; the baselines do no NAT either.
-    // The same ip rules and tables nftbalance installs, by hand, under one mark rule.
-    let one_rule = |rule: &'static str| {
-        move |t: &Topology| {
-            t.policy_routing(&[1, 2], 0xffff_ffff);
-            load_nft(
-                t,
-                &format!("table inet bench {{\n chain pre {{ type filter hook prerouting priority mangle;\n  ct state new {rule}\n }}\n}}\n"),
-            )
-        }
-    };
-    let rows = vec![
-        ("no ruleset", data_path_topology(|_| {})),
-        (
-            "conntrack + one mark rule (every flow on uplink 1)",
-            data_path_topology(one_rule("meta mark set 0x1")),
-        ),
-        (
-            "conntrack + one numgen mark rule (flows on both uplinks)",
-            data_path_topology(one_rule(
-                "meta mark set numgen inc mod 2 map { 0 : 0x1, 1 : 0x2 }",
-            )),
-        ),
-        (
-            "conntrack + one numgen mark rule (every flow on uplink 1)",
-            data_path_topology(one_rule(
-                "meta mark set numgen inc mod 2 map { 0 : 0x1, 1 : 0x1 }",
-            )),
-        ),
-        (
-            "nftbalance, no exclusion prefixes",
-            data_path_topology(|t| t.apply_with(Backend::Nftables, &spec(0, false))),
-        ),
-        (
-            "nftbalance, 100k exclusion prefixes",
-            data_path_topology(|t| t.apply_with(Backend::Nftables, &spec(PREFIXES, false))),
-        ),
-        (
-            "nftbalance, 100k exclusion prefixes, with SNAT",
-            data_path_topology(|t| t.apply_with(Backend::Nftables, &spec(PREFIXES, true))),
-        ),
-        (
-            "seed-style iptables-legacy, 100k RETURN rules",
-            data_path_topology(|t| t.apply_with(Backend::IptablesLegacy, &spec(PREFIXES, false))),
-        ),
-    ];
-    println!("| data path ({ROUNDS} interleaved rounds of {SECONDS} s, medians) | new flows/s | vs one mark rule | vs one numgen rule |");
-    println!("|---|---:|---:|---:|");
-    for ((name, _), (rate, ratios)) in rows.iter().zip(data_path_rows(&rows, &[1, 2])) {
-        println!(
-            "| {name} | {rate:.0} | {:.2}x | {:.2}x |",
-            ratios[0], ratios[1]
-        );
-    }
 }
