@@ -595,7 +595,7 @@ impl<'a> Lowerer<'a> {
             flags,
             data: set_data,
             timeout_ms: s.dynamic.map(|d| u64::from(d.timeout_secs) * 1000),
-            size: s.dynamic.map(|d| d.size),
+            size: s.size,
             userdata: Some(udata.into_bytes()),
             ..SetSpec::new(self.family, self.table(), &s.name, key_type, key_len)
         };

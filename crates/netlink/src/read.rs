@@ -36,15 +36,18 @@ const NFTA_SET_FLAGS: u16 = 3;
 const NFTA_SET_ID: u16 = 10;
 const NFTA_SET_DATA_TYPE: u16 = 6;
 const NFTA_SET_DATA_LEN: u16 = 7;
+const NFTA_SET_DESC: u16 = 9;
+const NFTA_SET_DESC_SIZE: u16 = 1;
 /// Set attributes that define a set; the rest are identity or kernel bookkeeping. Userdata
 /// is not among them: it holds nft's display hints (byte order, typeof), which the kernel
 /// never reads, and nft itself writes it differently across versions.
-const SET_DEFINITION: [(u16, &str); 6] = [
+const SET_DEFINITION: [(u16, &str); 7] = [
     (3, "flags"),
     (4, "key type"),
     (5, "key length"),
     (6, "data type"),
     (7, "data length"),
+    (NFTA_SET_DESC, "size"),
     (11, "timeout"),
 ];
 const NFTA_SET_ELEM_LIST_TABLE: u16 = 1;
@@ -112,6 +115,16 @@ fn set_flags_of(attrs: &[(u16, Node)]) -> u32 {
     leaf(attrs, NFTA_SET_FLAGS)
         .and_then(|v| <[u8; 4]>::try_from(v).ok())
         .map_or(0, u32::from_be_bytes)
+}
+
+/// A set's stated size (NFTA_SET_DESC_SIZE), if any.
+fn set_size_of(attrs: &[(u16, Node)]) -> Option<u32> {
+    match attr(attrs, NFTA_SET_DESC)? {
+        Node::Nested(desc) => leaf(desc, NFTA_SET_DESC_SIZE)
+            .and_then(|v| <[u8; 4]>::try_from(v).ok())
+            .map(u32::from_be_bytes),
+        Node::Leaf(_) => None,
+    }
 }
 
 fn leaf(attrs: &[(u16, Node)], t: u16) -> Option<&[u8]> {
@@ -599,6 +612,9 @@ fn compare_sets(
             // The kernel lists no flags attribute for a set without flags.
             let same = if t == NFTA_SET_FLAGS {
                 set_flags_of(&w.definition) == set_flags_of(&h.definition)
+            } else if t == NFTA_SET_DESC {
+                // ... and an empty description nest for a set without a size.
+                set_size_of(&w.definition) == set_size_of(&h.definition)
             } else {
                 attr(&w.definition, t) == attr(&h.definition, t)
             };

@@ -140,6 +140,9 @@ impl Exclusion {
             data: None,
             interval: self.prefix_len.is_none(),
             dynamic: None,
+            size: self
+                .prefix_len
+                .map(|_| u32::try_from(self.nets.len()).unwrap_or(u32::MAX)),
             elements: self
                 .nets
                 .iter()
@@ -386,6 +389,7 @@ impl<'s> Compiler<'s> {
             }),
             interval: false,
             dynamic: None,
+            size: None,
             elements: self
                 .gateways()
                 .map(|g| Element {
@@ -401,6 +405,7 @@ impl<'s> Compiler<'s> {
                 data: Some(DataType::Verdict),
                 interval: false,
                 dynamic: None,
+                size: None,
                 elements: self
                     .gateways()
                     .map(|g| Element {
@@ -422,10 +427,8 @@ impl<'s> Compiler<'s> {
                         },
                         data: None,
                         interval: false,
-                        dynamic: Some(Dynamic {
-                            timeout_secs,
-                            size: DYNAMIC_SET_SIZE,
-                        }),
+                        dynamic: Some(Dynamic { timeout_secs }),
+                        size: Some(DYNAMIC_SET_SIZE),
                         elements: Vec::new(),
                     });
                 }
@@ -472,6 +475,7 @@ impl<'s> Compiler<'s> {
                         data: Some(data),
                         interval: false,
                         dynamic: None,
+                        size: None,
                         elements,
                     });
                 }

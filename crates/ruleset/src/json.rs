@@ -46,7 +46,9 @@ pub fn render(rs: &Ruleset) -> Json {
             // for sets that an update statement writes.
             flags.push("timeout");
             o["timeout"] = json!(d.timeout_secs);
-            o["size"] = json!(d.size);
+        }
+        if let Some(size) = set.size {
+            o["size"] = json!(size);
         }
         if !flags.is_empty() {
             o["flags"] = json!(flags);

@@ -36,6 +36,11 @@ pub struct Set {
     pub interval: bool,
     /// Filled from the packet path (`update @set { ... }`), with a default timeout.
     pub dynamic: Option<Dynamic>,
+    /// Most elements the set holds, stated so that every writer of the set (nft -f,
+    /// netlink) creates the same object. For a hash set it also makes the kernel build a
+    /// fixed-size table (nft_set_hash's "hash" type: no resizing while it fills, a cheaper
+    /// lookup) instead of a resizable one.
+    pub size: Option<u32>,
     pub elements: Vec<Element>,
 }
 
@@ -48,12 +53,9 @@ impl Set {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Dynamic {
     pub timeout_secs: u32,
-    /// Most elements the set holds; nft's default for dynamic sets, stated so that every
-    /// writer of the set (nft -f, netlink) creates the same object.
-    pub size: u32,
 }
 
-/// Element limit of each dynamic set.
+/// Element limit of each dynamic set: nft's default for them.
 pub const DYNAMIC_SET_SIZE: u32 = 65535;
 
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -55,8 +55,8 @@ fn write_set(o: &mut String, set: &Set) -> fmt::Result {
         Some(d) => writeln!(o, "\t\ttype {} : {}", set.key.nft_name(), d.nft_name())?,
         None => writeln!(o, "\t\ttype {}", set.key.nft_name())?,
     }
-    if let Some(d) = set.dynamic {
-        writeln!(o, "\t\tsize {}", d.size)?;
+    if let Some(size) = set.size {
+        writeln!(o, "\t\tsize {size}")?;
     }
     let mut flags = Vec::new();
     if set.interval {
