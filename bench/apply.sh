@@ -21,7 +21,7 @@ for n in 1000 10000 100000; do
   hyperfine --style none --runs "$RUNS" --warmup 1 --export-json "$work/h.json" \
     -n apply "ip netns exec $ns $BIN apply $work/spec.json" \
     -n nft "ip netns exec $ns nft -f $work/dump.nft" \
-    -n legacy "ip netns exec $ns iptables-legacy-restore $work/dump.rules" > /dev/null
+    -n legacy "ip netns exec $ns iptables-legacy-restore $work/dump.rules" > /dev/null 2>> "$work/warnings" || { cat "$work/warnings" >&2; exit 1; }
   rss() { /usr/bin/time -f %M ip netns exec "$ns" "$@" 2>&1 >/dev/null | tail -1; }
   rss_apply=$(rss "$BIN" apply "$work/spec.json")
   rss_nft=$(rss nft -f "$work/dump.nft")
@@ -34,5 +34,8 @@ print(f"| {int(n):,} | {a*1000:.0f} ms | {f*1000:.0f} ms | {a/f:.2f}x | {l*1000:
 PY
 done
 echo
+if grep -q outliers "$work/warnings" 2>/dev/null; then
+  echo "hyperfine saw statistical outliers in $(grep -c outliers "$work/warnings") of the 3 rows (a noisy machine)."
+fi
 echo "Medians of $RUNS runs each (hyperfine), both sides in the same run; peak RSS from /usr/bin/time."
 echo "Ratios = nftbalance / peer; below 1 is faster. $(date -u +%F), $(nproc) cores, kernel $(uname -r), $(nft --version)."
