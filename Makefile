@@ -71,6 +71,7 @@ bench: bench-deps
 	$(CARGO) build --release --locked --workspace --bins
 	bench/apply.sh
 	bench/translate.sh
+	$(CARGO) bench --locked -q -p nftbalance-integration --bench failover
 	./target/release/nbbench
 
 # The translate parser under cargo-fuzz for a bounded time (FUZZ_SECONDS, default 60); needs a

@@ -43,6 +43,21 @@ pub fn slash30(index: u32, offset: u32) -> String {
     )
 }
 
+/// The benchmarks' spec: two gateways, a UDP forward selector and `n` disjoint /30
+/// exclusion prefixes (one hash set), with or without SNAT.
+pub fn bench_spec(n: u32, snat: bool) -> String {
+    let prefixes: Vec<String> = (0..n).map(|i| slash30(i, 0)).collect();
+    format!(
+        r#"{{ "gateways": [
+            {{ "name": "isp1", "interface": "ppp0", "mark": 1, "address": "100.0.1.1", "via": "100.0.1.254", "route_table": 101 }},
+            {{ "name": "isp2", "interface": "ppp1", "mark": 2, "address": "100.0.2.1", "via": "100.0.2.254", "route_table": 102 }} ],
+          "balance": {{ "forward": [ {{ "iif": "eth0", "protocol": "udp" }} ],
+                        "exclude": [ {} ] }},
+          "snat": {snat} }}"#,
+        prefixes.join(",")
+    )
+}
+
 /// A binary of this workspace, built next to the running program (`target/<profile>/NAME`).
 pub fn target_binary(name: &str) -> String {
     let exe = std::env::current_exe().expect("executable path");

@@ -1,4 +1,4 @@
-//! `make bench`: failover update against full apply, and the data path: new-flow rate through
+//! `make bench`'s data path (the failover update is `benches/failover.rs`): new-flow rate through
 //! the namespaced router (LAN host -> router -> provider -> server), one UDP datagram per new
 //! flow from `nbflood`, for: no ruleset; conntrack with one mark rule (all flows on one
 //! uplink, and spread over both by numgen); nftbalance with none and with 100k exclusion
@@ -13,26 +13,12 @@
 use std::time::Duration;
 
 use nftbalance_integration::topology::{lan_hosts, Backend, Topology, SERVER};
-use nftbalance_integration::{slash30, target_binary};
+use nftbalance_integration::{bench_spec as spec, target_binary};
 use serde_json::Value;
 
 const ROUNDS: usize = 9;
 const SECONDS: u64 = 2;
-const PREFIXES: usize = 100_000;
-
-/// The seed spec with a UDP forward selector and `n` disjoint /30 exclusions.
-fn spec(n: usize, snat: bool) -> String {
-    let prefixes: Vec<String> = (0..n as u32).map(|i| slash30(i, 0)).collect();
-    format!(
-        r#"{{ "gateways": [
-            {{ "name": "isp1", "interface": "ppp0", "mark": 1, "address": "100.0.1.1", "via": "100.0.1.254", "route_table": 101 }},
-            {{ "name": "isp2", "interface": "ppp1", "mark": 2, "address": "100.0.2.1", "via": "100.0.2.254", "route_table": 102 }} ],
-          "balance": {{ "forward": [ {{ "iif": "eth0", "protocol": "udp" }} ],
-                        "exclude": [ {} ] }},
-          "snat": {snat} }}"#,
-        prefixes.join(",")
-    )
-}
+const PREFIXES: u32 = 100_000;
 
 fn load_nft(topo: &Topology, text: &str) {
     let out = topo.router.exec("nft", &["-f", "-"], Some(text.as_bytes()));
@@ -205,59 +191,6 @@ fn load_nft_in(ns: &nftbalance_integration::netns::Netns, text: &str) {
     );
 }
 
-/// Median of `rounds` timings of `f`, in milliseconds.
-fn median_ms(rounds: usize, mut f: impl FnMut()) -> f64 {
-    let mut t: Vec<f64> = (0..rounds)
-        .map(|_| {
-            let start = std::time::Instant::now();
-            f();
-            start.elapsed().as_secs_f64() * 1000.0
-        })
-        .collect();
-    t.sort_by(|a, b| a.total_cmp(b));
-    t[t.len() / 2]
-}
-
-/// A failover update (one gateway down: the split and nothing else) against a full apply of
-/// the same ruleset, with 1k and 100k exclusion prefixes, in-process in a namespace.
-fn failover_rows() -> Vec<(usize, f64, f64)> {
-    use nftbalance_netlink::{lower, transaction, Commit, Socket};
-    use nftbalance_ruleset::{compile_with, Availability};
-    let ns = nftbalance_integration::netns::Netns::new("bfail");
-    [1_000usize, 100_000]
-        .into_iter()
-        .map(|n| {
-            let spec = nftbalance_spec::Spec::from_json(&spec(n, true)).unwrap();
-            in_netns(&ns, || {
-                let socket = Socket::open().unwrap();
-                let all = compile_with(&spec, &Availability::default());
-                let one_down = compile_with(
-                    &spec,
-                    &Availability {
-                        unavailable: ["isp2".to_string()].into(),
-                    },
-                );
-                let run = |b: &dyn Fn() -> Result<_, _>| {
-                    transaction::run(&socket, Commit::Yes, b).unwrap();
-                };
-                run(&|| lower::replace_batch(&all));
-                let mut state = false;
-                let update = median_ms(7, || {
-                    let (from, to) = if state {
-                        (&one_down, &all)
-                    } else {
-                        (&all, &one_down)
-                    };
-                    run(&|| lower::update_batch(from, to));
-                    state = !state;
-                });
-                let full = median_ms(7, || run(&|| lower::replace_batch(&all)));
-                (n, update, full)
-            })
-        })
-        .collect()
-}
-
 fn main() {
     // `nbbench failover` or `nbbench data-path` runs one part; no argument runs both.
     let part = std::env::args().nth(1).unwrap_or_default();
@@ -265,12 +198,7 @@ fn main() {
         compare_table(std::env::args().skip(2).collect());
         return;
     }
-    if part != "data-path" {
-        failover_table();
-    }
-    if part != "failover" {
-        data_path_table();
-    }
+    data_path_table();
 }
 
 /// `nbbench compare FILE...`: each file's nft ruleset against the one-mark baseline.
@@ -359,15 +287,4 @@ fn data_path_table() {
         &rows,
         &[(1, "vs one mark rule"), (2, "vs one numgen rule")],
     );
-}
-fn failover_table() {
-    println!("| failover update (7 rounds, median) | update | full apply | ratio |");
-    println!("|---|---:|---:|---:|");
-    for (n, update, full) in failover_rows() {
-        println!(
-            "| {n} exclusion prefixes | {update:.1} ms | {full:.1} ms | {:.3}x |",
-            update / full
-        );
-    }
-    println!();
 }
