@@ -98,8 +98,8 @@ fn exclusions(nets: Vec<IpNet>, v6: bool) -> Vec<Exclusion> {
         return Vec::new();
     }
     let lengths: BTreeSet<u8> = nets.iter().map(IpNet::prefix_len).collect();
-    let search_steps = usize::BITS - 1 - nets.len().leading_zeros() + 1;
-    if lengths.len() as u32 * 4 > search_steps {
+    let search_steps = (2 * nets.len()).ilog2() as usize;
+    if lengths.len() * 4 > search_steps {
         let set = if v6 {
             names::EXCLUDE_V6
         } else {
