@@ -89,10 +89,9 @@ struct Exclusion {
 /// The exclusion sets of one family. The kernel looks an address up in an interval set by
 /// binary search over the prefixes' 2n bounds; a hash set answers in one probe but only for
 /// one prefix length. So prefixes of a few lengths go into one hash set per length when
-/// those probes cost less than the search, a probe counted as four search steps. Measured
-/// at 100k prefixes of four lengths (perf during `nbbench compare`, every lookup a miss):
-/// the ruleset took 13.7% of the router's busy CPU with four hash sets, 16.3% with one
-/// interval set, 10.9% with 100k prefixes of one length.
+/// those probes cost less than the search, a probe counted as four search steps. At 100k
+/// prefixes of four lengths the four hash sets cost less than the interval set
+/// (`bench/exclusion_layouts.sh`: 13.4% against 15.4% of the router's busy CPU).
 fn exclusions(nets: Vec<IpNet>, v6: bool) -> Vec<Exclusion> {
     if nets.is_empty() {
         return Vec::new();

@@ -7,8 +7,9 @@
 //! topology of its own would add its own bias: two identical ones differ by up to 10% here);
 //! before each flood the router's ruleset is replaced and its conntrack table emptied.
 //!
-//! `nbbench compare FILE...` measures nft rulesets of your own the same way (each loaded with
-//! `nft -f` under nftbalance's policy routing), against the one-mark baseline.
+//! `nbbench compare [--perf] FILE...` measures nft rulesets of your own the same way (each
+//! loaded with `nft -f` under nftbalance's policy routing), against the one-mark baseline;
+//! `--perf` profiles one flood per row instead and prints the share of the CPU in nf_tables.
 
 use std::time::Duration;
 
@@ -192,17 +193,24 @@ fn load_nft_in(ns: &nftbalance_integration::netns::Netns, text: &str) {
 }
 
 fn main() {
-    // `nbbench failover` or `nbbench data-path` runs one part; no argument runs both.
-    let part = std::env::args().nth(1).unwrap_or_default();
-    if part == "compare" {
-        compare_table(std::env::args().skip(2).collect());
-        return;
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    match args.first().map(String::as_str) {
+        Some("compare") if args.get(1).map(String::as_str) == Some("--perf") => {
+            compare(args[2..].to_vec(), true)
+        }
+        Some("compare") => compare(args[1..].to_vec(), false),
+        None | Some("data-path") => data_path_table(),
+        Some(_) => {
+            eprintln!("usage: nbbench [data-path] | nbbench compare [--perf] FILE...");
+            std::process::exit(2)
+        }
     }
-    data_path_table();
 }
 
-/// `nbbench compare FILE...`: each file's nft ruleset against the one-mark baseline.
-fn compare_table(files: Vec<String>) {
+/// `nbbench compare [--perf] FILE...`: each file's nft ruleset against the one-mark baseline.
+/// With `--perf`, one flood per row under `perf record -a` instead, and the share of the busy
+/// CPU samples that nf_tables code took.
+fn compare(files: Vec<String>, perf: bool) {
     let mut rows = vec![Row {
         name: "conntrack + one mark rule".to_string(),
         topo: 0,
@@ -216,7 +224,70 @@ fn compare_table(files: Vec<String>) {
             setup: Setup::Nft(text),
         });
     }
-    print_data_path(&[nftables_topology()], &rows, &[(0, "vs one mark rule")]);
+    let topos = [nftables_topology()];
+    if perf {
+        perf_table(&topos[0], &rows);
+    } else {
+        print_data_path(&topos, &rows, &[(0, "vs one mark rule")]);
+    }
+}
+
+/// One flood per row under `perf record -a` (all CPUs, so softirq work is in): busy samples
+/// (all but the idle loop) and the share of them in nf_tables functions (`nft_*`,
+/// `nf_tables_*`, and `bsearch`, which the interval set's lookup calls).
+fn perf_table(topo: &Topology, rows: &[Row]) {
+    let dir = std::env::temp_dir().join(format!("nbbench-perf-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    println!(
+        "| ruleset (one flood of {SECONDS} s under perf record -a) | busy samples | in nf_tables |"
+    );
+    println!("|---|---:|---:|");
+    for (i, row) in rows.iter().enumerate() {
+        install(topo, &row.setup);
+        std::thread::sleep(Duration::from_secs(1));
+        let data = dir.join(format!("{i}.data"));
+        let data = data.to_str().unwrap();
+        let secs = SECONDS.to_string();
+        let mut recorder = std::process::Command::new("perf")
+            .args(["record", "-a", "-q", "-o", data, "--", "sleep", &secs])
+            .spawn()
+            .expect("perf (Debian: linux-perf)");
+        flood(topo);
+        assert!(recorder.wait().unwrap().success(), "perf record failed");
+        let report = std::process::Command::new("perf")
+            .args(["report", "-i", data, "--no-children", "--sort", "symbol"])
+            .args(["-F", "sample,sym", "--stdio"])
+            .output()
+            .unwrap();
+        let (busy, nft) = busy_and_nft(&String::from_utf8_lossy(&report.stdout));
+        println!(
+            "| {} | {busy} | {:.1}% |",
+            row.name,
+            100.0 * nft as f64 / busy.max(1) as f64
+        );
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// From `perf report -F sample,sym` lines (`SAMPLES [k] SYMBOL`): samples outside the idle
+/// loop, and those of them in nf_tables functions.
+fn busy_and_nft(report: &str) -> (u64, u64) {
+    let (mut busy, mut nft) = (0, 0);
+    for line in report.lines().filter(|l| !l.starts_with('#')) {
+        let mut words = line.split_whitespace();
+        let (Some(n), Some(_), Some(sym)) = (words.next(), words.next(), words.next()) else {
+            continue;
+        };
+        let Ok(n) = n.parse::<u64>() else { continue };
+        if ["idle", "halt", "mwait"].iter().any(|w| sym.contains(w)) {
+            continue;
+        }
+        busy += n;
+        if sym.starts_with("nft_") || sym.starts_with("nf_tables_") || sym == "bsearch" {
+            nft += n;
+        }
+    }
+    (busy, nft)
 }
 
 /// A baseline table: one rule in a mangle-priority prerouting chain, on new connections.
