@@ -18,13 +18,17 @@ const SIZES: [u32; 2] = [1_000, 100_000];
 
 fn main() {
     let ns = Netns::new("bfail");
-    // Only this thread enters the namespace; criterion runs every sample on it.
-    let file = std::fs::File::open(format!("/var/run/netns/{}", ns.name())).expect("netns file");
-    nix::sched::setns(&file, nix::sched::CloneFlags::CLONE_NEWNET).expect("setns");
     let out = std::env::temp_dir().join(format!("nbbench-criterion-{}", std::process::id()));
+    // Criterion runs every sample on the calling thread: here, one inside the namespace.
+    ns.run(|| measure(&out));
+    table(&out);
+    let _ = std::fs::remove_dir_all(&out);
+}
+
+fn measure(out: &Path) {
     let mut c = Criterion::default()
         .configure_from_args()
-        .output_directory(&out)
+        .output_directory(out)
         .warm_up_time(Duration::from_secs(1))
         .measurement_time(Duration::from_secs(4))
         .sample_size(20);
@@ -64,8 +68,6 @@ fn main() {
     }
     group.finish();
     c.final_summary();
-    table(&out);
-    let _ = std::fs::remove_dir_all(&out);
 }
 
 /// Criterion's median estimate of one benchmark, in milliseconds.

@@ -241,13 +241,17 @@ fn kill_9_during_apply_leaves_the_old_or_the_new_ruleset() {
     }
     assert_ne!(routing_of[0], routing_of[1]);
     assert_eq!(routing_of[0], routing_of[2]);
-    let out = ns.exec(&bin, &["diff", &path(0)], None);
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&out.stdout)
-    );
+    // `nftbalance diff` finds the live table to be exactly spec `v`.
+    let assert_is_spec = |v: usize, when: &str| {
+        let out = ns.exec(&bin, &["diff", &path(v)], None);
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "{when}: not exactly spec {v}:\n{}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+    };
+    assert_is_spec(0, "before the kills");
     // A cheap pseudo-random sequence of kill delays over the whole apply.
     let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
     let mut current = 0usize;
@@ -290,16 +294,10 @@ fn kill_9_during_apply_leaves_the_old_or_the_new_ruleset() {
             old += 1;
         }
         // The committed ruleset is checked whole: every round's with `make stress`, otherwise
-        // every fifth change (and the first), as reading 100k intervals back is slow.
+        // every fifth change (and the first), as reading 100k elements back is slow.
         if changed && (diff_every_round() || new % 5 == 1) {
             diffed += 1;
-            let out = ns.exec(&bin, &["diff", &path(now)], None);
-            assert_eq!(
-                out.status.code(),
-                Some(0),
-                "round {round} (kill after {delay:?}): not exactly spec {now}:\n{}",
-                String::from_utf8_lossy(&out.stdout)
-            );
+            assert_is_spec(now, &format!("round {round} (kill after {delay:?})"));
         }
         let after = routing(&ns);
         assert!(
@@ -310,13 +308,7 @@ fn kill_9_during_apply_leaves_the_old_or_the_new_ruleset() {
         current = now;
     }
     // The last state, whole.
-    let out = ns.exec(&bin, &["diff", &path(current)], None);
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&out.stdout)
-    );
+    assert_is_spec(current, "after the last round");
     eprintln!(
         "kill -9: {old} rounds left the old ruleset, {new} the new one ({diffed} diffed); \
          {settled} needed recover"

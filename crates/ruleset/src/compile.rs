@@ -1,6 +1,7 @@
 //! Spec -> ruleset. The semantics of the balancer live here; renderers only spell them.
 
 use std::collections::BTreeSet;
+use std::net::IpAddr;
 
 use ipnet::IpNet;
 use nftbalance_spec::{Family, Gateway, Method, Selector, SelectorKind, Spec};
@@ -77,7 +78,6 @@ struct Compiler<'s> {
 
 /// One set of excluded destinations and how a packet's address is looked up in it.
 struct Exclusion {
-    set: String,
     v6: bool,
     /// `None`: an interval set of prefixes, looked up by the address. `Some(len)`: a hash
     /// set of the network addresses of the prefixes of this length, looked up by the
@@ -99,13 +99,7 @@ fn exclusions(nets: Vec<IpNet>, v6: bool) -> Vec<Exclusion> {
     let lengths: BTreeSet<u8> = nets.iter().map(IpNet::prefix_len).collect();
     let search_steps = (2 * nets.len()).ilog2() as usize;
     if lengths.len() * 4 > search_steps {
-        let set = if v6 {
-            names::EXCLUDE_V6
-        } else {
-            names::EXCLUDE_V4
-        };
         return vec![Exclusion {
-            set: set.into(),
             v6,
             prefix_len: None,
             nets,
@@ -116,7 +110,6 @@ fn exclusions(nets: Vec<IpNet>, v6: bool) -> Vec<Exclusion> {
         .into_iter()
         .rev()
         .map(|len| Exclusion {
-            set: names::exclude_by_length(v6, len),
             v6,
             prefix_len: Some(len),
             nets: nets
@@ -129,9 +122,17 @@ fn exclusions(nets: Vec<IpNet>, v6: bool) -> Vec<Exclusion> {
 }
 
 impl Exclusion {
+    fn set_name(&self) -> String {
+        match (self.prefix_len, self.v6) {
+            (None, false) => names::EXCLUDE_V4.into(),
+            (None, true) => names::EXCLUDE_V6.into(),
+            (Some(len), v6) => names::exclude_by_length(v6, len),
+        }
+    }
+
     fn to_set(&self) -> Set {
         Set {
-            name: self.set.clone(),
+            name: self.set_name(),
             key: if self.v6 {
                 DataType::Ipv6Addr
             } else {
@@ -147,9 +148,10 @@ impl Exclusion {
                 .nets
                 .iter()
                 .map(|&n| Element {
-                    key: match self.prefix_len {
-                        None => net_value(n),
-                        Some(_) => net_value(single(n.network())),
+                    key: match (self.prefix_len, n.network()) {
+                        (None, _) => net_value(n),
+                        (Some(_), IpAddr::V4(a)) => Value::Ipv4(a),
+                        (Some(_), IpAddr::V6(a)) => Value::Ipv6(a),
                     },
                     data: None,
                 })
@@ -170,14 +172,9 @@ impl Exclusion {
         };
         Match::InSet {
             left,
-            set: SetRef::Named(self.set.clone()),
+            set: SetRef::Named(self.set_name()),
         }
     }
-}
-
-/// The address as a single-address prefix.
-fn single(addr: std::net::IpAddr) -> IpNet {
-    IpNet::from(addr)
 }
 
 /// Mark operations under `mark_mask`. With the full mask the tool owns every bit and uses
@@ -1160,14 +1157,18 @@ mod tests {
         assert!(text.contains("ct mark set jhash ip6 saddr mod 2 seed 0x6e667462 map"));
     }
 
-    /// The exclusion guards of the balance chain, as nft text, and the sets' names.
-    fn exclusion_layout(exclude: &[String]) -> (Vec<String>, Vec<String>) {
-        let s = spec(&format!(
+    /// The ruleset of a two-gateway spec with these exclusions (JSON strings).
+    fn compile_excluding(exclude: &[String]) -> Ruleset {
+        compile(&spec(&format!(
             r#"{{"gateways":[{}],"balance":{{"exclude":[{}]}}}}"#,
             gateways(&[1, 1]),
             exclude.join(",")
-        ));
-        let rs = compile(&s);
+        )))
+    }
+
+    /// The exclusion guards of the balance chain, as nft text, and the sets' names.
+    fn exclusion_layout(exclude: &[String]) -> (Vec<String>, Vec<String>) {
+        let rs = compile_excluding(exclude);
         let text = crate::nft::render(&rs);
         let guards = text
             .lines()
@@ -1196,12 +1197,7 @@ mod tests {
     fn many_prefixes_of_one_length_are_one_hash_set_of_networks() {
         // 64 disjoint /30s: one probe instead of a 7-step search.
         let nets = (0..64u32).map(|i| format!("10.0.{}.{}/30", i / 32, (i % 32) * 8));
-        let s = spec(&format!(
-            r#"{{"gateways":[{}],"balance":{{"exclude":[{}]}}}}"#,
-            gateways(&[1, 1]),
-            quoted(nets).join(",")
-        ));
-        let rs = compile(&s);
+        let rs = compile_excluding(&quoted(nets));
         let set = rs.set("exclude_v4_30").unwrap();
         assert!(!set.interval);
         assert_eq!(set.elements.len(), 64);

@@ -4,7 +4,8 @@
 //! uplink, and spread over both by numgen); nftbalance with none and with 100k exclusion
 //! prefixes; the seed-style iptables-legacy chains with the same 100k exclusions as RETURN
 //! rules. The nftables rows share one topology and take turns on it, round by round (a
-//! topology of its own would add its own bias: two identical ones differ by up to 10% here);
+//! topology of its own would add its own bias: two identical ones measured 0.90x and 0.93x
+//! of a third in one hand-run comparison);
 //! before each flood the router's ruleset is replaced and its conntrack table emptied.
 //!
 //! `nbbench compare [--perf] FILE...` measures nft rulesets of your own the same way (each
@@ -13,6 +14,7 @@
 
 use std::time::Duration;
 
+use nftbalance_integration::netns::Netns;
 use nftbalance_integration::topology::{lan_hosts, Backend, Topology, SERVER};
 use nftbalance_integration::{bench_spec as spec, target_binary};
 use serde_json::Value;
@@ -21,8 +23,8 @@ const ROUNDS: usize = 9;
 const SECONDS: u64 = 2;
 const PREFIXES: u32 = 100_000;
 
-fn load_nft(topo: &Topology, text: &str) {
-    let out = topo.router.exec("nft", &["-f", "-"], Some(text.as_bytes()));
+fn load_nft(ns: &Netns, text: &str) {
+    let out = ns.exec("nft", &["-f", "-"], Some(text.as_bytes()));
     assert!(
         out.status.success(),
         "{}",
@@ -46,15 +48,16 @@ fn delivered(topo: &Topology) -> u64 {
         .sum()
 }
 
-/// A fresh topology for one data-path row: no source filtering upstream (the baselines do no
-/// NAT), a counting sink on the server, short UDP timeouts so rounds do not pile up entries.
+/// A data-path topology: no source filtering upstream (the baselines do no NAT), a counting
+/// sink on the server, short UDP timeouts (the router's table is emptied before each flood
+/// anyway).
 fn data_path_topology(setup: impl Fn(&Topology)) -> Topology {
     let topo = Topology::new(2);
     topo.router.ok(
         "sysctl",
         &["-qw", "net.netfilter.nf_conntrack_udp_timeout=1"],
     );
-    load_nft_in(&topo.server, "table inet sink {\n chain input { type filter hook input priority 0;\n  udp dport 1024-65535 counter drop\n }\n}\n");
+    load_nft(&topo.server, "table inet sink {\n chain input { type filter hook input priority 0;\n  udp dport 1024-65535 counter drop\n }\n}\n");
     for isp in &topo.isps {
         isp.ok("nft", &["delete", "table", "inet", "bcp38"]);
     }
@@ -104,20 +107,6 @@ struct Row {
     setup: Setup,
 }
 
-/// Runs `f` on a thread that has entered `ns`.
-fn in_netns<T: Send>(ns: &nftbalance_integration::netns::Netns, f: impl FnOnce() -> T + Send) -> T {
-    let path = format!("/var/run/netns/{}", ns.name());
-    std::thread::scope(|s| {
-        s.spawn(move || {
-            let file = std::fs::File::open(path).unwrap();
-            nix::sched::setns(&file, nix::sched::CloneFlags::CLONE_NEWNET).unwrap();
-            f()
-        })
-        .join()
-        .unwrap()
-    })
-}
-
 /// Puts the row's ruleset on its router and empties the router's conntrack table, so every
 /// flood starts from the same state whatever ran before it.
 fn install(topo: &Topology, setup: &Setup) {
@@ -128,14 +117,14 @@ fn install(topo: &Topology, setup: &Setup) {
         }
         Setup::Nft(text) => {
             topo.router.ok("nft", &["flush", "ruleset"]);
-            load_nft(topo, text);
+            load_nft(&topo.router, text);
         }
         Setup::Apply(spec) => {
             topo.router.ok("nft", &["flush", "ruleset"]);
             topo.apply(spec);
         }
     }
-    in_netns(&topo.router, || {
+    topo.router.run(|| {
         let socket = nftbalance_netlink::Socket::open().unwrap();
         nftbalance_netlink::conntrack::delete_by_mark(&socket, 0, 0).unwrap();
     });
@@ -143,8 +132,8 @@ fn install(topo: &Topology, setup: &Setup) {
 
 /// The rows take turns round by round (each round starting at the next row), so a drift of
 /// the machine hits every row alike. A row's ratio to a baseline row is the median of its
-/// per-round ratios (each against the baseline measured in the same round).
-/// Per row: its median rate, its lowest and highest round, and its ratio to each baseline.
+/// per-round ratios (each against the baseline measured in the same round). Per row: its
+/// median rate, its lowest and highest round, and its ratio to each baseline.
 fn data_path_rows(
     topos: &[Topology],
     rows: &[Row],
@@ -181,15 +170,6 @@ fn nftables_topology() -> Topology {
     let topo = data_path_topology(|t| t.apply(&spec(0, false)));
     topo.router.ok("nft", &["flush", "ruleset"]);
     topo
-}
-
-fn load_nft_in(ns: &nftbalance_integration::netns::Netns, text: &str) {
-    let out = ns.exec("nft", &["-f", "-"], Some(text.as_bytes()));
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
 }
 
 fn main() {
