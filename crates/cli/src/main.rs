@@ -6,6 +6,7 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand, ValueEnum};
+use nftbalance_engine::{self as engine, BackendKind, Say};
 use nftbalance_legacy as legacy;
 use nftbalance_routing as routing;
 use nftbalance_ruleset as ruleset;
@@ -64,7 +65,8 @@ enum Command {
     Watch {
         /// The spec file (JSON).
         spec: PathBuf,
-        /// Where to write the gateway states [default: /run/nftbalance/TABLE.state.json].
+        /// Where to write the gateway states [default:
+        /// /run/nftbalance/NETNS-FAMILY-TABLE.state.json, per network namespace].
         #[arg(long)]
         state_file: Option<PathBuf>,
     },
@@ -79,7 +81,7 @@ enum Command {
         /// JSON instead of a table.
         #[arg(long)]
         json: bool,
-        /// The state file of `watch` [default: /run/nftbalance/TABLE.state.json].
+        /// The state file of `watch` [default: the table's own in this network namespace].
         #[arg(long)]
         state_file: Option<PathBuf>,
     },
@@ -138,8 +140,6 @@ pub(crate) enum Backend {
     IptablesLegacy,
 }
 
-mod control;
-mod journal;
 mod privilege;
 mod status;
 mod translate_cmd;
@@ -166,6 +166,28 @@ fn main() -> ExitCode {
     }
 }
 
+impl Backend {
+    fn kind(self) -> BackendKind {
+        match self {
+            Backend::Nftables => BackendKind::Nftables,
+            Backend::IptablesLegacy => BackendKind::IptablesLegacy,
+        }
+    }
+}
+
+fn warn(m: &str) {
+    eprintln!("nftbalance: warning: {m}");
+}
+
+fn note(m: &str) {
+    eprintln!("nftbalance: {m}");
+}
+
+const SAY: Say<'static> = Say {
+    note: &note,
+    warn: &warn,
+};
+
 fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Apply {
@@ -174,18 +196,54 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             backend,
         } => {
             let (spec, source) = read_spec(&spec)?;
-            control::apply(&spec, &source, check, backend)?
+            privilege::require_net_admin("apply")?;
+            let done = if check {
+                engine::apply::check(&spec, backend.kind(), &SAY)?
+            } else {
+                engine::apply::apply(&spec, &source, backend.kind(), &SAY)?
+            };
+            println!("{}", done.summary);
         }
-        Command::Diff { spec } => return control::diff(&load_spec(&spec)?),
+        Command::Diff { spec } => {
+            let spec = load_spec(&spec)?;
+            privilege::require_net_admin("diff")?;
+            if let Some(w) = engine::apply::interrupted_warning(&spec) {
+                warn(&w);
+            }
+            return diff(&spec);
+        }
         Command::Watch { spec, state_file } => watch::watch(&spec, state_file)?,
         Command::Status {
             spec,
             json,
             state_file,
-        } => return status::status(&spec, json, state_file),
-        Command::Flush { spec, backend } => control::flush(&load_spec(&spec)?, backend)?,
+        } => return status::status(&spec, json, state_file.as_deref()),
+        Command::Flush { spec, backend } => {
+            let spec = load_spec(&spec)?;
+            privilege::require_net_admin("flush")?;
+            let f = engine::apply::flush(&spec, backend.kind(), &SAY)?;
+            println!("{}", f.rules);
+            match (f.routing, f.routing_owner) {
+                (Some((rules, routes)), _) => {
+                    println!("routing: removed {rules} ip rules and {routes} routes")
+                }
+                (None, owner) => println!(
+                    "routing: left as it is: it belongs to {}",
+                    owner.unwrap_or_default()
+                ),
+            }
+        }
         Command::Translate(args) => return translate_cmd::run(&args),
-        Command::Recover => control::recover()?,
+        Command::Recover => {
+            privilege::require_net_admin("recover")?;
+            let lines = engine::apply::recover(&SAY)?;
+            if lines.is_empty() {
+                println!("nothing to recover: no interrupted apply in this network namespace");
+            }
+            for l in lines {
+                println!("{l}");
+            }
+        }
         Command::Dump { spec, format } => {
             let spec = load_spec(&spec)?;
             let rs = ruleset::compile(&spec);
@@ -205,23 +263,66 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// `diff`: exit 0 when the table and routing are the spec's, 1 with every difference.
+fn diff(spec: &Spec) -> anyhow::Result<ExitCode> {
+    let differences = engine::inspect::diff(spec)?;
+    let table = format!("table {} {}", spec.family, spec.table);
+    if differences.is_empty() {
+        println!("{table}: same as the spec");
+        return Ok(ExitCode::SUCCESS);
+    }
+    let mut text = format!(
+        "{table}: {} difference(s) from the spec\n",
+        differences.len()
+    );
+    for d in &differences {
+        text.push_str(&format!("  {d}\n"));
+    }
+    write_stdout(&text)?;
+    Ok(ExitCode::from(EXIT_DIFFERENT))
+}
+
 /// Reads and validates a spec; every problem is listed, one a line, prefixed by the file.
 pub(crate) fn load_spec(path: &Path) -> anyhow::Result<Spec> {
     read_spec(path).map(|(spec, _)| spec)
 }
 
+/// The largest spec read: 100k exclusion prefixes take about 3 MB, so this leaves room for
+/// several times that while keeping hostile input (`yes |`, /dev/zero) from exhausting memory.
+pub(crate) const MAX_SPEC_BYTES: u64 = 64 << 20;
+
+/// Reads a whole input file (`-` is standard input), refusing one over `limit` bytes before
+/// holding more than that in memory.
+pub(crate) fn read_input(path: &Path, what: &str, limit: u64) -> anyhow::Result<String> {
+    let shown = path.display();
+    let reader: Box<dyn Read> = if path == Path::new("-") {
+        Box::new(io::stdin())
+    } else {
+        Box::new(std::fs::File::open(path).with_context(|| format!("reading {what} {shown}"))?)
+    };
+    let mut bytes = Vec::new();
+    reader
+        .take(limit + 1)
+        .read_to_end(&mut bytes)
+        .with_context(|| format!("reading {what} {shown}"))?;
+    if bytes.len() as u64 > limit {
+        anyhow::bail!(
+            "{what} {shown} is larger than {} MiB; nftbalance reads at most that much",
+            limit >> 20
+        );
+    }
+    String::from_utf8(bytes).map_err(|e| {
+        anyhow::anyhow!(
+            "{what} {shown} is not valid UTF-8 text (invalid byte at offset {})",
+            e.utf8_error().valid_up_to()
+        )
+    })
+}
+
 /// [`load_spec`], and the text it was read from.
 pub(crate) fn read_spec(path: &Path) -> anyhow::Result<(Spec, String)> {
     let shown = path.display();
-    let text = if path == Path::new("-") {
-        let mut s = String::new();
-        io::stdin()
-            .read_to_string(&mut s)
-            .context("reading the spec from standard input")?;
-        s
-    } else {
-        std::fs::read_to_string(path).with_context(|| format!("reading spec {shown}"))?
-    };
+    let text = read_input(path, "spec", MAX_SPEC_BYTES)?;
     let spec = Spec::from_json(&text).map_err(|errors| {
         let count = errors.0.len();
         let mut lines: Vec<String> = errors

@@ -95,3 +95,37 @@ fn spec_that_is_not_utf8_is_refused() {
         text(&out.stderr)
     );
 }
+
+/// Issue 22.7: `yes | nftbalance dump -` and `dump /dev/zero` grew to gigabytes. Input is
+/// refused past the documented limit, before more than that is held.
+#[test]
+fn endless_input_is_refused_at_the_size_limit() {
+    let out = run(&["dump", "/dev/zero"], None);
+    assert_eq!(out.status.code(), Some(2));
+    let err = text(&out.stderr);
+    assert!(err.contains("/dev/zero is larger than 64 MiB"), "{err}");
+
+    let mut child = Command::new(env!("CARGO_BIN_EXE_nftbalance"))
+        .args(["dump", "-"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut pipe = child.stdin.take().unwrap();
+    let line = "y\n".repeat(1 << 16);
+    // The reader stops at the limit and exits: the pipe then breaks, as for `yes`.
+    for _ in 0..1024 {
+        if pipe.write_all(line.as_bytes()).is_err() {
+            break;
+        }
+    }
+    drop(pipe);
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        text(&out.stderr).contains("spec - is larger than 64 MiB"),
+        "{}",
+        text(&out.stderr)
+    );
+}

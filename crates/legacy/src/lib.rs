@@ -7,4 +7,4 @@
 pub mod load;
 mod render;
 
-pub use render::{chains, render, LegacyError, CHAIN_PREFIX};
+pub use render::{chains, render, render_with, LegacyError, CHAIN_PREFIX};

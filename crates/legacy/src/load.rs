@@ -2,12 +2,13 @@
 //! product runs an external program, because that is the stable interface of the legacy
 //! tables. Each table's change is one restore transaction (one kernel replace per table).
 
+use std::collections::BTreeSet;
 use std::io::Write;
 use std::process::{Command, Stdio};
 
 use nftbalance_spec::Spec;
 
-use crate::render::{render, LegacyError, CHAIN_PREFIX};
+use crate::render::{render_with, LegacyError, CHAIN_PREFIX};
 
 /// Root's tools live in sbin, which a service's PATH may lack.
 const PATH: &str = "/usr/local/sbin:/usr/sbin:/sbin:/usr/local/bin:/usr/bin:/bin";
@@ -98,8 +99,12 @@ fn current() -> Result<Current, LoadError> {
 
 /// The restore input that turns the current state into the spec's: the rendered rules, minus
 /// jump rules that already exist, plus the removal of the tool's chains the spec no longer has.
-fn replacement(spec: &Spec, now: &Current) -> Result<String, LoadError> {
-    let rendered = render(spec)?;
+fn replacement(
+    spec: &Spec,
+    unavailable: &BTreeSet<String>,
+    now: &Current,
+) -> Result<String, LoadError> {
+    let rendered = render_with(spec, unavailable)?;
     let mut out = String::new();
     let mut table = String::new();
     let mut declared: Vec<String> = Vec::new();
@@ -166,15 +171,21 @@ fn removals(table: &str, now: &Current, keep: &[String]) -> String {
     out
 }
 
-/// Replaces the tool's chains and jump rules; `check` only lets iptables test the input.
-pub fn apply(spec: &Spec, check: bool) -> Result<(), LoadError> {
-    let input = replacement(spec, &current()?)?;
+/// Replaces the tool's chains and jump rules, the `unavailable` gateways left out of the
+/// split; `check` only lets iptables test the input.
+pub fn apply(spec: &Spec, unavailable: &BTreeSet<String>, check: bool) -> Result<(), LoadError> {
+    let input = replacement(spec, unavailable, &current()?)?;
     let mut args = vec!["--noflush"];
     if check {
         args.push("--test");
     }
     run("iptables-legacy-restore", &args, Some(&input))?;
     Ok(())
+}
+
+/// Whether any chain with the tool's prefix exists.
+pub fn installed() -> Result<bool, LoadError> {
+    Ok(!current()?.chains.is_empty())
 }
 
 /// Removes every chain with the tool's prefix and the jumps into them. Twice is fine.

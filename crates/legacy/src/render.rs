@@ -1,5 +1,6 @@
 //! Spec -> iptables-restore input, in the seed recipe's shape, inside the tool's own chains.
 
+use std::collections::BTreeSet;
 use std::fmt::Write;
 
 use ipnet::IpNet;
@@ -108,7 +109,20 @@ const NEW: &str = "-m state --state NEW";
 /// The whole iptables-restore input (for `--noflush`): the tool's chains declared (which
 /// creates or empties them), their rules, and one jump from each built-in chain.
 pub fn render(spec: &Spec) -> Result<String, LegacyError> {
+    render_with(spec, &BTreeSet::new())
+}
+
+/// [`render`] for the gateways that may take new connections: the `unavailable` ones (no
+/// route, or down) are left out of the split and their pins are balanced instead, as the
+/// nftables compiler does; their ingress marks and SNAT stay, so their connections live on.
+pub fn render_with(spec: &Spec, unavailable: &BTreeSet<String>) -> Result<String, LegacyError> {
     check(spec)?;
+    let live: Vec<(usize, &Gateway)> = spec
+        .gateways
+        .iter()
+        .enumerate()
+        .filter(|(_, g)| !unavailable.contains(&g.name))
+        .collect();
     let m = Marks {
         mask: spec.mark_mask,
     };
@@ -138,7 +152,7 @@ pub fn render(spec: &Spec) -> Result<String, LegacyError> {
     for rule in guards(spec, &m) {
         line(w, format!("-A {bal} {rule}"));
     }
-    for rule in split(spec, &m) {
+    for rule in split(spec, &live, &m) {
         line(w, format!("-A {bal} {rule}"));
     }
     for (i, g) in pinned(spec) {
@@ -162,7 +176,7 @@ pub fn render(spec: &Spec) -> Result<String, LegacyError> {
             ),
         );
     }
-    for rule in selections(spec, &spec.balance.forward) {
+    for rule in selections(spec, unavailable, &spec.balance.forward) {
         line(w, format!("-A {pre} {rule}"));
     }
     for g in &spec.gateways {
@@ -182,7 +196,7 @@ pub fn render(spec: &Spec) -> Result<String, LegacyError> {
 
     // output: restore, selection, and the first packet's route.
     line(w, format!("-A {out} {ESTABLISHED} {}", m.restore()));
-    for rule in selections(spec, &spec.balance.local) {
+    for rule in selections(spec, unavailable, &spec.balance.local) {
         line(w, format!("-A {out} {rule}"));
     }
     line(
@@ -272,7 +286,7 @@ fn guards(spec: &Spec, m: &Marks) -> Vec<String> {
 }
 
 /// Weights reduced by their greatest common divisor: 3:3 splits like 1:1 with fewer rules.
-fn reduced_weights(spec: &Spec) -> Vec<u32> {
+fn reduced_weights(live: &[(usize, &Gateway)]) -> Vec<u32> {
     fn gcd(a: u32, b: u32) -> u32 {
         if b == 0 {
             a
@@ -280,28 +294,29 @@ fn reduced_weights(spec: &Spec) -> Vec<u32> {
             gcd(b, a % b)
         }
     }
-    let g = spec.gateways.iter().fold(0, |acc, gw| gcd(acc, gw.weight));
-    spec.gateways
-        .iter()
-        .map(|gw| gw.weight / g.max(1))
-        .collect()
+    let g = live.iter().fold(0, |acc, (_, gw)| gcd(acc, gw.weight));
+    live.iter().map(|(_, gw)| gw.weight / g.max(1)).collect()
 }
 
-fn split(spec: &Spec, m: &Marks) -> Vec<String> {
-    let gws = &spec.gateways;
-    let weights = reduced_weights(spec);
+fn split(spec: &Spec, live: &[(usize, &Gateway)], m: &Marks) -> Vec<String> {
+    let gws: Vec<&Gateway> = live.iter().map(|(_, g)| *g).collect();
+    let weights = reduced_weights(live);
     let cycle: u32 = weights.iter().sum();
     let mut rules = Vec::new();
     let sticky = spec.balance.sticky.map(|s| s.timeout_secs);
     if let Some(secs) = sticky {
-        for (i, g) in gws.iter().enumerate() {
+        for (i, g) in live {
             rules.push(format!(
                 "-m recent --name {} --update --seconds {secs} --rsource {}",
-                recent_list(spec, i),
+                recent_list(spec, *i),
                 m.set_connmark(g.mark)
             ));
         }
         rules.push(format!("{} -j RETURN", m.connmark(true, 0)));
+    }
+    if gws.is_empty() {
+        // No gateway may take new connections: they stay unmarked, on the main table.
+        return rules;
     }
     if let [only] = gws.as_slice() {
         rules.push(m.set_connmark(only.mark));
@@ -362,11 +377,11 @@ fn split(spec: &Spec, m: &Marks) -> Vec<String> {
         }
     }
     if sticky.is_some() {
-        for (i, g) in gws.iter().enumerate() {
+        for (i, g) in live {
             rules.push(format!(
                 "{} -m recent --name {} --set --rsource",
                 m.connmark(false, g.mark),
-                recent_list(spec, i)
+                recent_list(spec, *i)
             ));
         }
     }
@@ -379,7 +394,7 @@ fn recent_list(spec: &Spec, index: usize) -> String {
 }
 
 /// Selection rules: pinned first, then balanced; one rule per port and prefix combination.
-fn selections(spec: &Spec, selectors: &[Selector]) -> Vec<String> {
+fn selections(spec: &Spec, unavailable: &BTreeSet<String>, selectors: &[Selector]) -> Vec<String> {
     let pinned_first = selectors
         .iter()
         .filter(|s| s.gateway.is_some())
@@ -387,7 +402,7 @@ fn selections(spec: &Spec, selectors: &[Selector]) -> Vec<String> {
     let mut rules = Vec::new();
     for s in pinned_first {
         let target = match &s.gateway {
-            Some(name) => {
+            Some(name) if !unavailable.contains(name) => {
                 let i = spec
                     .gateways
                     .iter()
@@ -395,7 +410,7 @@ fn selections(spec: &Spec, selectors: &[Selector]) -> Vec<String> {
                     .unwrap_or(0);
                 pin_chain(i)
             }
-            None => chain("BALANCE"),
+            _ => chain("BALANCE"),
         };
         let ports: Vec<Option<String>> = if s.dports.is_empty() {
             vec![None]

@@ -770,3 +770,24 @@ pub fn account(
             .collect(),
     ))
 }
+
+/// Whether the table exists, told by its chains (nftbalance's tables always have some): for
+/// the commands that must know whether another table's rules are in force.
+pub fn table_exists(
+    socket: &Socket,
+    family: nftbalance_ruleset::Family,
+    table: &str,
+) -> Result<bool, ReadError> {
+    let mut name = table.as_bytes().to_vec();
+    name.push(0);
+    let chains = socket
+        .dump(
+            NFT_MSG_GETCHAIN,
+            crate::lower::family(family).raw(),
+            &[(NFTA_CHAIN_TABLE, &name)],
+        )
+        .map_err(ReadError::Io)?;
+    Ok(chains
+        .iter()
+        .any(|m| string(&tree(m), NFTA_CHAIN_TABLE).as_deref() == Some(table)))
+}

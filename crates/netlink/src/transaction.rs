@@ -107,9 +107,12 @@ pub fn explain(e: &ObjectError) -> String {
                 "it refers to a table, chain, set or expression type the kernel does not have"
                     .to_string()
             } else {
+                // A table deleted under a batch (a flush meanwhile) is the common cause;
+                // missing modules the rarer one, so both are named.
                 format!(
-                    "it refers to an object or an expression type the kernel does not have; \
-                     this rule needs the kernel modules {}",
+                    "it refers to a table, chain or set that does not exist (removed \
+                     meanwhile?), or to an expression type the kernel does not have (this \
+                     rule needs the kernel modules {})",
                     modules.join(", ")
                 )
             }

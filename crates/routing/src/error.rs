@@ -52,8 +52,15 @@ pub enum Error {
     )]
     NotConverged { detail: String },
     /// A step failed and the previous rules and routes were put back.
-    #[error("{cause}; the previous rules and routes were restored")]
-    RolledBack { cause: Box<Error> },
+    #[error(
+        "{cause}; the previous rules and routes were restored{}",
+        skipped_note(skipped)
+    )]
+    RolledBack {
+        cause: Box<Error>,
+        /// Routes of links that went away meanwhile, which could not come back.
+        skipped: Vec<String>,
+    },
     /// A step failed and putting the previous rules and routes back failed too.
     #[error("{cause}; restoring the previous rules and routes failed too: {rollback}")]
     RollbackFailed {
@@ -68,9 +75,17 @@ impl Error {
         match self {
             Error::Refused { errno, .. } => Some(*errno),
             Error::Permission { .. } => Some(libc_eperm()),
-            Error::RolledBack { cause } | Error::RollbackFailed { cause, .. } => cause.errno(),
+            Error::RolledBack { cause, .. } | Error::RollbackFailed { cause, .. } => cause.errno(),
             _ => None,
         }
+    }
+}
+
+fn skipped_note(skipped: &[String]) -> String {
+    if skipped.is_empty() {
+        String::new()
+    } else {
+        format!(" (but: {})", skipped.join("; "))
     }
 }
 

@@ -53,7 +53,7 @@ mod plan;
 
 pub use error::Error;
 pub use links::{Link, Links};
-pub use live::{apply, flush, install, read_owned, restore, ApplyReport, OwnedState};
+pub use live::{apply, differences, flush, install, read_owned, restore, ApplyReport, OwnedState};
 pub use nl::Socket;
 pub use plan::{
     plan, render_ip_batch, render_ip_batch_family, IpFamily, NextHop, Route, RoutingPlan, Rule,

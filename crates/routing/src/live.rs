@@ -202,7 +202,8 @@ fn apply_as(
         Ok(()) => Ok(report),
         Err(cause) if report.unchanged() => Err(cause),
         Err(cause) => match restore(sock, &before) {
-            Ok(()) => Err(Error::RolledBack {
+            Ok(skipped) => Err(Error::RolledBack {
+                skipped,
                 cause: Box::new(cause),
             }),
             Err(rollback) => Err(Error::RollbackFailed {
@@ -371,9 +372,11 @@ fn apply_inner(
 
 /// Puts the owned rules and routes back to a snapshot from [`read_owned`]: deletes owned
 /// entries the snapshot does not have and re-adds the ones it has that are gone. Foreign rules
-/// and routes are not touched. A snapshot route whose interface has disappeared in between
-/// cannot come back (the kernel refuses it): that is an error.
-pub fn restore(sock: &Socket, snapshot: &OwnedState) -> Result<(), Error> {
+/// and routes are not touched. A snapshot route whose interface has gone or lost its next hop
+/// in between cannot come back (the kernel refuses it): it is skipped and returned as a
+/// warning, as [`apply`] skips the routes of a link that is not ready, so that putting the
+/// routing back never depends on an uplink being up.
+pub fn restore(sock: &Socket, snapshot: &OwnedState) -> Result<Vec<String>, Error> {
     let now = read_owned(sock)?;
     let mut keep: Vec<String> = snapshot.rules.iter().map(rule_identity).collect();
     for msg in &now.rules {
@@ -401,6 +404,7 @@ pub fn restore(sock: &Socket, snapshot: &OwnedState) -> Result<(), Error> {
         )?;
     }
 
+    let mut skipped = Vec::new();
     let mut keep: Vec<String> = snapshot.routes.iter().map(route_identity).collect();
     for msg in &now.routes {
         let id = route_identity(msg);
@@ -424,13 +428,70 @@ pub fn restore(sock: &Socket, snapshot: &OwnedState) -> Result<(), Error> {
         .filter(|m| keep.contains(&route_identity(m)))
     {
         let op = format!("restoring: adding {}", describe_route(msg));
-        sock.request(
+        match sock.request(
             RouteNetlinkMessage::NewRoute(route_readd(msg)),
             NLM_F_CREATE | NLM_F_EXCL,
             &op,
-        )?;
+        ) {
+            Ok(()) => {}
+            Err(Error::Refused { errno, message, .. }) if link_not_ready(errno) => {
+                skipped.push(format!(
+                    "{op} skipped: {message} (the link is gone or not ready; the next apply \
+                     or watch puts its routes in when it is back)"
+                ));
+            }
+            Err(e) => return Err(e),
+        }
     }
-    Ok(())
+    Ok(skipped)
+}
+
+/// How the owned rules and routes differ from the plan, one line each; empty when they are
+/// the same. Routes of links that are missing or down are not expected (apply skips them).
+pub fn differences(sock: &Socket, plan: &RoutingPlan, links: &Links) -> Result<Vec<String>, Error> {
+    Ok(compare(plan, links, &read_owned(sock)?))
+}
+
+fn compare(plan: &RoutingPlan, links: &Links, owned: &OwnedState) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut have: Vec<Option<RuleKey>> = owned.rules.iter().map(RuleKey::parse).collect();
+    for rule in &plan.rules {
+        let key = Some(RuleKey::of(rule));
+        match have.iter().position(|h| *h == key) {
+            Some(i) => {
+                have.swap_remove(i);
+            }
+            None => out.push(format!("ip rule missing: {rule}")),
+        }
+    }
+    for msg in owned.rules.iter() {
+        let key = RuleKey::parse(msg);
+        if let Some(i) = have.iter().position(|h| *h == key) {
+            have.swap_remove(i);
+            out.push(format!("ip rule not in the spec: {}", describe_rule(msg)));
+        }
+    }
+    let mut have: Vec<Option<RouteKey>> = owned.routes.iter().map(RouteKey::parse).collect();
+    for route in &plan.routes {
+        let Some(link) = links.get(&route.interface).filter(|l| l.up) else {
+            continue;
+        };
+        let key = Some(RouteKey::of(route, link.index));
+        match have.iter().position(|h| *h == key) {
+            Some(i) => {
+                have.swap_remove(i);
+            }
+            None => out.push(format!("route missing: {route}")),
+        }
+    }
+    for msg in owned.routes.iter() {
+        let key = RouteKey::parse(msg);
+        if let Some(i) = have.iter().position(|h| *h == key) {
+            have.swap_remove(i);
+            out.push(format!("route not in the spec: {}", describe_route(msg)));
+        }
+    }
+    out
 }
 
 /// Deletes every owned rule and route (twice is fine). Returns how many rules and routes.
@@ -958,5 +1019,45 @@ mod tests {
         let mut msg = route_message(route, 3);
         msg.attributes.push(RouteAttribute::Priority(50));
         assert_eq!(RouteKey::parse(&msg), None, "another metric");
+    }
+
+    /// Issue 22.9: diff compares routing too.
+    #[test]
+    fn routing_differences_name_missing_and_extra_entries() {
+        let plan = seed_plan();
+        let mut links = Links::default();
+        links.insert("ppp0", crate::Link { index: 7, up: true });
+        let v4 = |r: &&Route| r.family == IpFamily::V4;
+        let route = |r: &Route| {
+            let mut m = route_message(r, 7);
+            if r.family == IpFamily::V6 {
+                m.attributes
+                    .push(RouteAttribute::Priority(IPV6_DEFAULT_METRIC));
+            }
+            m
+        };
+        let exact = OwnedState {
+            rules: plan.rules.iter().map(rule_message).collect(),
+            routes: plan
+                .routes
+                .iter()
+                .filter(|r| r.interface == "ppp0")
+                .map(route)
+                .collect(),
+        };
+        assert_eq!(compare(&plan, &links, &exact), Vec::<String>::new());
+
+        let mut changed = exact.clone();
+        changed.rules.remove(1);
+        changed.rules.push(rule_message(&plan.rules[0]));
+        changed
+            .routes
+            .retain(|m| m.header.address_family != AddressFamily::Inet);
+        let d = compare(&plan, &links, &changed);
+        assert_eq!(d.len(), 3, "{d:?}");
+        assert!(d[0].starts_with("ip rule missing: "), "{d:?}");
+        assert!(d[1].starts_with("ip rule not in the spec: "), "{d:?}");
+        let missing = plan.routes.iter().find(v4).unwrap();
+        assert_eq!(d[2], format!("route missing: {missing}"));
     }
 }

@@ -975,12 +975,16 @@ impl Cx {
 
 /// A field's value as compared for uniqueness: (key, how the message shows it).
 fn unique_key(field: &str, v: &Value) -> Option<(String, String)> {
-    let mark = |m: u32| (m.to_string(), format!("{m:#x}"));
-    match (field, v) {
-        ("mark", Value::Number(n)) => n.as_u64().map(|m| (m.to_string(), format!("{m:#x}"))),
-        ("mark", Value::String(s)) => parse_u32_text(s).ok().map(mark),
-        (_, Value::Number(n)) => n.as_u64().map(|n| (n.to_string(), n.to_string())),
-        (_, Value::String(s)) => Some((s.clone(), show(s))),
+    // Numbers compare as numbers whatever their spelling: 101 and "0x65" are one table.
+    let number = match v {
+        Value::Number(n) => n.as_u64().and_then(|n| u32::try_from(n).ok()),
+        Value::String(s) => parse_u32_text(s).ok(),
+        _ => None,
+    };
+    match (field, v, number) {
+        ("mark", _, Some(m)) => Some((m.to_string(), format!("{m:#x}"))),
+        ("route_table", _, Some(t)) => Some((t.to_string(), t.to_string())),
+        (_, Value::String(s), _) => Some((s.clone(), show(s))),
         _ => None,
     }
 }
@@ -1008,19 +1012,25 @@ fn quote_key(key: &str) -> String {
     }
 }
 
+/// A 32-bit number written as a string: decimal without leading zeros ("256") or hex
+/// ("0xff00"), nothing around it. Anything else is refused rather than guessed: "0101" could be
+/// octal to a reader, and " 101" is a typo.
 fn parse_u32_text(s: &str) -> Result<u32, String> {
-    let t = s.trim();
-    let r = if let Some(h) = t.strip_prefix("0x").or_else(|| t.strip_prefix("0X")) {
-        u32::from_str_radix(h, 16)
-    } else {
-        t.parse::<u32>()
-    };
-    r.map_err(|_| {
+    let bad = || {
         format!(
             "{} is not a 32-bit number (write e.g. 256 or \"0xff00\")",
             show(s)
         )
-    })
+    };
+    let (digits, radix) = match s.strip_prefix("0x").or_else(|| s.strip_prefix("0X")) {
+        Some(h) => (h, 16),
+        None if s.len() > 1 && s.starts_with('0') => return Err(bad()),
+        None => (s, 10),
+    };
+    if digits.is_empty() || !digits.chars().all(|c| c.is_digit(radix)) {
+        return Err(bad());
+    }
+    u32::from_str_radix(digits, radix).map_err(|_| bad())
 }
 
 fn parse_port_range(s: &str) -> Result<PortRange, String> {
@@ -1132,6 +1142,40 @@ mod tests {
         assert_eq!(parse_u32_text("0xff00"), Ok(0xff00));
         assert_eq!(parse_u32_text("256"), Ok(256));
         assert!(parse_u32_text("0x1ffffffff").is_err());
+        for bad in [
+            " 101", "101 ", "0101", "+101", "0x", "", "1e3", "0x+1", "-1",
+        ] {
+            assert!(parse_u32_text(bad).is_err(), "{bad:?} was accepted");
+        }
+        assert_eq!(parse_u32_text("0"), Ok(0));
+    }
+
+    /// Issue 22.5: "0x65" is table 101; two gateways must not share it by spelling it apart.
+    #[test]
+    fn route_tables_and_marks_compare_as_numbers() {
+        for (first, second) in [("101", "\"0x65\""), ("\"101\"", "101"), ("101", "\"0X65\"")] {
+            let text = format!(
+                r#"{{"gateways":[
+                    {{"name":"a","interface":"eth1","mark":1,"route_table":{first}}},
+                    {{"name":"b","interface":"eth2","mark":2,"route_table":{second}}}]}}"#
+            );
+            let e = Spec::from_json(&text).unwrap_err().to_string();
+            assert!(
+                e.contains("gateways[1].route_table: 101 is already used by gateways[0]"),
+                "{first} vs {second}: {e}"
+            );
+        }
+        let text = r#"{"gateways":[
+            {"name":"a","interface":"eth1","mark":"0x10","route_table":101},
+            {"name":"b","interface":"eth2","mark":16,"route_table":102}]}"#;
+        let e = Spec::from_json(text).unwrap_err().to_string();
+        assert!(e.contains("gateways[1].mark: 0x10 is already used"), "{e}");
+        let e = Spec::from_json(
+            r#"{"gateways":[{"name":"a","interface":"eth1","mark":1,"route_table":" 101"}]}"#,
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("is not a 32-bit number"), "{e}");
     }
 
     const MINIMAL: &str =

@@ -179,7 +179,7 @@ impl Netns {
         self.run(|| read_owned(&Socket::open().unwrap()).unwrap())
     }
 
-    pub fn restore(&self, snapshot: &OwnedState) -> Result<(), Error> {
+    pub fn restore(&self, snapshot: &OwnedState) -> Result<Vec<String>, Error> {
         self.run(|| restore(&Socket::open()?, snapshot))
     }
 

@@ -15,31 +15,56 @@
 //!   other), so an apply that got as far as its rules is redone, routing included; one that
 //!   did not gets its routing put back.
 //!
-//! Files are named by the network namespace's inode number, which a later namespace may get
-//! again; the journal also keeps the namespace's cookie, and one from another namespace is
-//! removed unsettled.
+//! Settling never depends on an uplink: a route whose link has gone is skipped with a
+//! warning, as apply skips it. Files are named by the network namespace's inode number,
+//! which a later namespace may get again; the journal also keeps the namespace's cookie, and
+//! one from another namespace is removed unsettled.
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context};
-use nftbalance_legacy as legacy;
-use nftbalance_netlink::{read, Socket};
 use nftbalance_routing as routing;
-use nftbalance_ruleset::{self as ruleset, Availability};
+use nftbalance_ruleset::Availability;
 use nftbalance_spec::Spec;
-use serde_json::{json, Value};
+use serde::{Deserialize, Serialize};
 
-use crate::Backend;
+use crate::files::{netns_cookie, write_atomically};
+use crate::BackendKind;
 
-const VERSION: u64 = 1;
-const SUFFIX: &str = ".journal";
+/// The journal's format version (1: the same fields, walked by hand before typed files).
+pub const VERSION: u32 = 1;
+pub const SUFFIX: &str = ".journal";
+
+/// The file's contents.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+struct Record {
+    version: u32,
+    pid: u32,
+    netns_cookie: Option<u64>,
+    backend: BackendKind,
+    /// The spec's text, as applied.
+    spec: String,
+    /// The owned rules and routes before the apply, as hex rtnetlink messages.
+    routing_before: WireRouting,
+    /// Set once the routing is in: the gateways the ruleset is compiled without.
+    unavailable: Option<BTreeSet<String>>,
+    /// The nftables generation when the routing was in (backends that have one).
+    #[serde(default)]
+    generation: Option<u32>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+struct WireRouting {
+    rules: Vec<String>,
+    routes: Vec<String>,
+}
 
 /// An apply's journal file; dropping it leaves the file (only [`Journal::finish`] removes it).
 #[derive(Debug)]
 pub struct Journal {
     path: PathBuf,
-    doc: Value,
+    record: Record,
 }
 
 impl Journal {
@@ -47,22 +72,24 @@ impl Journal {
     pub fn begin(
         path: PathBuf,
         source: &str,
-        backend: Backend,
+        backend: BackendKind,
         before: &routing::OwnedState,
     ) -> anyhow::Result<Journal> {
-        let netns = netns_cookie();
-        let hex = |msgs: Vec<Vec<u8>>| -> Vec<String> { msgs.iter().map(|m| hex(m)).collect() };
         let (rules, routes) = before.to_wire();
-        let doc = json!({
-            "version": VERSION,
-            "pid": std::process::id(),
-            "netns_cookie": netns,
-            "backend": backend_name(backend),
-            "spec": source,
-            "routing_before": { "rules": hex(rules), "routes": hex(routes) },
-            "unavailable": null,
-        });
-        let j = Journal { path, doc };
+        let record = Record {
+            version: VERSION,
+            pid: std::process::id(),
+            netns_cookie: netns_cookie(),
+            backend,
+            spec: source.to_string(),
+            routing_before: WireRouting {
+                rules: rules.iter().map(|m| hex(m)).collect(),
+                routes: routes.iter().map(|m| hex(m)).collect(),
+            },
+            unavailable: None,
+            generation: None,
+        };
+        let j = Journal { path, record };
         j.write()?;
         Ok(j)
     }
@@ -76,8 +103,8 @@ impl Journal {
         unavailable: &BTreeSet<String>,
         generation: Option<u32>,
     ) -> anyhow::Result<()> {
-        self.doc["unavailable"] = json!(unavailable);
-        self.doc["generation"] = json!(generation);
+        self.record.unavailable = Some(unavailable.clone());
+        self.record.generation = generation;
         self.write()
     }
 
@@ -88,24 +115,9 @@ impl Journal {
     }
 
     fn write(&self) -> anyhow::Result<()> {
-        // Written aside and renamed: a crash leaves the old journal or the new one, whole.
-        let tmp = self.path.with_extension("journal.tmp");
-        std::fs::write(&tmp, self.doc.to_string())
-            .and_then(|()| std::fs::rename(&tmp, &self.path))
+        let text = serde_json::to_string(&self.record)?;
+        write_atomically(&self.path, text.as_bytes())
             .with_context(|| format!("writing the journal {}", self.path.display()))
-    }
-}
-
-/// This network namespace's cookie, if the kernel tells (5.14 and later): file names carry
-/// the namespace's inode number, which a later namespace may get again.
-fn netns_cookie() -> Option<u64> {
-    Socket::open().and_then(|s| s.netns_cookie()).ok()
-}
-
-fn backend_name(b: Backend) -> &'static str {
-    match b {
-        Backend::Nftables => "nftables",
-        Backend::IptablesLegacy => "iptables-legacy",
     }
 }
 
@@ -124,21 +136,14 @@ fn unhex(s: &str) -> Option<Vec<u8>> {
 }
 
 /// The journals left in `dir` by applies in this network namespace (`prefix` is the
-/// namespace's part of the file names).
-pub fn left_behind(dir: &Path, prefix: &str) -> Vec<PathBuf> {
-    let mut found: Vec<PathBuf> = std::fs::read_dir(dir)
-        .into_iter()
-        .flatten()
-        .flatten()
-        .map(|e| e.path())
-        .filter(|p| {
-            p.file_name()
-                .and_then(|n| n.to_str())
-                .is_some_and(|n| n.starts_with(prefix) && n.ends_with(SUFFIX))
-        })
-        .collect();
-    found.sort();
-    found
+/// namespace's part of the file names). A directory that cannot be read is an error, not
+/// "nothing to recover".
+pub fn left_behind(dir: &Path, prefix: &str) -> anyhow::Result<Vec<PathBuf>> {
+    match crate::files::of_this_netns(dir, prefix, SUFFIX) {
+        Ok(found) => Ok(found),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Vec::new()),
+        Err(e) => Err(e).with_context(|| format!("listing journals in {}", dir.display())),
+    }
 }
 
 /// What an interrupted apply left: its spec, backend, routing snapshot and (if it got that
@@ -146,9 +151,9 @@ pub fn left_behind(dir: &Path, prefix: &str) -> Vec<PathBuf> {
 #[derive(Debug)]
 pub struct Interrupted {
     pub path: PathBuf,
-    pub pid: u64,
+    pub pid: u32,
     pub spec: Spec,
-    backend: Backend,
+    backend: BackendKind,
     before: routing::OwnedState,
     unavailable: Option<BTreeSet<String>>,
     generation: Option<u32>,
@@ -160,134 +165,96 @@ impl Interrupted {
         let shown = path.display();
         let text =
             std::fs::read_to_string(path).with_context(|| format!("reading journal {shown}"))?;
-        let doc: Value = serde_json::from_str(&text)
-            .with_context(|| format!("journal {shown} is not JSON; remove it and apply again"))?;
         let bad = |what: &str| {
             anyhow::anyhow!(
                 "journal {shown}: {what} is missing or malformed; remove it and apply again"
             )
         };
-        if doc["version"].as_u64() != Some(VERSION) {
+        let version = serde_json::from_str::<serde_json::Value>(&text)
+            .map_err(|_| bad("the JSON"))?
+            .get("version")
+            .and_then(|v| v.as_u64());
+        if version != Some(u64::from(VERSION)) {
             return Err(bad("version"));
         }
-        let backend = match doc["backend"].as_str() {
-            Some("nftables") => Backend::Nftables,
-            Some("iptables-legacy") => Backend::IptablesLegacy,
-            _ => return Err(bad("backend")),
-        };
-        let source = doc["spec"].as_str().ok_or_else(|| bad("spec"))?;
-        let spec = Spec::from_json(source).map_err(|_| bad("spec"))?;
-        let msgs = |key: &str| -> anyhow::Result<Vec<Vec<u8>>> {
-            doc["routing_before"][key]
-                .as_array()
-                .ok_or_else(|| bad("routing_before"))?
-                .iter()
-                .map(|v| {
-                    v.as_str()
-                        .and_then(unhex)
-                        .ok_or_else(|| bad("routing_before"))
-                })
+        let r: Record = serde_json::from_str(&text).map_err(|e| bad(&format!("a field ({e})")))?;
+        let spec = Spec::from_json(&r.spec).map_err(|_| bad("spec"))?;
+        let msgs = |list: &[String]| -> anyhow::Result<Vec<Vec<u8>>> {
+            list.iter()
+                .map(|s| unhex(s).ok_or_else(|| bad("routing_before")))
                 .collect()
         };
-        let before = routing::OwnedState::from_wire(&msgs("rules")?, &msgs("routes")?)
-            .map_err(|e| bad(&format!("routing_before ({e})")))?;
-        let unavailable = match &doc["unavailable"] {
-            Value::Null => None,
-            Value::Array(names) => Some(
-                names
-                    .iter()
-                    .map(|n| {
-                        n.as_str()
-                            .map(str::to_string)
-                            .ok_or_else(|| bad("unavailable"))
-                    })
-                    .collect::<anyhow::Result<_>>()?,
-            ),
-            _ => return Err(bad("unavailable")),
-        };
+        let before = routing::OwnedState::from_wire(
+            &msgs(&r.routing_before.rules)?,
+            &msgs(&r.routing_before.routes)?,
+        )
+        .map_err(|e| bad(&format!("routing_before ({e})")))?;
         Ok(Interrupted {
             path: path.to_path_buf(),
-            pid: doc["pid"].as_u64().unwrap_or(0),
+            pid: r.pid,
             spec,
-            backend,
+            backend: r.backend,
             before,
-            unavailable,
-            netns_cookie: doc["netns_cookie"].as_u64(),
-            generation: doc["generation"]
-                .as_u64()
-                .and_then(|g| u32::try_from(g).ok()),
+            unavailable: r.unavailable,
+            generation: r.generation,
+            netns_cookie: r.netns_cookie,
         })
     }
 
     /// Brings routing and rules to one consistent state (see the module docs), removes the
-    /// journal and says what it did. Run under the table's lock; running it twice is fine.
-    pub fn settle(self) -> anyhow::Result<String> {
+    /// journal and says what it did, warnings included. Run under the table's lock; running
+    /// it twice is fine.
+    pub fn settle(self) -> anyhow::Result<Settled> {
         let table = format!("table {} {}", self.spec.family, self.spec.table);
         if let (Some(then), Some(now)) = (self.netns_cookie, netns_cookie()) {
             if then != now {
                 self.remove()?;
-                return Ok(format!(
+                return Ok(Settled::said(format!(
                     "{table}: removed the journal {} of an apply in a network namespace that \
                      no longer exists",
                     self.path.display()
-                ));
+                )));
             }
         }
         let rsock = routing::Socket::open().context("opening the rtnetlink socket")?;
-        let forward = match (&self.unavailable, self.backend) {
-            (None, _) => false,
-            (Some(unavailable), Backend::Nftables) => {
-                let socket = Socket::open().context("opening the netfilter netlink socket")?;
-                // Nothing committed since the routing step: the rules cannot be in. (Reading
-                // the table back is the slow part with large sets.)
-                let unchanged = match self.generation {
-                    Some(g) => {
-                        socket
-                            .generation()
-                            .context("reading the nftables generation")?
-                            == g
-                    }
-                    None => false,
-                };
-                !unchanged && {
-                    let availability = Availability {
-                        unavailable: unavailable.clone(),
-                    };
-                    let rs = ruleset::compile_with(&self.spec, &availability);
-                    read::diff(&socket, &rs)?.is_empty()
-                }
-            }
-            (Some(_), Backend::IptablesLegacy) => {
-                legacy::load::apply(&self.spec, false)?;
-                true
-            }
+        let forward = match &self.unavailable {
+            None => false,
+            Some(unavailable) => self.backend.backend().complete_interrupted(
+                &self.spec,
+                &Availability {
+                    unavailable: unavailable.clone(),
+                },
+                self.generation,
+            )?,
         };
-        let done = if forward {
+        let mut settled = if forward {
             let links = routing::Links::read(&rsock).context("reading the network interfaces")?;
             let report = routing::apply(&rsock, &routing::plan(&self.spec), &links)?;
-            for w in &report.warnings {
-                eprintln!("nftbalance: warning: {w}");
-            }
-            format!(
+            let mut s = Settled::said(format!(
                 "{table}: an apply (pid {}) was interrupted after its rules went in; \
                  completed its routing",
                 self.pid
-            )
+            ));
+            s.warnings = report.warnings.iter().map(|w| w.to_string()).collect();
+            s
         } else {
-            routing::restore(&rsock, &self.before).with_context(|| {
+            let skipped = routing::restore(&rsock, &self.before).with_context(|| {
                 format!(
                     "putting back the routing of an interrupted apply (journal {})",
                     self.path.display()
                 )
             })?;
-            format!(
+            let mut s = Settled::said(format!(
                 "{table}: an apply (pid {}) was interrupted before its rules went in; \
                  put its routing back",
                 self.pid
-            )
+            ));
+            s.warnings = skipped;
+            s
         };
         self.remove()?;
-        Ok(done)
+        settled.forward = forward;
+        Ok(settled)
     }
 
     fn remove(&self) -> anyhow::Result<()> {
@@ -296,6 +263,25 @@ impl Interrupted {
                 bail!("removing the journal {}: {e}", self.path.display())
             }
             _ => Ok(()),
+        }
+    }
+}
+
+/// What settling did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Settled {
+    pub done: String,
+    /// Routes that could not be put in (their links are gone or not ready).
+    pub warnings: Vec<String>,
+    /// Whether the interrupted apply's rules were in force (its routing was completed).
+    pub forward: bool,
+}
+
+impl Settled {
+    fn said(done: String) -> Settled {
+        Settled {
+            done,
+            ..Settled::default()
         }
     }
 }
@@ -317,7 +303,7 @@ mod tests {
         let mut j = Journal::begin(
             path.clone(),
             SPEC,
-            Backend::Nftables,
+            BackendKind::Nftables,
             &routing::OwnedState::default(),
         )
         .unwrap();
@@ -329,9 +315,25 @@ mod tests {
         let late = Interrupted::read(&path).unwrap();
         assert_eq!(late.unavailable, Some(["isp1".to_string()].into()));
         assert_eq!(late.generation, Some(7));
-        assert_eq!(late.pid, u64::from(std::process::id()));
+        assert_eq!(late.pid, std::process::id());
         j.finish().unwrap();
         assert!(!path.exists());
+    }
+
+    /// A journal written by the previous release (walked by hand, same fields) still reads.
+    #[test]
+    fn a_journal_of_the_previous_release_reads() {
+        let path = temp("v1");
+        let text = format!(
+            r#"{{"version":1,"pid":42,"netns_cookie":null,"backend":"iptables-legacy",
+                "spec":{},"routing_before":{{"rules":[],"routes":[]}},
+                "unavailable":null,"generation":null}}"#,
+            serde_json::to_string(SPEC).unwrap()
+        );
+        std::fs::write(&path, text).unwrap();
+        let j = Interrupted::read(&path).unwrap();
+        assert_eq!((j.pid, j.backend), (42, BackendKind::IptablesLegacy));
+        std::fs::remove_file(&path).unwrap();
     }
 
     #[test]
@@ -341,13 +343,26 @@ mod tests {
             "{",
             r#"{"version": 2}"#,
             r#"{"version": 1, "backend": "nftables", "spec": "{}"}"#,
-            r#"{"version": 1, "backend": "nftables", "spec": "x", "routing_before": {"rules": ["zz"], "routes": []}}"#,
+            r#"{"version": 1, "pid": 1, "netns_cookie": null, "backend": "nftables", "spec": "x", "routing_before": {"rules": ["zz"], "routes": []}, "unavailable": null}"#,
         ] {
             std::fs::write(&path, text).unwrap();
             let e = Interrupted::read(&path).unwrap_err().to_string();
             assert!(e.contains("remove it and apply again"), "{text}: {e}");
         }
         std::fs::remove_file(&path).unwrap();
+    }
+
+    #[test]
+    fn an_unreadable_journal_directory_is_an_error() {
+        // A file where the directory should be: listing fails, which is not "nothing".
+        let path = temp("notadir");
+        std::fs::write(&path, "").unwrap();
+        assert!(left_behind(&path, "1-").is_err());
+        std::fs::remove_file(&path).unwrap();
+        assert!(
+            left_behind(&path, "1-").unwrap().is_empty(),
+            "missing dir: none"
+        );
     }
 
     #[test]

@@ -1,0 +1,212 @@
+//! The read-only commands' data: `diff` (rules and routing against the spec) and `status`
+//! (gateway states, counters, connections). They change nothing.
+
+use std::collections::BTreeSet;
+
+use anyhow::Context;
+use nftbalance_netlink::{conntrack, read};
+use nftbalance_routing as routing;
+use nftbalance_ruleset::{self as ruleset, Availability};
+use nftbalance_spec::{Gateway, Spec};
+use serde::Serialize;
+
+use crate::apply::route_socket;
+use crate::backend::nft_socket;
+use crate::files::{netns_cookie, TableFiles};
+use crate::state::{Applied, WatchState};
+use crate::{decide, probe_once};
+
+/// The availability the table should be in force with now: routing's view, plus a running
+/// watch's observed states, as apply computes it.
+fn expected_availability(spec: &Spec, unrouted: &BTreeSet<String>) -> Availability {
+    let files = TableFiles::of(spec);
+    match WatchState::of_running_watch(&files.state(), netns_cookie()) {
+        None => Availability {
+            unavailable: unrouted.clone(),
+        },
+        Some(watch) => {
+            let in_force = Applied::read(&files.applied())
+                .map(|a| Availability {
+                    unavailable: a.unavailable,
+                })
+                .unwrap_or_default();
+            decide::availability(spec, &watch.observed(), unrouted, &in_force)
+        }
+    }
+}
+
+/// `diff`: every way the live table and the owned policy routing differ from what `apply`
+/// would program now; empty when they are the same.
+pub fn diff(spec: &Spec) -> anyhow::Result<Vec<String>> {
+    let rsock = route_socket()?;
+    let links = routing::Links::read(&rsock).context("reading the network interfaces")?;
+    let plan = routing::plan(spec);
+    let availability = expected_availability(spec, &plan.unroutable_gateways(&links));
+    let rs = ruleset::compile_with(spec, &availability);
+    let mut out: Vec<String> = read::diff(&nft_socket()?, &rs)?
+        .into_iter()
+        .map(|d| d.to_string())
+        .collect();
+    out.extend(
+        routing::differences(&rsock, &plan, &links).context("reading the ip rules and routes")?,
+    );
+    Ok(out)
+}
+
+/// One gateway in `status`.
+#[derive(Debug, Clone, Serialize)]
+pub struct GatewayStatus {
+    pub name: String,
+    pub interface: String,
+    /// Observed: up, down, unknown or unchecked.
+    pub state: String,
+    /// Whether the ruleset in force gives it new connections (None without a running watch).
+    pub available: Option<bool>,
+    pub weight: u32,
+    pub packets: u64,
+    pub bytes: u64,
+    pub new_connections: u64,
+    pub live_connections: u64,
+    pub new_connection_share: f64,
+    pub byte_share: f64,
+}
+
+/// The conntrack table's use.
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct ConntrackUsage {
+    pub count: u64,
+    pub max: u64,
+}
+
+/// Everything `status` shows.
+#[derive(Debug, Clone, Serialize)]
+pub struct Status {
+    pub table: String,
+    pub family: String,
+    /// Whether the table is there (its counters are).
+    pub applied: bool,
+    /// `watch` (a running watch's state file) or `probe` (one probe round now).
+    pub state_source: String,
+    /// Why the running watch has not yet applied what its probes observed, if so.
+    pub pending: Option<String>,
+    pub gateways: Vec<GatewayStatus>,
+    pub conntrack: Option<ConntrackUsage>,
+}
+
+/// Where the states came from, a pending change, and per gateway (observed state, available).
+struct States {
+    source: String,
+    pending: Option<String>,
+    gateways: Vec<(String, Option<bool>)>,
+}
+
+/// The states from a running watch, or from one probe round now.
+fn states(spec: &Spec, state_file: &std::path::Path) -> States {
+    if let Some(w) = WatchState::of_running_watch(state_file, netns_cookie()) {
+        let of = |g: &Gateway| {
+            w.gateways
+                .iter()
+                .find(|x| x.name == g.name)
+                .map(|x| (x.state.clone(), Some(x.available)))
+                .unwrap_or_else(|| ("unknown".into(), None))
+        };
+        return States {
+            source: "watch".into(),
+            pending: w.pending.clone(),
+            gateways: spec.gateways.iter().map(of).collect(),
+        };
+    }
+    let states = spec
+        .gateways
+        .iter()
+        .map(|g| {
+            let s = match probe_once(spec, g) {
+                Some((true, _)) => "up",
+                Some((false, _)) => "down",
+                None => "unchecked",
+            };
+            (s.to_string(), None)
+        })
+        .collect();
+    States {
+        source: "probe".into(),
+        pending: None,
+        gateways: states,
+    }
+}
+
+/// The router's conntrack usage, or None when conntrack is not loaded: both sysctl files
+/// exist only once the module is. Read in the caller's network namespace.
+fn conntrack_usage() -> Option<ConntrackUsage> {
+    let read = |name: &str| -> Option<u64> {
+        std::fs::read_to_string(format!("/proc/sys/net/netfilter/{name}"))
+            .ok()?
+            .trim()
+            .parse()
+            .ok()
+    };
+    Some(ConntrackUsage {
+        count: read("nf_conntrack_count")?,
+        max: read("nf_conntrack_max")?,
+    })
+}
+
+fn share(part: u64, total: u64) -> f64 {
+    if total == 0 {
+        0.0
+    } else {
+        100.0 * part as f64 / total as f64
+    }
+}
+
+/// `status`: `state_file` overrides the table's own state file.
+pub fn status(spec: &Spec, state_file: Option<&std::path::Path>) -> anyhow::Result<Status> {
+    let own = TableFiles::of(spec).state();
+    let States {
+        source,
+        pending,
+        gateways: states,
+    } = states(spec, state_file.unwrap_or(&own));
+    let rs = ruleset::compile(spec);
+    let socket = nft_socket()?;
+    let counters = read::account(&socket, &rs, spec.gateways.len())?;
+    let applied = counters.is_some();
+    let counters = counters.unwrap_or_else(|| vec![Default::default(); spec.gateways.len()]);
+    let mut live = Vec::new();
+    for g in &spec.gateways {
+        live.push(
+            conntrack::count_by_mark(&socket, g.mark, spec.mark_mask)
+                .context("counting connections in the conntrack table")?,
+        );
+    }
+    let total_new: u64 = counters.iter().map(|c| c.new_connections.packets).sum();
+    let total_bytes: u64 = counters.iter().map(|c| c.traffic.bytes).sum();
+    let gateways = spec
+        .gateways
+        .iter()
+        .zip(states)
+        .zip(counters.iter().zip(live))
+        .map(|((g, (state, available)), (c, live))| GatewayStatus {
+            name: g.name.clone(),
+            interface: g.interface.clone(),
+            state,
+            available,
+            weight: g.weight,
+            packets: c.traffic.packets,
+            bytes: c.traffic.bytes,
+            new_connections: c.new_connections.packets,
+            live_connections: live,
+            new_connection_share: share(c.new_connections.packets, total_new),
+            byte_share: share(c.traffic.bytes, total_bytes),
+        })
+        .collect();
+    Ok(Status {
+        table: spec.table.clone(),
+        family: spec.family.as_str().to_string(),
+        applied,
+        state_source: source,
+        pending,
+        gateways,
+        conntrack: conntrack_usage(),
+    })
+}

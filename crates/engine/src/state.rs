@@ -1,0 +1,238 @@
+//! The typed files that processes of one table share: what `watch` observes and has applied
+//! (the state file, read by `status` and by `apply`), and what the last apply committed (the
+//! applied record, which a running watch follows). Each carries a `version`; a reader refuses
+//! another version or a damaged file instead of guessing.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
+
+use anyhow::Context;
+use nftbalance_health::State;
+use serde::{Deserialize, Serialize};
+
+use crate::files::write_atomically;
+use crate::BackendKind;
+
+/// The state file's format version.
+pub const STATE_VERSION: u32 = 2;
+/// The applied record's format version.
+pub const APPLIED_VERSION: u32 = 1;
+
+/// What a running `watch` knows: per gateway the state its probes observed and whether the
+/// ruleset in force gives it new connections. The two differ while a change is pending (a
+/// transition not yet applied, with `pending` saying why).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct WatchState {
+    pub version: u32,
+    pub family: String,
+    pub table: String,
+    pub pid: u32,
+    /// The network namespace the watch runs in; another namespace's file is not ours.
+    pub netns_cookie: Option<u64>,
+    /// Unix seconds of the last write.
+    pub updated: u64,
+    pub gateways: Vec<GatewayState>,
+    /// Why the wanted split is not in force yet (lock busy, transaction refused), if it is not.
+    #[serde(default)]
+    pub pending: Option<String>,
+}
+
+/// One gateway in [`WatchState`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GatewayState {
+    pub name: String,
+    /// Observed: `up`, `down` or `unknown` (see [`State`]).
+    pub state: String,
+    /// Whether the gateway has health checks (else it is always `up`).
+    pub checked: bool,
+    /// Applied: whether the ruleset in force gives it new connections.
+    pub available: bool,
+    /// Unix seconds of the last change of `state`.
+    pub since: u64,
+    pub last_probe: String,
+}
+
+impl WatchState {
+    pub fn write(&self, path: &Path) -> anyhow::Result<()> {
+        let mut text = serde_json::to_string_pretty(self)?;
+        text.push('\n');
+        write_atomically(path, text.as_bytes())
+            .with_context(|| format!("writing the state file {}", path.display()))
+    }
+
+    /// The file at `path`, if it is a state file of this version.
+    pub fn read(path: &Path) -> anyhow::Result<WatchState> {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("reading the state file {}", path.display()))?;
+        let s: WatchState = serde_json::from_str(&text)
+            .with_context(|| format!("the state file {} is damaged", path.display()))?;
+        if s.version != STATE_VERSION {
+            anyhow::bail!(
+                "the state file {} has version {}, this nftbalance reads {STATE_VERSION}",
+                path.display(),
+                s.version
+            );
+        }
+        Ok(s)
+    }
+
+    /// The state file of a watch that runs now in this network namespace, if there is one.
+    pub fn of_running_watch(path: &Path, netns_cookie: Option<u64>) -> Option<WatchState> {
+        let s = WatchState::read(path).ok()?;
+        let same_netns = match (s.netns_cookie, netns_cookie) {
+            (Some(a), Some(b)) => a == b,
+            _ => true,
+        };
+        (same_netns && process_alive(s.pid)).then_some(s)
+    }
+
+    /// Observed states by gateway name.
+    pub fn observed(&self) -> BTreeMap<String, State> {
+        self.gateways
+            .iter()
+            .filter_map(|g| Some((g.name.clone(), State::parse(&g.state)?)))
+            .collect()
+    }
+}
+
+/// Whether a process runs with this pid (zombies included: close enough for a daemon).
+pub fn process_alive(pid: u32) -> bool {
+    pid != 0 && Path::new(&format!("/proc/{pid}")).exists()
+}
+
+/// What the last apply committed: written after its commit, removed by `flush`. A running
+/// watch follows it, so that the table is always the last applied spec under the gateway
+/// states watch observes; apply reads a running watch's states the other way round.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Applied {
+    pub version: u32,
+    pub backend: BackendKind,
+    /// The spec's text as applied.
+    pub spec: String,
+    /// Gateways the committed ruleset gives no new connections.
+    pub unavailable: BTreeSet<String>,
+    /// The network namespace it was applied in.
+    pub netns_cookie: Option<u64>,
+    /// Unix seconds of the commit.
+    pub at: u64,
+    /// pid of the process that applied it (apply, or watch after a failover).
+    pub pid: u32,
+}
+
+impl Applied {
+    pub fn write(&self, path: &Path) -> anyhow::Result<()> {
+        let text = serde_json::to_string(self)?;
+        write_atomically(path, text.as_bytes())
+            .with_context(|| format!("writing the applied record {}", path.display()))
+    }
+
+    pub fn read(path: &Path) -> anyhow::Result<Applied> {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("reading the applied record {}", path.display()))?;
+        let a: Applied = serde_json::from_str(&text)
+            .with_context(|| format!("the applied record {} is damaged", path.display()))?;
+        if a.version != APPLIED_VERSION {
+            anyhow::bail!(
+                "the applied record {} has version {}, this nftbalance reads {APPLIED_VERSION}",
+                path.display(),
+                a.version
+            );
+        }
+        Ok(a)
+    }
+}
+
+pub fn now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn temp(name: &str) -> std::path::PathBuf {
+        std::env::temp_dir().join(format!("nbe-state-{}-{name}", std::process::id()))
+    }
+
+    fn sample() -> WatchState {
+        WatchState {
+            version: STATE_VERSION,
+            family: "inet".into(),
+            table: "nftbalance".into(),
+            pid: std::process::id(),
+            netns_cookie: Some(7),
+            updated: 1,
+            gateways: vec![GatewayState {
+                name: "isp1".into(),
+                state: "down".into(),
+                checked: true,
+                available: true,
+                since: 1,
+                last_probe: "no answer".into(),
+            }],
+            pending: Some("waiting for the lock".into()),
+        }
+    }
+
+    #[test]
+    fn a_state_file_reads_back_and_belongs_to_its_namespace() {
+        let path = temp("roundtrip");
+        sample().write(&path).unwrap();
+        assert_eq!(WatchState::read(&path).unwrap(), sample());
+        assert!(WatchState::of_running_watch(&path, Some(7)).is_some());
+        assert!(
+            WatchState::of_running_watch(&path, Some(8)).is_none(),
+            "another namespace's watch is not ours (issue 22.8)"
+        );
+        assert_eq!(
+            WatchState::read(&path).unwrap().observed()["isp1"],
+            State::Down
+        );
+        std::fs::remove_file(&path).unwrap();
+    }
+
+    #[test]
+    fn older_or_damaged_state_files_are_refused() {
+        let path = temp("old");
+        for (text, says) in [
+            // Version 1 (before this format) had no version field.
+            (
+                r#"{"table":"t","pid":1,"updated":1,"gateways":[]}"#,
+                "damaged",
+            ),
+            (
+                r#"{"version":1,"family":"inet","table":"t","pid":1,"netns_cookie":null,"updated":1,"gateways":[]}"#,
+                "version 1",
+            ),
+            ("{", "damaged"),
+        ] {
+            std::fs::write(&path, text).unwrap();
+            let e = format!("{:#}", WatchState::read(&path).unwrap_err());
+            assert!(e.contains(says), "{text}: {e}");
+            assert!(WatchState::of_running_watch(&path, None).is_none());
+        }
+        std::fs::remove_file(&path).unwrap();
+    }
+
+    #[test]
+    fn an_applied_record_reads_back() {
+        let path = temp("applied");
+        let a = Applied {
+            version: APPLIED_VERSION,
+            backend: BackendKind::Nftables,
+            spec: "{}".into(),
+            unavailable: ["isp2".to_string()].into(),
+            netns_cookie: None,
+            at: 3,
+            pid: 4,
+        };
+        a.write(&path).unwrap();
+        assert_eq!(Applied::read(&path).unwrap(), a);
+        std::fs::write(&path, r#"{"version":9}"#).unwrap();
+        assert!(Applied::read(&path).is_err());
+        std::fs::remove_file(&path).unwrap();
+    }
+}

@@ -1,0 +1,542 @@
+//! `watch`: health checks per gateway and, when the wanted split changes, ONE transaction
+//! that replaces only the balance decision (the chains whose rules change), never the table:
+//! counters, sets and sticky sources keep their contents.
+//!
+//! The table is always "the last applied spec under the gateway states watch observes":
+//! watch follows the applied record an `apply` writes (adopting its spec), apply reads the
+//! states watch writes, and both change the table only under its lock. A change that cannot
+//! be made now (lock busy, transaction refused) stays pending and is retried until the table
+//! matches; the state file says what was observed and what is in force, separately.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{mpsc, Arc};
+use std::thread;
+use std::time::{Duration, Instant, SystemTime};
+
+use anyhow::Context;
+use nftbalance_health as health;
+use nftbalance_netlink::{conntrack, lower, read, transaction, Commit};
+use nftbalance_routing as routing;
+use nftbalance_ruleset::{self as ruleset, Availability, Ruleset};
+use nftbalance_spec::Spec;
+
+use crate::apply::{self, route_socket};
+use crate::backend::nft_socket;
+use crate::files::{netns_cookie, TableFiles};
+use crate::journal::Interrupted;
+use crate::lock::{LockError, TableLock};
+use crate::state::{self, Applied, GatewayState, WatchState};
+use crate::{decide, probe_once, BackendKind, Say};
+
+/// How long a failover waits for another nftbalance's lock before it retries later: short,
+/// so that probing, logging and the state file go on meanwhile.
+const TRANSITION_LOCK_WAIT: Duration = Duration::from_secs(2);
+/// How often the wanted split is compared with the one in force without a probe verdict
+/// (links that went away, an apply that changed the spec, a retry).
+const RECHECK: Duration = Duration::from_secs(1);
+/// The longest pause between retries of a change that keeps failing.
+const MAX_BACKOFF: Duration = Duration::from_secs(5);
+
+fn log_say() -> Say<'static> {
+    Say {
+        note: &|m| log::warn!("{m}"),
+        warn: &|m| log::warn!("{m}"),
+    }
+}
+
+/// The identity of the applied record's file: a change means an apply (or flush) happened.
+fn stamp(path: &Path) -> Option<(SystemTime, u64)> {
+    let m = std::fs::metadata(path).ok()?;
+    Some((m.modified().ok()?, m.len()))
+}
+
+/// The live state of a watch session.
+struct Session {
+    spec: Spec,
+    /// The spec's text (what apply journals and records).
+    source: String,
+    files: TableFiles,
+    state_file: PathBuf,
+    trackers: Vec<health::Tracker>,
+    details: Vec<String>,
+    since: Vec<u64>,
+    /// What the table holds as far as watch knows; None after a flush (watch then idles).
+    current: Option<Ruleset>,
+    in_force: Availability,
+    applied_stamp: Option<(SystemTime, u64)>,
+    pending: Option<String>,
+    failures: u32,
+    next_attempt: Instant,
+}
+
+impl Session {
+    fn new(spec: Spec, source: String, files: TableFiles, state_file: PathBuf) -> Session {
+        let n = spec.gateways.len();
+        let trackers = spec
+            .gateways
+            .iter()
+            .map(|g| match &g.health {
+                Some(h) => health::Tracker::new(h.up, h.down),
+                None => health::Tracker::starting_as(health::State::Up, 1, 1),
+            })
+            .collect();
+        Session {
+            trackers,
+            details: vec![String::new(); n],
+            since: vec![state::now(); n],
+            current: None,
+            in_force: Availability::default(),
+            applied_stamp: None,
+            pending: None,
+            failures: 0,
+            next_attempt: Instant::now(),
+            spec,
+            source,
+            files,
+            state_file,
+        }
+    }
+
+    /// Takes over the table: if it is not the spec under the gateways routed now, a full
+    /// apply puts it right first. A lock that can never be taken ends watch here.
+    fn start(&mut self) -> anyhow::Result<()> {
+        let say = log_say();
+        let lock = TableLock::acquire(
+            &self.files.lock(),
+            &format!("table {} {}", self.spec.family, self.spec.table),
+            crate::lock::LOCK_WAIT,
+            &say,
+        )?;
+        self.settle_journal();
+        let rs_if_applied = Applied::read(&self.files.applied())
+            .ok()
+            .filter(|a| a.spec == self.source && a.backend == BackendKind::Nftables);
+        let adopted = match rs_if_applied {
+            Some(a) => {
+                let availability = Availability {
+                    unavailable: a.unavailable,
+                };
+                let rs = ruleset::compile_with(&self.spec, &availability);
+                read::diff(&nft_socket()?, &rs)?
+                    .is_empty()
+                    .then_some((rs, availability))
+            }
+            None => None,
+        };
+        match adopted {
+            Some((rs, availability)) => {
+                self.current = Some(rs);
+                self.in_force = availability;
+            }
+            None => {
+                log::info!(
+                    "table {} {} is not this spec as applied: applying it",
+                    self.spec.family,
+                    self.spec.table
+                );
+                apply::apply_locked(
+                    &self.spec,
+                    &self.source,
+                    BackendKind::Nftables,
+                    &self.files,
+                    &say,
+                )?;
+                self.follow_applied()?;
+            }
+        }
+        self.applied_stamp = stamp(&self.files.applied());
+        drop(lock);
+        self.write_state();
+        Ok(())
+    }
+
+    /// Settles an interrupted apply; a failure is logged and never blocks a failover.
+    fn settle_journal(&self) {
+        let path = self.files.journal();
+        if !path.exists() {
+            return;
+        }
+        match Interrupted::read(&path).and_then(|j| j.settle()) {
+            Ok(s) => {
+                for w in &s.warnings {
+                    log::warn!("{w}");
+                }
+                log::warn!("{}", s.done);
+            }
+            Err(e) => log::error!("{e:#}; going on with the failover, the journal stays"),
+        }
+    }
+
+    /// Reads the applied record and, when it is another spec than watch's, adopts it.
+    /// Returns whether the spec changed (the probers must restart). Call under the lock.
+    fn follow_applied(&mut self) -> anyhow::Result<bool> {
+        self.applied_stamp = stamp(&self.files.applied());
+        let Ok(a) = Applied::read(&self.files.applied()) else {
+            if self.current.take().is_some() {
+                log::warn!(
+                    "table {} {} was flushed: watch keeps probing and changes nothing until \
+                     the next apply",
+                    self.spec.family,
+                    self.spec.table
+                );
+            }
+            return Ok(false);
+        };
+        let mut changed = false;
+        if a.spec != self.source {
+            match Spec::from_json(&a.spec) {
+                Ok(spec) => {
+                    log::warn!(
+                        "an apply (pid {}) changed the spec of table {} {}: following it",
+                        a.pid,
+                        spec.family,
+                        spec.table
+                    );
+                    self.adopt(spec, a.spec.clone());
+                    changed = true;
+                }
+                Err(e) => {
+                    log::error!("the applied record's spec does not parse ({e}); ignoring it");
+                    return Ok(false);
+                }
+            }
+        }
+        self.in_force = Availability {
+            unavailable: a.unavailable,
+        };
+        self.current = Some(ruleset::compile_with(&self.spec, &self.in_force));
+        Ok(changed)
+    }
+
+    /// Takes a new spec, keeping the observed state of gateways it still has.
+    fn adopt(&mut self, spec: Spec, source: String) {
+        let mut next = Session::new(spec, source, self.files.clone(), self.state_file.clone());
+        for (i, g) in next.spec.gateways.iter().enumerate() {
+            let Some(j) = self.spec.gateways.iter().position(|o| o.name == g.name) else {
+                continue;
+            };
+            if let Some(h) = &g.health {
+                let mut t = self.trackers[j].clone();
+                t.set_thresholds(h.up, h.down);
+                next.trackers[i] = t;
+            }
+            next.details[i] = self.details[j].clone();
+            next.since[i] = self.since[j];
+        }
+        self.spec = next.spec;
+        self.source = next.source;
+        self.trackers = next.trackers;
+        self.details = next.details;
+        self.since = next.since;
+    }
+
+    fn observed(&self) -> std::collections::BTreeMap<String, health::State> {
+        self.spec
+            .gateways
+            .iter()
+            .zip(&self.trackers)
+            .map(|(g, t)| (g.name.clone(), t.state()))
+            .collect()
+    }
+
+    /// A probe result; on a state change the state file is written at once (before the
+    /// table changes: `status` shows what was observed even if the change is pending).
+    fn record(&mut self, i: usize, ok: bool, detail: String) -> bool {
+        self.details[i] = detail;
+        let Some(t) = self.trackers[i].record(ok) else {
+            return false;
+        };
+        let g = &self.spec.gateways[i];
+        self.since[i] = state::now();
+        log::warn!(
+            "gateway {} ({}): {} -> {} after {} {} ({})",
+            g.name,
+            g.interface,
+            t.from,
+            t.to,
+            t.streak,
+            if ok { "successes" } else { "failures" },
+            self.details[i]
+        );
+        if t.to == health::State::Down && g.flush_conntrack {
+            let deleted = nft_socket().and_then(|s| {
+                conntrack::delete_by_mark(&s, g.mark, self.spec.mark_mask)
+                    .context("deleting the gateway's connections")
+            });
+            match deleted {
+                Ok(n) => log::warn!(
+                    "gateway {}: deleted {n} connections (flush_conntrack)",
+                    g.name
+                ),
+                Err(e) => log::error!("gateway {}: {e:#}", g.name),
+            }
+        }
+        self.next_attempt = Instant::now();
+        self.write_state();
+        true
+    }
+
+    /// The wanted split from routing's view now and the observed states.
+    fn wanted(&self, unrouted: &std::collections::BTreeSet<String>) -> Availability {
+        decide::availability(&self.spec, &self.observed(), unrouted, &self.in_force)
+    }
+
+    /// Brings the table to the wanted split when it differs; on failure the change stays
+    /// pending and is retried with a growing pause. Err only when it can never succeed (the
+    /// lock file is unusable). Returns whether the spec changed (an apply happened meanwhile).
+    fn reconcile(&mut self) -> anyhow::Result<bool> {
+        if Instant::now() < self.next_attempt {
+            return Ok(false);
+        }
+        let pending_before = self.pending.clone();
+        let result = self.step();
+        self.next_attempt = Instant::now() + RECHECK;
+        let changed = match result {
+            Ok(changed) => {
+                if self.pending.take().is_some() {
+                    log::warn!("the pending change is done");
+                }
+                self.failures = 0;
+                changed
+            }
+            Err(e) if is_unusable_lock(&e) => return Err(e),
+            Err(e) => {
+                let why = format!("{e:#}");
+                if self.pending.as_deref() != Some(why.as_str()) || self.failures.is_multiple_of(30)
+                {
+                    log::error!("{why}; retrying until it is done");
+                }
+                self.pending = Some(why);
+                self.failures += 1;
+                self.next_attempt = Instant::now() + (RECHECK * self.failures).min(MAX_BACKOFF);
+                false
+            }
+        };
+        if changed || self.pending != pending_before {
+            self.write_state();
+        }
+        Ok(changed)
+    }
+
+    /// One reconcile step: follow an apply, then change the split if it is not the wanted one.
+    fn step(&mut self) -> anyhow::Result<bool> {
+        let mut changed = false;
+        if stamp(&self.files.applied()) != self.applied_stamp {
+            // Read without the lock first: cheap, and read again under it before a change.
+            changed = self.follow_applied()?;
+        }
+        if self.current.is_none() {
+            return Ok(changed);
+        }
+        let links = routing::Links::read(&route_socket()?).context("reading the interfaces")?;
+        let unrouted = routing::plan(&self.spec).unroutable_gateways(&links);
+        if self.wanted(&unrouted) == self.in_force && self.pending.is_none() {
+            return Ok(changed);
+        }
+        let in_force = self.in_force.clone();
+        changed |= self.transition()?;
+        if self.in_force != in_force {
+            self.write_state();
+        }
+        Ok(changed)
+    }
+
+    /// One change of the split under the lock: routing repaired, then ONE transaction.
+    fn transition(&mut self) -> anyhow::Result<bool> {
+        let _lock = TableLock::acquire(
+            &self.files.lock(),
+            &format!("table {} {}", self.spec.family, self.spec.table),
+            TRANSITION_LOCK_WAIT,
+            &log_say(),
+        )?;
+        self.settle_journal();
+        // An apply may have committed while we waited: follow it before building on it.
+        let changed = self.follow_applied()?;
+        let Some(current) = self.current.clone() else {
+            return Ok(changed);
+        };
+        let rsock = route_socket()?;
+        let links = routing::Links::read(&rsock).context("reading the network interfaces")?;
+        // Routes vanish with links; putting them back is idempotent and cheap.
+        let report = routing::apply(&rsock, &routing::plan(&self.spec), &links)?;
+        let wanted = self.wanted(&report.unrouted_gateways());
+        if wanted == self.in_force {
+            return Ok(changed);
+        }
+        let next = ruleset::compile_with(&self.spec, &wanted);
+        let socket = nft_socket()?;
+        let started = Instant::now();
+        let updated = transaction::run(&socket, Commit::Yes, || {
+            lower::update_batch(&current, &next)
+        });
+        if let Err(e) = updated {
+            // The live table is not what we last put there (edited by hand): replace it.
+            log::warn!("update refused ({e}); replacing the table");
+            transaction::run(&socket, Commit::Yes, || lower::replace_batch(&next))?;
+        }
+        let live: Vec<&str> = self
+            .spec
+            .gateways
+            .iter()
+            .filter(|g| !wanted.unavailable.contains(&g.name))
+            .map(|g| g.name.as_str())
+            .collect();
+        log::warn!(
+            "new connections now use: {} ({} ms)",
+            if live.is_empty() {
+                "the main table".to_string()
+            } else {
+                live.join(", ")
+            },
+            started.elapsed().as_millis()
+        );
+        self.current = Some(next);
+        self.in_force = wanted;
+        self.record_applied();
+        Ok(changed)
+    }
+
+    fn record_applied(&mut self) {
+        let record = Applied {
+            version: state::APPLIED_VERSION,
+            backend: BackendKind::Nftables,
+            spec: self.source.clone(),
+            unavailable: self.in_force.unavailable.clone(),
+            netns_cookie: netns_cookie(),
+            at: state::now(),
+            pid: std::process::id(),
+        };
+        if let Err(e) = record.write(&self.files.applied()) {
+            log::warn!("{e:#}");
+        }
+        self.applied_stamp = stamp(&self.files.applied());
+    }
+
+    fn write_state(&self) {
+        let gateways = self
+            .spec
+            .gateways
+            .iter()
+            .enumerate()
+            .map(|(i, g)| GatewayState {
+                name: g.name.clone(),
+                state: self.trackers[i].state().as_str().to_string(),
+                checked: g.health.is_some(),
+                available: self.current.is_some() && !self.in_force.unavailable.contains(&g.name),
+                since: self.since[i],
+                last_probe: self.details[i].clone(),
+            })
+            .collect();
+        let doc = WatchState {
+            version: state::STATE_VERSION,
+            family: self.spec.family.as_str().to_string(),
+            table: self.spec.table.clone(),
+            pid: std::process::id(),
+            netns_cookie: netns_cookie(),
+            updated: state::now(),
+            gateways,
+            pending: self.pending.clone(),
+        };
+        if let Err(e) = doc.write(&self.state_file) {
+            log::warn!("{e:#}");
+        }
+    }
+}
+
+fn is_unusable_lock(e: &anyhow::Error) -> bool {
+    matches!(
+        e.downcast_ref::<LockError>(),
+        Some(LockError::Unusable { .. })
+    )
+}
+
+/// Probes every checked gateway on its own interval until `stop`.
+fn start_probers(spec: &Spec, stop: &Arc<AtomicBool>) -> mpsc::Receiver<(usize, bool, String)> {
+    let (tx, rx) = mpsc::channel();
+    for (i, g) in spec.gateways.iter().enumerate() {
+        let Some(h) = &g.health else { continue };
+        let (spec, g, tx, stop) = (spec.clone(), g.clone(), tx.clone(), stop.clone());
+        let interval = Duration::from_millis(h.interval_ms.into());
+        thread::spawn(move || {
+            while !stop.load(Ordering::Relaxed) {
+                let started = Instant::now();
+                if let Some((ok, detail)) = probe_once(&spec, &g) {
+                    if tx.send((i, ok, detail)).is_err() {
+                        return;
+                    }
+                }
+                while started.elapsed() < interval && !stop.load(Ordering::Relaxed) {
+                    thread::sleep(Duration::from_millis(20).min(interval));
+                }
+            }
+        });
+    }
+    rx
+}
+
+/// What stops or reloads a running watch (signal flags the binary sets).
+#[derive(Debug, Clone)]
+pub struct Control {
+    pub stop: Arc<AtomicBool>,
+    pub reload: Arc<AtomicBool>,
+}
+
+/// Runs until `control.stop`; `control.reload` re-reads the spec with `read_spec`.
+pub fn run(
+    read_spec: &dyn Fn() -> anyhow::Result<(Spec, String)>,
+    state_file: Option<PathBuf>,
+    control: &Control,
+) -> anyhow::Result<()> {
+    let (mut spec, mut source) = read_spec()?;
+    loop {
+        let files = TableFiles::of(&spec);
+        let file = state_file.clone().unwrap_or_else(|| files.state());
+        let mut session = Session::new(spec.clone(), source.clone(), files, file);
+        session.start()?;
+        log::warn!(
+            "watching {} gateways of table {} {}",
+            spec.gateways.iter().filter(|g| g.health.is_some()).count(),
+            spec.family,
+            spec.table
+        );
+        let mut stop = Arc::new(AtomicBool::new(false));
+        let mut results = start_probers(&session.spec, &stop);
+        loop {
+            if control.stop.load(Ordering::Relaxed) {
+                stop.store(true, Ordering::Relaxed);
+                log::warn!("stopping; the ruleset stays as it is");
+                return Ok(());
+            }
+            if control.reload.swap(false, Ordering::Relaxed) {
+                stop.store(true, Ordering::Relaxed);
+                match read_spec() {
+                    Ok((new, text)) => {
+                        log::warn!("reload: applying the spec file again");
+                        (spec, source) = (new, text);
+                    }
+                    Err(e) => {
+                        log::error!("reload: keeping the running spec: {e:#}");
+                        (spec, source) = (session.spec.clone(), session.source.clone());
+                    }
+                }
+                break;
+            }
+            match results.recv_timeout(Duration::from_millis(100)) {
+                Ok((i, ok, detail)) => {
+                    session.record(i, ok, detail);
+                }
+                Err(mpsc::RecvTimeoutError::Timeout) => {}
+                Err(mpsc::RecvTimeoutError::Disconnected) => {
+                    thread::sleep(Duration::from_millis(100))
+                }
+            }
+            if session.reconcile()? {
+                // The spec changed under us: probe its gateways from now on.
+                stop.store(true, Ordering::Relaxed);
+                stop = Arc::new(AtomicBool::new(false));
+                results = start_probers(&session.spec, &stop);
+            }
+        }
+    }
+}
