@@ -7,6 +7,7 @@ pub mod netns;
 pub mod nft;
 pub mod topology;
 pub mod uplinks;
+pub mod watch;
 
 use std::path::PathBuf;
 

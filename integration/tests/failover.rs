@@ -3,12 +3,10 @@
 //! update transaction that keeps the table and its counters.
 
 use std::collections::BTreeMap;
-use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use nftbalance_integration::netns::PATH;
-use nftbalance_integration::target_binary;
 use nftbalance_integration::topology::{Topology, Which, SERVER};
+use nftbalance_integration::watch::{self, probed_spec, uplinks, TempFile};
 use serde_json::Value;
 
 const INTERVAL_MS: u64 = 300;
@@ -16,133 +14,25 @@ const DOWN: u64 = 2;
 const UP: u64 = 2;
 
 fn spec() -> String {
-    let gw = |i: u32| {
-        format!(
-            r#"{{ "name": "isp{i}", "interface": "ppp{}", "mark": {i}, "address": "100.0.{i}.1",
-                 "via": "100.0.{i}.254", "route_table": {},
-                 "health": {{ "targets": ["{SERVER}"], "interval": "{INTERVAL_MS}ms",
-                              "timeout": "250ms", "up": {UP}, "down": {DOWN} }} }}"#,
-            i - 1,
-            100 + i
-        )
-    };
-    format!(
-        r#"{{ "gateways": [ {}, {} ],
-             "balance": {{ "forward": [ {{ "iif": "eth0", "protocol": "tcp" }} ],
-                           "exclude": [ "192.168.0.0/16" ] }} }}"#,
-        gw(1),
-        gw(2)
+    probed_spec(2, INTERVAL_MS, UP, DOWN)
+}
+
+/// The first verdicts need `up` rounds; until then the split is as applied.
+fn start_watch(topo: &Topology, spec: &TempFile, state: &TempFile) -> watch::Watch {
+    watch::Watch::start(
+        topo,
+        spec,
+        Some(state),
+        Duration::from_millis(INTERVAL_MS * UP + 300),
     )
 }
 
-/// A file the router's nftbalance can read (namespaces share the file system).
-struct TempFile(std::path::PathBuf);
-
-impl TempFile {
-    fn new(tag: &str, text: &str) -> TempFile {
-        let p = std::env::temp_dir().join(format!("nbt-{tag}-{}.json", std::process::id()));
-        std::fs::write(&p, text).unwrap();
-        TempFile(p)
-    }
-    fn path(&self) -> &str {
-        self.0.to_str().unwrap()
-    }
-}
-
-impl Drop for TempFile {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.0);
-    }
-}
-
-/// `nftbalance watch` running in the router; stopped with SIGTERM on drop.
-struct Watch(Child);
-
-impl Watch {
-    fn start(topo: &Topology, spec: &TempFile, state: &TempFile) -> Watch {
-        let child = Command::new("ip")
-            .args([
-                "netns",
-                "exec",
-                topo.router.name(),
-                &target_binary("nftbalance"),
-            ])
-            .args(["watch", spec.path(), "--state-file", state.path()])
-            .env("PATH", PATH)
-            .env("RUST_LOG", "info")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .unwrap();
-        // The first verdicts need `up` rounds; until then the split is as applied.
-        std::thread::sleep(Duration::from_millis(INTERVAL_MS * UP + 300));
-        Watch(child)
-    }
-}
-
-impl Watch {
-    fn signal(&self, sig: &str) {
-        let ok = Command::new("kill")
-            .args([&format!("-{sig}"), &self.0.id().to_string()])
-            .status()
-            .unwrap();
-        assert!(ok.success());
-    }
-}
-
-impl Drop for Watch {
-    fn drop(&mut self) {
-        let _ = Command::new("kill")
-            .args(["-TERM", &self.0.id().to_string()])
-            .status();
-        let _ = self.0.wait();
-    }
-}
-
-fn uplinks(topo: &Topology, n: usize) -> BTreeMap<usize, usize> {
-    let results = topo.traffic(
-        Which::Lan,
-        &[
-            "connect",
-            &format!("{SERVER}:80"),
-            "--count",
-            &n.to_string(),
-            "--timeout-ms",
-            "1500",
-        ],
-    );
-    let mut m = BTreeMap::new();
-    for r in &results {
-        assert_eq!(r["ok"], true, "{r}");
-        let u = topo.uplink_of(r["seen"].as_str().unwrap()).unwrap();
-        *m.entry(u).or_default() += 1;
-    }
-    m
+fn status(topo: &Topology, spec: &TempFile, state: &TempFile) -> Value {
+    watch::status(topo, spec, Some(state))
 }
 
 fn settle(threshold: u64) {
     std::thread::sleep(Duration::from_millis(INTERVAL_MS * threshold + 1000));
-}
-
-fn status(topo: &Topology, spec: &TempFile, state: &TempFile) -> Value {
-    let out = topo.router.exec(
-        &target_binary("nftbalance"),
-        &[
-            "status",
-            "--json",
-            spec.path(),
-            "--state-file",
-            state.path(),
-        ],
-        None,
-    );
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).unwrap()
 }
 
 fn table_handle(topo: &Topology) -> Value {
@@ -165,7 +55,7 @@ fn a_dead_link_loses_new_connections_and_gets_them_back() {
     topo.apply(&spec);
     let (spec_file, state_file) = (TempFile::new("spec", &spec), TempFile::new("state", "{}"));
     topo.serve(Which::Server, &format!("{SERVER}:80"), false);
-    let _watch = Watch::start(&topo, &spec_file, &state_file);
+    let _watch = start_watch(&topo, &spec_file, &state_file);
     assert_eq!(uplinks(&topo, 10), BTreeMap::from([(0, 5), (1, 5)]));
 
     // Long-lived connections, half of them on uplink 1, across the failover.
@@ -220,7 +110,7 @@ fn a_dead_upstream_behind_a_live_link_is_detected() {
     topo.apply(&spec);
     let (spec_file, state_file) = (TempFile::new("spec2", &spec), TempFile::new("state2", "{}"));
     topo.serve(Which::Server, &format!("{SERVER}:80"), false);
-    let _watch = Watch::start(&topo, &spec_file, &state_file);
+    let _watch = start_watch(&topo, &spec_file, &state_file);
 
     let blackhole = "table inet blackhole {\n chain forward { type filter hook forward priority -10; drop\n }\n}\n";
     let out = topo.isps[1].exec("nft", &["-f", "-"], Some(blackhole.as_bytes()));
@@ -274,7 +164,7 @@ fn flush_conntrack_sighup_and_sigterm() {
     topo.apply(&spec);
     let (spec_file, state_file) = (TempFile::new("spec4", &spec), TempFile::new("state4", "{}"));
     topo.serve(Which::Server, &format!("{SERVER}:80"), false);
-    let mut watch = Watch::start(&topo, &spec_file, &state_file);
+    let mut watch = start_watch(&topo, &spec_file, &state_file);
     assert_eq!(uplinks(&topo, 10), BTreeMap::from([(0, 5), (1, 5)]));
     let live = |doc: &Value, i: usize| doc["gateways"][i]["live_connections"].as_u64().unwrap();
     let doc = status(&topo, &spec_file, &state_file);

@@ -68,8 +68,10 @@ pub fn interrupted_warning(spec: &Spec) -> Option<String> {
 
 /// The other nftbalance table in force in this network namespace, if any: the policy
 /// routing (ip rule priorities and routes nftbalance owns) is per namespace, so two tables
-/// would remove each other's rules. A record whose table is gone is removed.
-fn other_table(files: &TableFiles) -> anyhow::Result<Option<String>> {
+/// would remove each other's rules. A record whose table is gone is removed; so is another
+/// iptables-legacy record when `backend` is iptables-legacy too (its chains have fixed
+/// names, so a legacy apply replaces whatever legacy spec was there).
+fn other_table(files: &TableFiles, backend: BackendKind) -> anyhow::Result<Option<String>> {
     let mine = files.applied();
     let records = files::of_this_netns(files.dir(), &files::netns_prefix(), ".applied.json")
         .or_else(|e| match e.kind() {
@@ -84,7 +86,8 @@ fn other_table(files: &TableFiles) -> anyhow::Result<Option<String>> {
         let Ok(spec) = Spec::from_json(&record.spec) else {
             continue;
         };
-        if record.backend.backend().exists(&spec)? {
+        let replaced = backend == BackendKind::IptablesLegacy && record.backend == backend;
+        if !replaced && record.backend.backend().exists(&spec)? {
             return Ok(Some(format!(
                 "{} ({})",
                 label(&spec),
@@ -147,7 +150,7 @@ pub(crate) fn apply_locked(
     files: &TableFiles,
     say: &Say,
 ) -> anyhow::Result<Done> {
-    if let Some(other) = other_table(files)? {
+    if let Some(other) = other_table(files, backend)? {
         anyhow::bail!(
             "{other} is applied in this network namespace already, and nftbalance's policy \
              routing (ip rules at priorities {}-{}, routes of protocol {}) belongs to one \
@@ -295,7 +298,7 @@ pub fn flush(spec: &Spec, backend: BackendKind, say: &Say) -> anyhow::Result<Flu
         }
         _ => {}
     }
-    if let Some(owner) = other_table(&files)? {
+    if let Some(owner) = other_table(&files, backend)? {
         return Ok(Flushed {
             rules,
             routing: None,
