@@ -9,8 +9,8 @@ export PATH := /usr/local/sbin:/usr/sbin:/sbin:$(HOME)/.cargo/bin:$(PATH)
 # nftables/iptables/iproute2: the real tools the tests use as oracles.
 # libnftnl-dev, libmnl-dev, pkg-config: the netlink write path links libnftnl.
 # strace: one test compares our netlink messages with the ones nft sends.
-# libclang-dev: bindgen for -sys crates that generate bindings at build time (rustables).
-APT_PACKAGES := nftables iptables iproute2 libnftnl-dev libmnl-dev pkg-config libclang-dev strace
+# flock (util-linux): a test holds a table's lock as another nftbalance would.
+APT_PACKAGES := nftables iptables iproute2 libnftnl-dev libmnl-dev pkg-config strace util-linux
 
 .PHONY: all deps bench-deps build demo test lint bless bench stress fuzz clean
 

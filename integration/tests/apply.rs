@@ -319,3 +319,58 @@ fn a_refused_transaction_puts_the_routing_back() {
     assert!(err.contains("put back as they were"), "{err}");
     assert_eq!(routing_state(&ns), before, "routing was not rolled back");
 }
+
+/// 22.9: two tables in one namespace fought over the policy routing: applying a second spec
+/// removed the first one's fwmark rules, flushing it removed everything of the first, and
+/// diff of the first said "same as the spec" because it did not look at routing.
+#[test]
+fn a_second_table_in_a_namespace_is_refused_and_diff_sees_routing() {
+    let seed = spec("seed.json");
+    let ns = router_for("twotables", &seed);
+    ok(&ns, &["apply", &seed]);
+    let rules = ns.ok("ip", &["rule", "list"]);
+    let second = std::env::temp_dir().join(format!("nbt-second-{}.json", std::process::id()));
+    let second_spec = std::fs::read_to_string(&seed)
+        .unwrap()
+        .replace("\"table\": \"nftbalance\"", "\"table\": \"second\"")
+        .replace("\"route_table\": 101", "\"route_table\": 201")
+        .replace("\"route_table\": 102", "\"route_table\": 202");
+    assert!(second_spec.contains("second"));
+    std::fs::write(&second, second_spec).unwrap();
+    let second = second.to_str().unwrap().to_string();
+
+    let out = nftbalance(&ns, &["apply", &second]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("table inet nftbalance (nftables) is applied in this network namespace"),
+        "{err}"
+    );
+    assert_eq!(
+        ns.ok("ip", &["rule", "list"]),
+        rules,
+        "the refused apply changed ip rules"
+    );
+    let out = ok(&ns, &["flush", &second]);
+    assert!(out.contains("routing: left as it is"), "{out}");
+    assert_eq!(
+        ns.ok("ip", &["rule", "list"]),
+        rules,
+        "flush of the other table took ours"
+    );
+    assert!(ok(&ns, &["diff", &seed]).contains("same as the spec"));
+
+    // A rule someone deleted is a difference.
+    ns.ok("ip", &["rule", "del", "priority", "1001"]);
+    let out = nftbalance(&ns, &["diff", &seed]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out.stdout).contains("ip rule missing: "),
+        "{}",
+        text(&out.stdout)
+    );
+    ok(&ns, &["apply", &seed]);
+    assert!(ok(&ns, &["diff", &seed]).contains("same as the spec"));
+    ok(&ns, &["flush", &seed]);
+    std::fs::remove_file(&second).unwrap();
+}

@@ -138,7 +138,9 @@ fn a_failover_that_cannot_take_the_lock_is_retried_and_status_says_so() {
     topo.isps[1].ok("ip", &["link", "set", "rtr", "down"]);
     settle(DOWN);
     // The failover waits a moment for the lock, then says it is pending and retries.
-    wait_for(Duration::from_secs(4), || status(&topo, &spec, None)["pending"].is_string());
+    wait_for(Duration::from_secs(4), || {
+        status(&topo, &spec, None)["pending"].is_string()
+    });
     let doc = status(&topo, &spec, None);
     let isp2 = &doc["gateways"][1];
     assert_eq!(isp2["state"], "down", "observed state not written: {doc:#}");

@@ -83,6 +83,11 @@ fn other_table(files: &TableFiles, backend: BackendKind) -> anyhow::Result<Optio
         let Ok(record) = Applied::read(&path) else {
             continue;
         };
+        if record.netns_cookie.is_some() && record.netns_cookie != netns_cookie() {
+            // A namespace that is gone left it, and this one got its inode number.
+            let _ = std::fs::remove_file(&path);
+            continue;
+        }
         let Ok(spec) = Spec::from_json(&record.spec) else {
             continue;
         };

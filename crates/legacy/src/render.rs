@@ -556,4 +556,39 @@ mod tests {
         .unwrap();
         assert_eq!(render(&s), Err(LegacyError::HmarkWithMask(0xff)));
     }
+
+    /// Issue 22.10: the legacy backend kept a gateway it could not route in the split.
+    #[test]
+    fn unavailable_gateways_leave_the_split_and_their_pins_are_balanced() {
+        let s = spec(
+            r#","balance":{"forward":[{"protocol":"tcp","dports":[25],"gateway":"g2"},{}]}"#,
+            &[3, 2, 1],
+        );
+        let out = |names: &[&str]| {
+            let set: BTreeSet<String> = names.iter().map(|n| n.to_string()).collect();
+            render_with(&s, &set).unwrap()
+        };
+        let text = out(&["g2"]);
+        let slots: Vec<&str> = text.lines().filter(|l| l.contains("--mode nth")).collect();
+        assert_eq!(slots.len(), 4, "3:1 over g1 and g3: {text}");
+        assert!(
+            !slots.iter().any(|l| l.ends_with("--set-mark 0x2")),
+            "{text}"
+        );
+        assert!(
+            text.contains("--dport 25 -m state --state NEW -j NFTBALANCE-BALANCE"),
+            "{text}"
+        );
+        assert!(
+            text.contains("-i ppp1 -m state --state NEW -j CONNMARK --set-mark 0x2"),
+            "ingress stays"
+        );
+        let none = out(&["g1", "g2", "g3"]);
+        assert!(!none.contains("--mode nth"), "{none}");
+        assert!(
+            !none.contains("-A NFTBALANCE-BALANCE -j CONNMARK --set-mark"),
+            "{none}"
+        );
+        assert_eq!(out(&[]), render(&s).unwrap());
+    }
 }

@@ -1018,7 +1018,8 @@ fn quote_key(key: &str) -> String {
 fn parse_u32_text(s: &str) -> Result<u32, String> {
     let bad = || {
         format!(
-            "{} is not a 32-bit number (write e.g. 256 or \"0xff00\")",
+            "{} is not a 32-bit number (write decimal without leading zeros or spaces, \
+             e.g. 256, or hex, e.g. \"0xff00\")",
             show(s)
         )
     };
