@@ -5,6 +5,7 @@
 
 mod error;
 pub mod iptables;
+mod names;
 mod nft;
 mod recognise;
 mod report;

@@ -208,7 +208,10 @@ pub fn read(
                 })?;
                 let mut parts = decl.split_whitespace();
                 let name = parts.next().unwrap_or_default().to_string();
-                let policy = parts.next().filter(|p| *p != "-").map(str::to_string);
+                crate::names::chain(&loc, ":", &name)?;
+                let policy = parts.next().unwrap_or("-");
+                crate::names::policy(&loc, ":", policy)?;
+                let policy = Some(policy).filter(|p| *p != "-").map(str::to_string);
                 let chain = s.table_mut(&table).chain_mut(&name);
                 chain.policy = policy;
                 LineKind::Structure("chain declaration".into())
@@ -347,6 +350,7 @@ fn apply(
             })
         }
     };
+    crate::names::command(loc, &command)?;
     let explicit = table.is_some();
     let mut table = table.unwrap_or(default_table);
     if builtins(&table).is_empty() {
