@@ -159,7 +159,10 @@ mod tests {
     fn interfaces_follow_ifnamsiz_and_refuse_syntax() {
         assert!(interface("eth0.100").is_ok());
         assert!(interface("a23456789012345").is_ok());
-        assert_eq!(interface("a234567890123456"), Err(NameError::InterfaceLength));
+        assert_eq!(
+            interface("a234567890123456"),
+            Err(NameError::InterfaceLength)
+        );
         for bad in ["x\"", "a;b", "a b", "a/b", "a:b", "a*", "é"] {
             assert!(interface(bad).is_err(), "{bad}");
         }

@@ -242,7 +242,9 @@ impl Cx {
         )?;
 
         let table = match obj.field("table") {
-            Some((v, p)) => self.string(v, &p).and_then(|s| self.nft_identifier(&s, &p, 64)),
+            Some((v, p)) => self
+                .string(v, &p)
+                .and_then(|s| self.nft_identifier(&s, &p, 64)),
             None => Some(DEFAULT_TABLE.to_string()),
         };
         let family = match obj.field("family") {

@@ -25,7 +25,12 @@ fn shown(value: &str) -> String {
     }
 }
 
-fn check(loc: &Loc, option: &str, value: &str, r: Result<(), NameError>) -> Result<(), TranslateError> {
+fn check(
+    loc: &Loc,
+    option: &str,
+    value: &str,
+    r: Result<(), NameError>,
+) -> Result<(), TranslateError> {
     r.map_err(|e| refuse(loc, option, value, e))
 }
 
@@ -49,13 +54,23 @@ pub fn chain(loc: &Loc, option: &str, chain: &str) -> Result<(), TranslateError>
 /// Every name and free-text value of one command.
 pub fn command(loc: &Loc, command: &Command) -> Result<(), TranslateError> {
     match command {
-        Command::Append { chain: c, rules } | Command::Insert { chain: c, rules, .. } => {
-            let opt = if matches!(command, Command::Append { .. }) { "-A" } else { "-I" };
+        Command::Append { chain: c, rules }
+        | Command::Insert {
+            chain: c, rules, ..
+        } => {
+            let opt = if matches!(command, Command::Append { .. }) {
+                "-A"
+            } else {
+                "-I"
+            };
             chain(loc, opt, c)?;
             rules.iter().try_for_each(|r| rule(loc, r))
         }
         Command::NewChain(c) => chain(loc, "-N", c),
-        Command::Policy { chain: c, policy: p } => {
+        Command::Policy {
+            chain: c,
+            policy: p,
+        } => {
             chain(loc, "-P", c)?;
             policy(loc, "-P", p)
         }
@@ -70,7 +85,9 @@ fn rule(loc: &Loc, r: &Rule) -> Result<(), TranslateError> {
         // Protocol names and numbers (/etc/protocols): plain words nft reads as such.
         let plain = !p.value.is_empty()
             && p.value.len() <= 32
-            && p.value.chars().all(|c| c.is_ascii_alphanumeric() || c == '-');
+            && p.value
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-');
         if !plain {
             return Err(TranslateError::Option {
                 loc: loc.clone(),
@@ -87,7 +104,12 @@ fn rule(loc: &Loc, r: &Rule) -> Result<(), TranslateError> {
     }
     for m in &r.matches {
         if let Match::Comment(c) = m {
-            check(loc, "--comment", c, name::text(c, name::IPTABLES_COMMENT_MAX))?;
+            check(
+                loc,
+                "--comment",
+                c,
+                name::text(c, name::IPTABLES_COMMENT_MAX),
+            )?;
         }
     }
     target(loc, r.target.as_ref())
@@ -109,9 +131,9 @@ fn target(loc: &Loc, t: Option<&Target>) -> Result<(), TranslateError> {
     match t {
         Some(Target::Jump(c)) => chain(loc, "-j", c),
         Some(Target::Goto(c)) => chain(loc, "-g", c),
-        Some(Target::Log { prefix: Some(p), .. }) => {
-            check(loc, "--log-prefix", p, name::text(p, name::LOG_PREFIX_MAX))
-        }
+        Some(Target::Log {
+            prefix: Some(p), ..
+        }) => check(loc, "--log-prefix", p, name::text(p, name::LOG_PREFIX_MAX)),
         Some(Target::Snat(to) | Target::Dnat(to)) => address("--to", to, &['.', ':', '-']),
         Some(Target::Masquerade(Some(p)) | Target::Redirect(Some(p))) => {
             address("--to-ports", p, &['-'])

@@ -167,10 +167,18 @@ pub fn rule(table: &Table, r: &RuleAt) -> Result<String, TranslateError> {
     }
     let mut parts: Vec<String> = Vec::new();
     if let Some(Neg { neg, value }) = iif {
-        parts.push(format!("iifname {}{}", not(*neg), name::nft_interface(value)));
+        parts.push(format!(
+            "iifname {}{}",
+            not(*neg),
+            name::nft_interface(value)
+        ));
     }
     if let Some(Neg { neg, value }) = oif {
-        parts.push(format!("oifname {}{}", not(*neg), name::nft_interface(value)));
+        parts.push(format!(
+            "oifname {}{}",
+            not(*neg),
+            name::nft_interface(value)
+        ));
     }
     let net = |n: &ipnet::Ipv4Net| {
         if n.prefix_len() == 32 {

@@ -171,9 +171,21 @@ pub fn read(
     defines: &BTreeMap<String, String>,
 ) -> Result<Script, TranslateError> {
     let mut s = Script::default();
-    let mut vars = defines.clone();
+    let mut vars = shell::Vars::new(defines);
     let mut rt_tables: BTreeMap<String, u32> = BTreeMap::new();
+    let mut lines = 0;
     for input in inputs {
+        let n = input.text.lines().count();
+        if lines + n > crate::MAX_LINES {
+            return Err(TranslateError::LineLimit {
+                loc: Loc {
+                    file: input.name.to_string(),
+                    line: crate::MAX_LINES - lines + 1,
+                },
+                limit: crate::MAX_LINES,
+            });
+        }
+        lines += n;
         let mut section: Option<String> = None;
         let mut depth = 0usize;
         for ll in shell::logical_lines(input.text) {
@@ -466,7 +478,7 @@ fn shell_line(
     s: &mut Script,
     loc: &Loc,
     text: &str,
-    vars: &mut BTreeMap<String, String>,
+    vars: &mut shell::Vars,
     defines: &BTreeMap<String, String>,
     rt_tables: &mut BTreeMap<String, u32>,
     depth: &mut usize,
@@ -551,7 +563,7 @@ fn simple_command(
     loc: &Loc,
     text: &str,
     cmd: &SimpleCommand,
-    vars: &mut BTreeMap<String, String>,
+    vars: &mut shell::Vars,
     defines: &BTreeMap<String, String>,
     rt_tables: &BTreeMap<String, u32>,
 ) -> Result<LineKind, TranslateError> {
@@ -574,7 +586,7 @@ fn simple_command(
         for (name, value) in assignments {
             let v = value.expand(vars, loc)?;
             if !defines.contains_key(&name) {
-                vars.insert(name, v);
+                vars.set(name, v, loc)?;
             }
         }
         return Ok(LineKind::Structure("assignment".into()));
@@ -762,6 +774,40 @@ mod tests {
 
     fn read1(text: &str) -> Result<Script, TranslateError> {
         read(&[Input { name: "t.sh", text }], &BTreeMap::new())
+    }
+
+    #[test]
+    fn input_limit_lines_limit_and_variables_limit() {
+        let big = "#".repeat(crate::MAX_INPUT + 1);
+        let e = crate::parse(
+            &[Input {
+                name: "in",
+                text: &big,
+            }],
+            &BTreeMap::new(),
+        );
+        assert_eq!(
+            e.unwrap_err().to_string(),
+            "the input is longer than 16777216 bytes, translate's limit"
+        );
+        let many = "\n".repeat(crate::MAX_LINES + 1);
+        let e = read1(&many).unwrap_err().to_string();
+        assert_eq!(
+            e,
+            "t.sh:200001: the input has more than 200000 lines, translate's limit"
+        );
+        // Many variables, each under the word limit, together over the variables' limit.
+        let mut text = format!("A={}\n", "x".repeat(60_000));
+        for i in 0..100 {
+            text.push_str(&format!("B{i}=$A\n"));
+        }
+        let e = read1(&text).unwrap_err().to_string();
+        assert!(
+            e.starts_with(
+                "t.sh:70: the script's variables together would be longer than 4194304 bytes"
+            ),
+            "{e}"
+        );
     }
 
     #[test]

@@ -37,6 +37,52 @@ pub fn logical_lines(text: &str) -> Vec<LogicalLine> {
     out
 }
 
+/// Longest word a line may expand to. Script values are addresses, names and paths; a
+/// doubling assignment (`A=$A$A`) hits this after a few lines instead of exhausting memory.
+pub const MAX_WORD: usize = 64 * 1024;
+/// Most bytes all of a script's variables may hold at once, for the same reason.
+pub const MAX_VARIABLES: usize = 4 * 1024 * 1024;
+
+/// The script's variables, with the bytes they hold kept under [`MAX_VARIABLES`].
+#[derive(Debug, Clone, Default)]
+pub struct Vars {
+    map: BTreeMap<String, String>,
+    bytes: usize,
+}
+
+impl Vars {
+    pub fn new(defines: &BTreeMap<String, String>) -> Vars {
+        let mut v = Vars::default();
+        for (name, value) in defines {
+            v.bytes += name.len() + value.len();
+            v.map.insert(name.clone(), value.clone());
+        }
+        v
+    }
+
+    pub fn set(&mut self, name: String, value: String, loc: &Loc) -> Result<(), TranslateError> {
+        let old = self.map.get(&name).map_or(0, |o| name.len() + o.len());
+        let bytes = self.bytes - old + name.len() + value.len();
+        if bytes > MAX_VARIABLES {
+            return Err(TranslateError::Limit {
+                loc: loc.clone(),
+                what: "the script's variables together",
+                limit: MAX_VARIABLES,
+            });
+        }
+        self.bytes = bytes;
+        self.map.insert(name, value);
+        Ok(())
+    }
+}
+
+impl std::ops::Deref for Vars {
+    type Target = BTreeMap<String, String>;
+    fn deref(&self) -> &Self::Target {
+        &self.map
+    }
+}
+
 /// A piece of a word.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Part {
@@ -92,6 +138,13 @@ impl Word {
             match p {
                 Part::Lit(l) => s.push_str(l),
                 Part::Var(v) => match vars.get(v) {
+                    Some(val) if s.len() + val.len() > MAX_WORD => {
+                        return Err(TranslateError::Limit {
+                            loc: loc.clone(),
+                            what: "a word with its variables expanded",
+                            limit: MAX_WORD,
+                        })
+                    }
                     Some(val) => s.push_str(val),
                     None => {
                         return Err(TranslateError::Unresolved {

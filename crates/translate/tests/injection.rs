@@ -109,10 +109,30 @@ fn comment_log_prefix_policy_and_values_cannot_inject() {
         refused_or_contained(&ns, text, &pre, 1);
     }
     let nat = [("nat", "POSTROUTING")];
-    refused_or_contained(&ns, "iptables -t nat -A POSTROUTING -j SNAT --to-source '1.2.3.4; flush ruleset'\n", &nat, 1);
-    refused_or_contained(&ns, "iptables -t nat -A POSTROUTING -j MASQUERADE --to-ports '1; flush ruleset'\n", &nat, 1);
+    refused_or_contained(
+        &ns,
+        "iptables -t nat -A POSTROUTING -j SNAT --to-source '1.2.3.4; flush ruleset'\n",
+        &nat,
+        1,
+    );
+    refused_or_contained(
+        &ns,
+        "iptables -t nat -A POSTROUTING -j MASQUERADE --to-ports '1; flush ruleset'\n",
+        &nat,
+        1,
+    );
     let input = [("filter", "INPUT")];
-    refused_or_contained(&ns, "iptables -P INPUT 'DROP; }; flush ruleset; add table ip q { '\n", &input, 0);
+    refused_or_contained(
+        &ns,
+        "iptables -P INPUT 'DROP; }; flush ruleset; add table ip q { '\n",
+        &input,
+        0,
+    );
     refused_or_contained(&ns, "*filter\n:INPUT DROP;flush [0:0]\nCOMMIT\n", &input, 0);
-    refused_or_contained(&ns, "*filter\n:C;flush - [0:0]\n-A INPUT -j C;flush\nCOMMIT\n", &input, 1);
+    refused_or_contained(
+        &ns,
+        "*filter\n:C;flush - [0:0]\n-A INPUT -j C;flush\nCOMMIT\n",
+        &input,
+        1,
+    );
 }
