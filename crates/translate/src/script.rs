@@ -162,6 +162,11 @@ impl Script {
 }
 
 const IPTABLES: &[&str] = &["iptables", "iptables-legacy", "iptables-nft"];
+const RESTORE: &[&str] = &[
+    "iptables-restore",
+    "iptables-legacy-restore",
+    "iptables-nft-restore",
+];
 const IP6TABLES: &[&str] = &["ip6tables", "ip6tables-legacy", "ip6tables-nft"];
 
 /// Reads the inputs in order (later files see earlier files' tables and variables).
@@ -195,6 +200,16 @@ pub fn read(
             };
             let text = ll.text.trim().to_string();
             if text.is_empty() {
+                continue;
+            }
+            // A here-document is its program's data; iptables-restore's is rules as in a file.
+            if let Some(program) = ll.heredoc.filter(|p| !RESTORE.contains(&p.as_str())) {
+                let why = format!("here-document body (input of {program}): data, not commands");
+                s.lines.push(Line {
+                    loc,
+                    text,
+                    kind: LineKind::Outside(why),
+                });
                 continue;
             }
             let kind = if text.starts_with('#') {
@@ -807,6 +822,39 @@ mod tests {
                 "t.sh:70: the script's variables together would be longer than 4194304 bytes"
             ),
             "{e}"
+        );
+    }
+
+    #[test]
+    fn heredoc_bodies_are_data_not_rules() {
+        let text = "cat >/etc/x.sh <<EOF\n\
+                    iptables -t mangle -A PREROUTING -j MARK --set-mark 1\n\
+                    EOF\n\
+                    cat <<-'END' | tee /tmp/y\n\
+                    \tiptables -N Y\n\
+                    \tEND\n\
+                    cat << \"Q\" >/dev/null\n\
+                    *mangle\n\
+                    -A PREROUTING -j ACCEPT\n\
+                    Q\n\
+                    iptables -t mangle -A PREROUTING -j ACCEPT\n";
+        let s = read1(text).unwrap();
+        let pre = s.table("mangle").unwrap().chain("PREROUTING").unwrap();
+        assert_eq!(pre.rules.len(), 1);
+        assert_eq!(pre.rules[0].loc.line, 11);
+        assert!(s.table("filter").is_none_or(|t| t.chain("Y").is_none()));
+        assert!(matches!(&s.lines[1].kind, LineKind::Outside(w) if w.contains("here-document")));
+        // iptables-restore's here-document is its rules, read as a save file is.
+        let s = read1("iptables-restore <<EOF\n*mangle\n-A PREROUTING -j ACCEPT\nCOMMIT\nEOF\n")
+            .unwrap();
+        assert_eq!(
+            s.table("mangle")
+                .unwrap()
+                .chain("PREROUTING")
+                .unwrap()
+                .rules
+                .len(),
+            1
         );
     }
 
