@@ -136,3 +136,55 @@ fn comment_log_prefix_policy_and_values_cannot_inject() {
         1,
     );
 }
+
+/// Names as an attacker writes them: quotes, separators, braces, backslashes, '#', '$',
+/// newlines, unicode, nft keywords, iptables wildcards, and overlong ones.
+fn hostile() -> impl Strategy<Value = String> {
+    prop_oneof![
+        "[a-zA-Z0-9_.@+*/:;#$'\"{}\\\\ \n\té-]{0,24}",
+        "[A-Za-z][A-Za-z0-9_-]{0,12}",
+        "[a-z]{2,8}",
+        Just("mark".to_string()),
+        Just("ppp+".to_string()),
+        "[a-zA-Z]{14,300}",
+    ]
+}
+
+/// A word in single quotes, as a shell script would hold any string.
+fn sh(s: &str) -> String {
+    format!("'{}'", s.replace('\'', "'\\''"))
+}
+
+#[test]
+fn hostile_names_are_refused_or_contained() {
+    let ns = Netns::new("trprop");
+    let mut runner = proptest::test_runner::TestRunner::new(ProptestConfig {
+        cases: 64,
+        failure_persistence: None,
+        ..ProptestConfig::default()
+    });
+    // Mostly names a check should let through (with every character it allows), so that
+    // the nft side is exercised, and hostile ones in between.
+    let names = (
+        prop_oneof![4 => "[A-Za-z][A-Za-z0-9_-]{0,27}", 1 => hostile()],
+        prop_oneof![4 => "[A-Za-z0-9._@-]{1,14}[+]?", 1 => hostile()],
+        prop_oneof![4 => "[a-zA-Z0-9 #;{}'é.,:*!?()<>=+-]{0,140}", 1 => hostile()],
+        prop_oneof![4 => "[a-zA-Z0-9 #;{}'é:.*-]{0,14}", 1 => hostile()],
+    );
+    runner
+        .run(&names, |(chain, iface, comment, prefix)| {
+            let text = format!(
+                "iptables -t mangle -N {c}\n\
+                 iptables -t mangle -A PREROUTING -i {i} -m comment --comment {m} -j {c}\n\
+                 iptables -t mangle -A {c} -o {i} -j LOG --log-prefix {p}\n",
+                c = sh(&chain),
+                i = sh(&iface),
+                m = sh(&comment),
+                p = sh(&prefix),
+            );
+            let chains = [("mangle", "PREROUTING"), ("mangle", chain.as_str())];
+            refused_or_contained(&ns, &text, &chains, 2);
+            Ok(())
+        })
+        .unwrap();
+}
