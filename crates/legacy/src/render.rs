@@ -3,6 +3,7 @@
 use std::fmt::Write;
 
 use ipnet::IpNet;
+use nftbalance_spec::name::restore_word;
 use nftbalance_spec::{Family, Gateway, Method, Selector, Spec, DEFAULT_MARK_MASK};
 
 /// Prefix of every chain the tool owns; built-in chains only get one jump rule each.
@@ -157,7 +158,7 @@ pub fn render(spec: &Spec) -> Result<String, LegacyError> {
             w,
             format!(
                 "-A {pre} -i {} {NEW} {}",
-                g.interface,
+                restore_word(&g.interface),
                 m.set_connmark(g.mark)
             ),
         );
@@ -210,7 +211,10 @@ pub fn render(spec: &Spec) -> Result<String, LegacyError> {
                 Some(a) => format!("-j SNAT --to-source {a}"),
                 None => "-j MASQUERADE".into(),
             };
-            line(w, format!("-A {post} -o {} {target}", g.interface));
+            line(
+                w,
+                format!("-A {post} -o {} {target}", restore_word(&g.interface)),
+            );
         }
         line(w, format!("-A POSTROUTING -j {post}"));
         line(w, "COMMIT".into());
@@ -375,7 +379,7 @@ fn split(spec: &Spec, m: &Marks) -> Vec<String> {
 
 /// xt_recent list of a gateway's sticky sources.
 fn recent_list(spec: &Spec, index: usize) -> String {
-    format!("{}_{}", spec.table, spec.gateways[index].name)
+    restore_word(&format!("{}_{}", spec.table, spec.gateways[index].name)).into_owned()
 }
 
 /// Selection rules: pinned first, then balanced; one rule per port and prefix combination.
@@ -426,7 +430,7 @@ fn selections(spec: &Spec, selectors: &[Selector]) -> Vec<String> {
                 for port in &ports {
                     let mut r = String::new();
                     if let Some(i) = &s.iif {
-                        let _ = write!(r, "-i {i} ");
+                        let _ = write!(r, "-i {} ", restore_word(i));
                     }
                     if let Some(n) = saddr {
                         let _ = write!(r, "-s {} ", host_or_net(n));
