@@ -90,7 +90,7 @@ fn hostile_names_never_reach_the_renderer() {
             let ok = ("isp1".to_string(), "eth1".to_string());
             let json = match which {
                 0 => spec_json("nftbalance", &[(bad.clone(), "eth1".into())], "eth0", true),
-                1 => spec_json("nftbalance", &[ok.clone()], &bad, false),
+                1 => spec_json("nftbalance", std::slice::from_ref(&ok), &bad, false),
                 _ => spec_json(&bad, &[ok], "eth0", true),
             };
             let errors = Spec::from_json(&json).expect_err(&json).to_string();
