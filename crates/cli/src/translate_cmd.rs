@@ -41,20 +41,34 @@ enum To {
     Nft,
 }
 
+/// Reads at most `left` bytes (the inputs share translate's limit), so `yes | nftbalance
+/// translate -` stops at the limit instead of filling memory.
+fn bounded(input: impl Read, left: &mut usize) -> anyhow::Result<String> {
+    let mut bytes = Vec::new();
+    input.take(*left as u64 + 1).read_to_end(&mut bytes)?;
+    if bytes.len() > *left {
+        anyhow::bail!(
+            "the input is longer than {} bytes, translate's limit",
+            translate::MAX_INPUT
+        );
+    }
+    *left -= bytes.len();
+    String::from_utf8(bytes).context("the input is not UTF-8 text")
+}
+
 pub fn run(args: &TranslateArgs) -> anyhow::Result<ExitCode> {
     if args.literal && args.to != To::Nft {
         anyhow::bail!("--literal needs --to nft");
     }
     let mut texts = Vec::new();
+    let mut left = translate::MAX_INPUT;
     for f in &args.files {
         let text = if f.as_os_str() == "-" {
-            let mut s = String::new();
-            io::stdin()
-                .read_to_string(&mut s)
-                .context("reading standard input")?;
-            s
+            bounded(io::stdin().lock(), &mut left).context("reading standard input")?
         } else {
-            std::fs::read_to_string(f).with_context(|| format!("reading {}", f.display()))?
+            let file =
+                std::fs::File::open(f).with_context(|| format!("reading {}", f.display()))?;
+            bounded(file, &mut left).with_context(|| format!("reading {}", f.display()))?
         };
         texts.push((f.display().to_string(), text));
     }

@@ -4,6 +4,7 @@ use std::collections::BTreeSet;
 use std::fmt::Write;
 
 use ipnet::IpNet;
+use nftbalance_spec::name::restore_word;
 use nftbalance_spec::{Family, Gateway, Method, Selector, Spec, DEFAULT_MARK_MASK};
 
 /// Prefix of every chain the tool owns; built-in chains only get one jump rule each.
@@ -171,7 +172,7 @@ pub fn render_with(spec: &Spec, unavailable: &BTreeSet<String>) -> Result<String
             w,
             format!(
                 "-A {pre} -i {} {NEW} {}",
-                g.interface,
+                restore_word(&g.interface),
                 m.set_connmark(g.mark)
             ),
         );
@@ -224,7 +225,10 @@ pub fn render_with(spec: &Spec, unavailable: &BTreeSet<String>) -> Result<String
                 Some(a) => format!("-j SNAT --to-source {a}"),
                 None => "-j MASQUERADE".into(),
             };
-            line(w, format!("-A {post} -o {} {target}", g.interface));
+            line(
+                w,
+                format!("-A {post} -o {} {target}", restore_word(&g.interface)),
+            );
         }
         line(w, format!("-A POSTROUTING -j {post}"));
         line(w, "COMMIT".into());
@@ -390,7 +394,7 @@ fn split(spec: &Spec, live: &[(usize, &Gateway)], m: &Marks) -> Vec<String> {
 
 /// xt_recent list of a gateway's sticky sources.
 fn recent_list(spec: &Spec, index: usize) -> String {
-    format!("{}_{}", spec.table, spec.gateways[index].name)
+    restore_word(&format!("{}_{}", spec.table, spec.gateways[index].name)).into_owned()
 }
 
 /// Selection rules: pinned first, then balanced; one rule per port and prefix combination.
@@ -441,7 +445,7 @@ fn selections(spec: &Spec, unavailable: &BTreeSet<String>, selectors: &[Selector
                 for port in &ports {
                     let mut r = String::new();
                     if let Some(i) = &s.iif {
-                        let _ = write!(r, "-i {i} ");
+                        let _ = write!(r, "-i {} ", restore_word(i));
                     }
                     if let Some(n) = saddr {
                         let _ = write!(r, "-s {} ", host_or_net(n));

@@ -206,6 +206,7 @@ fn field(f: Field) -> Json {
 fn value(v: &Value) -> Json {
     match v {
         Value::Mark(n) | Value::Int(n) => json!(n),
+        // JSON strings escape everything; the spec's interface check still applies.
         Value::IfName(n) => json!(n),
         Value::Ipv4(a) => json!(a.to_string()),
         Value::Ipv6(a) => json!(a.to_string()),

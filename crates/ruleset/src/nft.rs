@@ -3,7 +3,7 @@
 
 use std::fmt::{self, Write};
 
-use nftbalance_spec::format_duration;
+use nftbalance_spec::{format_duration, name};
 
 use crate::model::*;
 
@@ -262,8 +262,8 @@ fn value(v: &Value) -> String {
     match v {
         Value::Mark(m) => format!("{m:#010x}"),
         Value::Int(n) => n.to_string(),
-        // Names are validated to plain characters, so quoting cannot be escaped from.
-        Value::IfName(n) => format!("\"{n}\""),
+        // Checked by the spec parser; quoted by the one function that owns nft quoting.
+        Value::IfName(n) => name::nft_quoted(n),
         Value::Ipv4(a) => a.to_string(),
         Value::Ipv6(a) => a.to_string(),
         Value::Ipv4Net(n) => n.to_string(),

@@ -3,6 +3,8 @@
 //! Pure: parsing touches no host state, so every error it reports depends on the input alone.
 
 mod model;
+pub mod name;
+mod nft_keywords;
 mod parse;
 
 pub use model::{

@@ -10,6 +10,7 @@ use ipnet::IpNet;
 use serde_json::{Map, Value};
 
 use crate::model::*;
+use crate::name::{self, NameError};
 
 /// One problem in a spec, with its place.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -72,8 +73,6 @@ fn syntax_message(e: &serde_json::Error) -> String {
     }
 }
 
-/// Longest interface name the kernel accepts (IFNAMSIZ - 1).
-const IFNAME_MAX: usize = 15;
 /// Names become parts of nft identifiers (chains, sets); keep them short and plain.
 const NAME_MAX: usize = 32;
 /// Each gateway costs a routing table, ip rules and per-gateway objects; real routers have a
@@ -243,7 +242,9 @@ impl Cx {
         )?;
 
         let table = match obj.field("table") {
-            Some((v, p)) => self.string(v, &p).and_then(|s| self.identifier(&s, &p, 64)),
+            Some((v, p)) => self
+                .string(v, &p)
+                .and_then(|s| self.nft_identifier(&s, &p, 64)),
             None => Some(DEFAULT_TABLE.to_string()),
         };
         let family = match obj.field("family") {
@@ -318,52 +319,27 @@ impl Cx {
 
     /// A name used inside nft identifiers: a letter, then letters, digits, '_' or '-'.
     fn identifier(&mut self, s: &str, path: &str, max: usize) -> Option<String> {
-        let ok = s.len() <= max
-            && s.chars().next().is_some_and(|c| c.is_ascii_alphabetic())
-            && s.chars()
-                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
-        if ok {
-            Some(s.to_string())
-        } else {
-            self.err(
-                path,
-                format!(
-                    "{} is not a valid name: use 1 to {max} characters, a letter first, \
-                     then letters, digits, '_' or '-'",
-                    show(s)
-                ),
-            );
-            None
-        }
+        self.checked(s, path, name::identifier(s, max))
+    }
+
+    /// A name nft reads bare (the table): an identifier that is not an nft keyword.
+    fn nft_identifier(&mut self, s: &str, path: &str, max: usize) -> Option<String> {
+        self.checked(s, path, name::nft_identifier(s, max))
     }
 
     fn interface(&mut self, v: &Value, path: &str) -> Option<String> {
         let s = self.string(v, path)?;
-        if s.is_empty() || s.len() > IFNAME_MAX {
-            self.err(
-                path,
-                format!(
-                    "{} is not an interface name: use 1 to {IFNAME_MAX} bytes",
-                    show(&s)
-                ),
-            );
-            return None;
+        self.checked(&s, path, name::interface(&s))
+    }
+
+    fn checked(&mut self, s: &str, path: &str, r: Result<(), NameError>) -> Option<String> {
+        match r {
+            Ok(()) => Some(s.to_string()),
+            Err(e) => {
+                self.err(path, format!("{} {e}", show(s)));
+                None
+            }
         }
-        let bad = s
-            .chars()
-            .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-' | '@')));
-        if let Some(c) = bad {
-            self.err(
-                path,
-                format!(
-                    "{} is not an interface name: {c:?} is not allowed \
-                     (use letters, digits, '.', '_', '-' and '@')",
-                    show(&s)
-                ),
-            );
-            return None;
-        }
-        Some(s)
     }
 
     fn gateways(

@@ -35,6 +35,19 @@ pub enum TranslateError {
     /// A line that is not well formed.
     #[error("{loc}: {message}")]
     Syntax { loc: Loc, message: String },
+    /// Input past one of translate's bounds on memory.
+    #[error("{loc}: {what} would be longer than {limit} bytes, translate's limit")]
+    Limit {
+        loc: Loc,
+        what: &'static str,
+        limit: usize,
+    },
+    /// The inputs together have more than [`crate::MAX_LINES`] lines.
+    #[error("{loc}: the input has more than {limit} lines, translate's limit")]
+    LineLimit { loc: Loc, limit: usize },
+    /// The inputs together are longer than [`crate::MAX_INPUT`].
+    #[error("the input is longer than {limit} bytes, translate's limit")]
+    InputLimit { limit: usize },
     /// `--to spec` found no balancer in the input.
     #[error("no balancer recognised: {0}")]
     NoBalancer(String),

@@ -5,6 +5,7 @@
 
 mod error;
 pub mod iptables;
+mod names;
 mod nft;
 mod recognise;
 mod report;
@@ -37,11 +38,21 @@ pub fn defines<S: AsRef<str>>(items: &[S]) -> Result<BTreeMap<String, String>, T
     Ok(out)
 }
 
+/// Most bytes translate reads, all inputs together. An iptables-save of a router with 100,000
+/// rules is about 10 MiB; the parser holds a few times its input.
+pub const MAX_INPUT: usize = 16 * 1024 * 1024;
+/// Most lines translate reads, all inputs together: each line costs about half a KiB of
+/// parse tree and report, so 200,000 (twice that 100,000-rule router) stay near 100 MiB.
+pub const MAX_LINES: usize = 200_000;
+
 /// Reads the inputs into tables, ip rules and routes (the parser; the fuzz target's entry).
 pub fn parse(
     inputs: &[Input<'_>],
     defines: &BTreeMap<String, String>,
 ) -> Result<Script, TranslateError> {
+    if inputs.iter().map(|i| i.text.len()).sum::<usize>() > MAX_INPUT {
+        return Err(TranslateError::InputLimit { limit: MAX_INPUT });
+    }
     script::read(inputs, defines)
 }
 

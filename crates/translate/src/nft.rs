@@ -4,6 +4,8 @@
 use std::collections::BTreeSet;
 use std::fmt::Write;
 
+use nftbalance_spec::name;
+
 use crate::error::{Loc, TranslateError};
 use crate::iptables::{Dir, Match, Neg, Rule, Target};
 use crate::recognise::RuleId;
@@ -120,13 +122,6 @@ pub fn literal(script: &Script, skip: &BTreeSet<RuleId>) -> Result<String, Trans
     Ok(out)
 }
 
-fn iface(s: &str) -> String {
-    match s.strip_suffix('+') {
-        Some(p) => format!("\"{p}*\""),
-        None => format!("\"{s}\""),
-    }
-}
-
 fn not(neg: bool) -> &'static str {
     if neg {
         "!= "
@@ -172,10 +167,18 @@ pub fn rule(table: &Table, r: &RuleAt) -> Result<String, TranslateError> {
     }
     let mut parts: Vec<String> = Vec::new();
     if let Some(Neg { neg, value }) = iif {
-        parts.push(format!("iifname {}{}", not(*neg), iface(value)));
+        parts.push(format!(
+            "iifname {}{}",
+            not(*neg),
+            name::nft_interface(value)
+        ));
     }
     if let Some(Neg { neg, value }) = oif {
-        parts.push(format!("oifname {}{}", not(*neg), iface(value)));
+        parts.push(format!(
+            "oifname {}{}",
+            not(*neg),
+            name::nft_interface(value)
+        ));
     }
     let net = |n: &ipnet::Ipv4Net| {
         if n.prefix_len() == 32 {
@@ -234,12 +237,11 @@ pub fn rule(table: &Table, r: &RuleAt) -> Result<String, TranslateError> {
                 let op = if *neg { ">=" } else { "<" };
                 parts.push(format!("meta random & 2147483647 {op} {x}"));
             }
-            Match::Comment(c) => {
-                if c.contains('"') || c.contains('\n') {
-                    return Err(err(loc, "--comment", "nft comments cannot hold double quotes"));
-                }
-                comment = Some(c.clone());
+            // Characters were checked as the line was read; nft keeps fewer bytes than iptables.
+            Match::Comment(c) if c.len() > name::NFT_COMMENT_MAX => {
+                return Err(err(loc, "--comment", &format!("nft keeps at most {} bytes of a comment", name::NFT_COMMENT_MAX)));
             }
+            Match::Comment(c) => comment = Some(c.clone()),
             Match::Recent { .. } => {
                 return Err(err(loc, "-m recent", "xt_recent lists have no exact nft translation (nftbalance's sticky does this with dynamic sets)"))
             }
@@ -290,10 +292,7 @@ pub fn rule(table: &Table, r: &RuleAt) -> Result<String, TranslateError> {
         Some(Target::Log { prefix, level }) => {
             let mut s = String::from("log");
             if let Some(p) = prefix {
-                if p.contains('"') {
-                    return Err(err(loc, "--log-prefix", "nft log prefixes cannot hold double quotes"));
-                }
-                write!(s, " prefix \"{p}\"").expect("string");
+                write!(s, " prefix {}", name::nft_quoted(p)).expect("string");
             }
             match level {
                 None | Some(4) => {}
@@ -310,7 +309,7 @@ pub fn rule(table: &Table, r: &RuleAt) -> Result<String, TranslateError> {
         Some(t) => return Err(err(loc, &format!("{t:?}"), "this target belongs in the nat table")),
     }
     if let Some(c) = comment {
-        parts.push(format!("comment \"{c}\""));
+        parts.push(format!("comment {}", name::nft_quoted(&c)));
     }
     Ok(parts.join(" "))
 }

@@ -162,6 +162,11 @@ impl Script {
 }
 
 const IPTABLES: &[&str] = &["iptables", "iptables-legacy", "iptables-nft"];
+const RESTORE: &[&str] = &[
+    "iptables-restore",
+    "iptables-legacy-restore",
+    "iptables-nft-restore",
+];
 const IP6TABLES: &[&str] = &["ip6tables", "ip6tables-legacy", "ip6tables-nft"];
 
 /// Reads the inputs in order (later files see earlier files' tables and variables).
@@ -171,9 +176,21 @@ pub fn read(
     defines: &BTreeMap<String, String>,
 ) -> Result<Script, TranslateError> {
     let mut s = Script::default();
-    let mut vars = defines.clone();
+    let mut vars = shell::Vars::new(defines);
     let mut rt_tables: BTreeMap<String, u32> = BTreeMap::new();
+    let mut lines = 0;
     for input in inputs {
+        let n = input.text.lines().count();
+        if lines + n > crate::MAX_LINES {
+            return Err(TranslateError::LineLimit {
+                loc: Loc {
+                    file: input.name.to_string(),
+                    line: crate::MAX_LINES - lines + 1,
+                },
+                limit: crate::MAX_LINES,
+            });
+        }
+        lines += n;
         let mut section: Option<String> = None;
         let mut depth = 0usize;
         for ll in shell::logical_lines(input.text) {
@@ -183,6 +200,16 @@ pub fn read(
             };
             let text = ll.text.trim().to_string();
             if text.is_empty() {
+                continue;
+            }
+            // A here-document is its program's data; iptables-restore's is rules as in a file.
+            if let Some(program) = ll.heredoc.filter(|p| !RESTORE.contains(&p.as_str())) {
+                let why = format!("here-document body (input of {program}): data, not commands");
+                s.lines.push(Line {
+                    loc,
+                    text,
+                    kind: LineKind::Outside(why),
+                });
                 continue;
             }
             let kind = if text.starts_with('#') {
@@ -208,7 +235,10 @@ pub fn read(
                 })?;
                 let mut parts = decl.split_whitespace();
                 let name = parts.next().unwrap_or_default().to_string();
-                let policy = parts.next().filter(|p| *p != "-").map(str::to_string);
+                crate::names::chain(&loc, ":", &name)?;
+                let policy = parts.next().unwrap_or("-");
+                crate::names::policy(&loc, ":", policy)?;
+                let policy = Some(policy).filter(|p| *p != "-").map(str::to_string);
                 let chain = s.table_mut(&table).chain_mut(&name);
                 chain.policy = policy;
                 LineKind::Structure("chain declaration".into())
@@ -347,6 +377,7 @@ fn apply(
             })
         }
     };
+    crate::names::command(loc, &command)?;
     let explicit = table.is_some();
     let mut table = table.unwrap_or(default_table);
     if builtins(&table).is_empty() {
@@ -462,7 +493,7 @@ fn shell_line(
     s: &mut Script,
     loc: &Loc,
     text: &str,
-    vars: &mut BTreeMap<String, String>,
+    vars: &mut shell::Vars,
     defines: &BTreeMap<String, String>,
     rt_tables: &mut BTreeMap<String, u32>,
     depth: &mut usize,
@@ -547,7 +578,7 @@ fn simple_command(
     loc: &Loc,
     text: &str,
     cmd: &SimpleCommand,
-    vars: &mut BTreeMap<String, String>,
+    vars: &mut shell::Vars,
     defines: &BTreeMap<String, String>,
     rt_tables: &BTreeMap<String, u32>,
 ) -> Result<LineKind, TranslateError> {
@@ -570,7 +601,7 @@ fn simple_command(
         for (name, value) in assignments {
             let v = value.expand(vars, loc)?;
             if !defines.contains_key(&name) {
-                vars.insert(name, v);
+                vars.set(name, v, loc)?;
             }
         }
         return Ok(LineKind::Structure("assignment".into()));
@@ -758,6 +789,73 @@ mod tests {
 
     fn read1(text: &str) -> Result<Script, TranslateError> {
         read(&[Input { name: "t.sh", text }], &BTreeMap::new())
+    }
+
+    #[test]
+    fn input_limit_lines_limit_and_variables_limit() {
+        let big = "#".repeat(crate::MAX_INPUT + 1);
+        let e = crate::parse(
+            &[Input {
+                name: "in",
+                text: &big,
+            }],
+            &BTreeMap::new(),
+        );
+        assert_eq!(
+            e.unwrap_err().to_string(),
+            "the input is longer than 16777216 bytes, translate's limit"
+        );
+        let many = "\n".repeat(crate::MAX_LINES + 1);
+        let e = read1(&many).unwrap_err().to_string();
+        assert_eq!(
+            e,
+            "t.sh:200001: the input has more than 200000 lines, translate's limit"
+        );
+        // Many variables, each under the word limit, together over the variables' limit.
+        let mut text = format!("A={}\n", "x".repeat(60_000));
+        for i in 0..100 {
+            text.push_str(&format!("B{i}=$A\n"));
+        }
+        let e = read1(&text).unwrap_err().to_string();
+        assert!(
+            e.starts_with(
+                "t.sh:70: the script's variables together would be longer than 4194304 bytes"
+            ),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn heredoc_bodies_are_data_not_rules() {
+        let text = "cat >/etc/x.sh <<EOF\n\
+                    iptables -t mangle -A PREROUTING -j MARK --set-mark 1\n\
+                    EOF\n\
+                    cat <<-'END' | tee /tmp/y\n\
+                    \tiptables -N Y\n\
+                    \tEND\n\
+                    cat << \"Q\" >/dev/null\n\
+                    *mangle\n\
+                    -A PREROUTING -j ACCEPT\n\
+                    Q\n\
+                    iptables -t mangle -A PREROUTING -j ACCEPT\n";
+        let s = read1(text).unwrap();
+        let pre = s.table("mangle").unwrap().chain("PREROUTING").unwrap();
+        assert_eq!(pre.rules.len(), 1);
+        assert_eq!(pre.rules[0].loc.line, 11);
+        assert!(s.table("filter").is_none_or(|t| t.chain("Y").is_none()));
+        assert!(matches!(&s.lines[1].kind, LineKind::Outside(w) if w.contains("here-document")));
+        // iptables-restore's here-document is its rules, read as a save file is.
+        let s = read1("iptables-restore <<EOF\n*mangle\n-A PREROUTING -j ACCEPT\nCOMMIT\nEOF\n")
+            .unwrap();
+        assert_eq!(
+            s.table("mangle")
+                .unwrap()
+                .chain("PREROUTING")
+                .unwrap()
+                .rules
+                .len(),
+            1
+        );
     }
 
     #[test]

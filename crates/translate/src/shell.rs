@@ -10,14 +10,36 @@ use crate::error::{Loc, TranslateError};
 pub struct LogicalLine {
     pub line: usize,
     pub text: String,
+    /// Set on the lines of a here-document (`cat <<EOF ... EOF`, terminator included): the
+    /// program of the line that opened it. They are that program's data, not commands.
+    pub heredoc: Option<String>,
 }
 
-/// Joins backslash continuations (an odd number of trailing backslashes continues the line).
+/// Joins backslash continuations (an odd number of trailing backslashes continues the line)
+/// and marks here-document bodies, which are read verbatim up to their delimiter.
 pub fn logical_lines(text: &str) -> Vec<LogicalLine> {
     let mut out = Vec::new();
     let mut current: Option<LogicalLine> = None;
+    // Here-documents still to read, in order: (delimiter, strip leading tabs, program).
+    let mut pending: std::collections::VecDeque<(String, bool, String)> = Default::default();
     for (i, raw) in text.lines().enumerate() {
         let raw = raw.strip_suffix('\r').unwrap_or(raw);
+        if let Some((delim, strip, program)) = pending.front() {
+            let body = if *strip {
+                raw.trim_start_matches('\t')
+            } else {
+                raw
+            };
+            out.push(LogicalLine {
+                line: i + 1,
+                text: raw.to_string(),
+                heredoc: Some(program.clone()),
+            });
+            if body == delim {
+                pending.pop_front();
+            }
+            continue;
+        }
         let trailing = raw.len() - raw.trim_end_matches('\\').len();
         let (body, continues) = if trailing % 2 == 1 {
             (&raw[..raw.len() - 1], true)
@@ -27,14 +49,145 @@ pub fn logical_lines(text: &str) -> Vec<LogicalLine> {
         let cur = current.get_or_insert_with(|| LogicalLine {
             line: i + 1,
             text: String::new(),
+            heredoc: None,
         });
         cur.text.push_str(body);
         if !continues {
-            out.extend(current.take());
+            let done = current.take().expect("just filled");
+            let program = program_name(&done.text);
+            pending.extend(
+                heredocs(&done.text)
+                    .into_iter()
+                    .map(|(d, strip)| (d, strip, program.clone())),
+            );
+            out.push(done);
         }
     }
     out.extend(current);
     out
+}
+
+/// The first word of a line, without its directory (`/sbin/iptables` is `iptables`).
+fn program_name(text: &str) -> String {
+    let first = tokenize(text, true).into_iter().find_map(|t| match t {
+        Token::Word(w) => w.literal(),
+        _ => None,
+    });
+    let first = first.unwrap_or_default();
+    first.rsplit('/').next().unwrap_or_default().to_string()
+}
+
+/// The here-document operators of one line (`<<EOF`, `<<-EOF`, `<< 'EOF'`, `<<"E"OF`):
+/// each delimiter with its quotes removed, and whether `<<-` strips leading tabs.
+/// `<<<` (a here-string) opens none.
+pub fn heredocs(text: &str) -> Vec<(String, bool)> {
+    let chars: Vec<char> = text.chars().collect();
+    let mut out = Vec::new();
+    let mut quote: Option<char> = None;
+    let mut i = 0;
+    while i < chars.len() {
+        let c = chars[i];
+        match (quote, c) {
+            (Some(q), _) if c == q => quote = None,
+            (Some('"'), '\\') => i += 1,
+            (Some(_), _) => {}
+            (None, '\'' | '"') => quote = Some(c),
+            (None, '\\') => i += 1,
+            (None, '#') if i == 0 || chars[i - 1].is_whitespace() => break,
+            (None, '<') if chars.get(i + 1) == Some(&'<') => {
+                if chars.get(i + 2) == Some(&'<') {
+                    i += 3;
+                    continue;
+                }
+                i += 2;
+                let strip = chars.get(i) == Some(&'-');
+                if strip {
+                    i += 1;
+                }
+                let (delim, next) = delimiter(&chars, i);
+                if !delim.is_empty() {
+                    out.push((delim, strip));
+                }
+                i = next;
+                continue;
+            }
+            _ => {}
+        }
+        i += 1;
+    }
+    out
+}
+
+/// The delimiter word starting at (or after blanks from) `i`, unquoted; and where it ends.
+fn delimiter(chars: &[char], mut i: usize) -> (String, usize) {
+    while matches!(chars.get(i), Some(' ' | '\t')) {
+        i += 1;
+    }
+    let mut word = String::new();
+    let mut quote: Option<char> = None;
+    while let Some(&c) = chars.get(i) {
+        match (quote, c) {
+            (Some(q), _) if c == q => quote = None,
+            (Some(_), _) => word.push(c),
+            (None, '\'' | '"') => quote = Some(c),
+            (None, '\\') => {
+                if let Some(&n) = chars.get(i + 1) {
+                    word.push(n);
+                    i += 1;
+                }
+            }
+            (None, c) if c.is_whitespace() || ";|&<>()".contains(c) => break,
+            (None, c) => word.push(c),
+        }
+        i += 1;
+    }
+    (word, i)
+}
+
+/// Longest word a line may expand to. Script values are addresses, names and paths; a
+/// doubling assignment (`A=$A$A`) hits this after a few lines instead of exhausting memory.
+pub const MAX_WORD: usize = 64 * 1024;
+/// Most bytes all of a script's variables may hold at once, for the same reason.
+pub const MAX_VARIABLES: usize = 4 * 1024 * 1024;
+
+/// The script's variables, with the bytes they hold kept under [`MAX_VARIABLES`].
+#[derive(Debug, Clone, Default)]
+pub struct Vars {
+    map: BTreeMap<String, String>,
+    bytes: usize,
+}
+
+impl Vars {
+    pub fn new(defines: &BTreeMap<String, String>) -> Vars {
+        let mut v = Vars::default();
+        for (name, value) in defines {
+            v.bytes += name.len() + value.len();
+            v.map.insert(name.clone(), value.clone());
+        }
+        v
+    }
+
+    pub fn set(&mut self, name: String, value: String, loc: &Loc) -> Result<(), TranslateError> {
+        let old = self.map.get(&name).map_or(0, |o| name.len() + o.len());
+        let bytes = self.bytes - old + name.len() + value.len();
+        if bytes > MAX_VARIABLES {
+            return Err(TranslateError::Limit {
+                loc: loc.clone(),
+                what: "the script's variables together",
+                limit: MAX_VARIABLES,
+            });
+        }
+        self.bytes = bytes;
+        self.map.insert(name, value);
+        Ok(())
+    }
+}
+
+impl std::ops::Deref for Vars {
+    type Target = BTreeMap<String, String>;
+    fn deref(&self) -> &Self::Target {
+        &self.map
+    }
 }
 
 /// A piece of a word.
@@ -92,6 +245,13 @@ impl Word {
             match p {
                 Part::Lit(l) => s.push_str(l),
                 Part::Var(v) => match vars.get(v) {
+                    Some(val) if s.len() + val.len() > MAX_WORD => {
+                        return Err(TranslateError::Limit {
+                            loc: loc.clone(),
+                            what: "a word with its variables expanded",
+                            limit: MAX_WORD,
+                        })
+                    }
                     Some(val) => s.push_str(val),
                     None => {
                         return Err(TranslateError::Unresolved {
@@ -358,13 +518,36 @@ mod tests {
     }
 
     #[test]
+    fn heredoc_operators_and_their_delimiters() {
+        let d = |t: &str| heredocs(t);
+        assert_eq!(d("cat <<EOF > f"), [("EOF".to_string(), false)]);
+        assert_eq!(d("cat <<-'END'"), [("END".to_string(), true)]);
+        assert_eq!(d("cat << \"E\"OF; x"), [("EOF".to_string(), false)]);
+        assert_eq!(
+            d("cat <<\\EOF <<B"),
+            [("EOF".into(), false), ("B".into(), false)]
+        );
+        assert!(d("cat <<< word").is_empty());
+        assert!(d("echo '<<EOF' \"<<X\" # <<Y").is_empty());
+    }
+
+    #[test]
+    fn heredoc_bodies_are_marked_up_to_their_delimiter() {
+        let l = logical_lines("cat <<-EOF >/x\n\tiptables -A INPUT \\\n\tEOF\niptables -N X\n");
+        let marks: Vec<Option<&str>> = l.iter().map(|l| l.heredoc.as_deref()).collect();
+        assert_eq!(marks, [None, Some("cat"), Some("cat"), None]);
+        assert_eq!(l[3].line, 4);
+    }
+
+    #[test]
     fn continuation_joins_and_keeps_the_first_line_number() {
         let l = logical_lines("a \\\n  b\nc\n");
         assert_eq!(
             l[0],
             LogicalLine {
                 line: 1,
-                text: "a   b".into()
+                text: "a   b".into(),
+                heredoc: None,
             }
         );
         assert_eq!(l[1].line, 3);
