@@ -1,6 +1,8 @@
 //! Where the rules go: one nftables transaction, or iptables-legacy chains. The apply
 //! protocol, settling and flush say what they need once, through [`Backend`].
 
+use std::cell::Cell;
+
 use anyhow::Context;
 use nftbalance_legacy as legacy;
 use nftbalance_netlink::{lower, read, transaction, Commit, Socket};
@@ -178,5 +180,52 @@ impl Backend for IptablesLegacy {
 
     fn exists(&self, _spec: &Spec) -> anyhow::Result<bool> {
         Ok(legacy::load::installed()?)
+    }
+}
+
+/// How [`update_table`] changed the table.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Updated {
+    /// Only the chains whose rules changed were replaced: counters and sets kept.
+    Delta,
+    /// The live table was not the one the update was computed from: replaced whole.
+    Replaced,
+}
+
+/// Moves the live table from `current` to `next` in ONE transaction. The delta (only the
+/// changed chains) is right only while the live table is `current`: when another program
+/// commits between build and send (ERESTART), the retry reads the table again and replaces it
+/// whole if it is no longer `current`, so a stale delta is never re-sent. A delta the kernel
+/// refuses also falls back to a replace. `after_build` runs after each batch is built (attempt
+/// number from 1): tests commit there.
+pub fn update_table(
+    socket: &Socket,
+    current: &Ruleset,
+    next: &Ruleset,
+    after_build: &dyn Fn(usize),
+) -> anyhow::Result<Updated> {
+    let attempt = Cell::new(0);
+    let replaced = Cell::new(false);
+    let updated = transaction::run(socket, Commit::Yes, || {
+        attempt.set(attempt.get() + 1);
+        let live_is_current =
+            attempt.get() == 1 || read::diff(socket, current).is_ok_and(|d| d.is_empty());
+        replaced.set(!live_is_current);
+        let batch = if live_is_current {
+            lower::update_batch(current, next)
+        } else {
+            lower::replace_batch(next)
+        };
+        after_build(attempt.get());
+        batch
+    });
+    match updated {
+        Ok(_) if replaced.get() => Ok(Updated::Replaced),
+        Ok(_) => Ok(Updated::Delta),
+        Err(e) => {
+            log::warn!("update refused ({e}); replacing the table");
+            transaction::run(socket, Commit::Yes, || lower::replace_batch(next))?;
+            Ok(Updated::Replaced)
+        }
     }
 }

@@ -16,13 +16,13 @@ use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::Context;
 use nftbalance_health as health;
-use nftbalance_netlink::{conntrack, lower, read, transaction, Commit};
+use nftbalance_netlink::{conntrack, read};
 use nftbalance_routing as routing;
 use nftbalance_ruleset::{self as ruleset, Availability, Ruleset};
 use nftbalance_spec::Spec;
 
 use crate::apply::{self, route_socket};
-use crate::backend::nft_socket;
+use crate::backend::{nft_socket, update_table, Updated};
 use crate::files::{netns_cookie, TableFiles};
 use crate::journal::Interrupted;
 use crate::lock::{LockError, TableLock};
@@ -367,13 +367,8 @@ impl Session {
         let next = ruleset::compile_with(&self.spec, &wanted);
         let socket = nft_socket()?;
         let started = Instant::now();
-        let updated = transaction::run(&socket, Commit::Yes, || {
-            lower::update_batch(&current, &next)
-        });
-        if let Err(e) = updated {
-            // The live table is not what we last put there (edited by hand): replace it.
-            log::warn!("update refused ({e}); replacing the table");
-            transaction::run(&socket, Commit::Yes, || lower::replace_batch(&next))?;
+        if update_table(&socket, &current, &next, &|_| {})? == Updated::Replaced {
+            log::warn!("the table was not as watch left it (edited meanwhile?): replaced it");
         }
         let live: Vec<&str> = self
             .spec
