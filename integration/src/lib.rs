@@ -2,6 +2,7 @@
 //! (`nft`, `ip`) run inside them. Nothing here touches the root namespace's ruleset,
 //! routes or rules.
 
+pub mod cli;
 pub mod conntrack_fill;
 pub mod netns;
 pub mod nft;

@@ -2,32 +2,13 @@
 //! its own namespaces. The binary is run inside the namespace with `ip netns exec`.
 
 use std::path::Path;
-use std::process::Output;
 
+use nftbalance_integration::cli::{nftbalance, ok, text};
 use nftbalance_integration::netns::Netns;
 use nftbalance_integration::nft::ruleset_json;
 use nftbalance_integration::uplinks::add_uplinks;
 use nftbalance_integration::{fixture_files, repo_root, target_binary};
 use serde_json::Value;
-
-fn nftbalance(ns: &Netns, args: &[&str]) -> Output {
-    ns.exec(&target_binary("nftbalance"), args, None)
-}
-
-fn text(b: &[u8]) -> String {
-    String::from_utf8_lossy(b).into_owned()
-}
-
-fn ok(ns: &Netns, args: &[&str]) -> String {
-    let out = nftbalance(ns, args);
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "nftbalance {args:?}: {}",
-        text(&out.stderr)
-    );
-    text(&out.stdout)
-}
 
 fn spec(name: &str) -> String {
     repo_root()

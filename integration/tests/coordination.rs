@@ -6,6 +6,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+use nftbalance_integration::cli::{nftbalance, ok, text};
 use nftbalance_integration::netns::Netns;
 use nftbalance_integration::target_binary;
 use nftbalance_integration::topology::{Topology, Which, SERVER};
@@ -33,25 +34,6 @@ fn router(tag: &str) -> (Topology, TempFile, Watch) {
         Duration::from_millis(INTERVAL_MS * UP + 300),
     );
     (topo, file, watch)
-}
-
-fn nftbalance(ns: &Netns, args: &[&str]) -> std::process::Output {
-    ns.exec(&target_binary("nftbalance"), args, None)
-}
-
-fn text(b: &[u8]) -> String {
-    String::from_utf8_lossy(b).into_owned()
-}
-
-fn ok(ns: &Netns, args: &[&str]) -> String {
-    let out = nftbalance(ns, args);
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{args:?}: {}",
-        text(&out.stderr)
-    );
-    text(&out.stdout)
 }
 
 /// 22.2: the ip-up hook's apply during a failover used to put the dead uplink back into the

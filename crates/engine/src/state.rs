@@ -52,28 +52,62 @@ pub struct GatewayState {
     pub last_probe: String,
 }
 
-impl WatchState {
-    pub fn write(&self, path: &Path) -> anyhow::Result<()> {
+/// A file of this module: JSON with a `version` field.
+trait Versioned: Serialize + for<'de> Deserialize<'de> {
+    const VERSION: u32;
+    /// What the file is called in messages.
+    const WHAT: &'static str;
+    fn version(&self) -> u32;
+
+    fn write(&self, path: &Path) -> anyhow::Result<()> {
         let mut text = serde_json::to_string_pretty(self)?;
         text.push('\n');
         write_atomically(path, text.as_bytes())
-            .with_context(|| format!("writing the state file {}", path.display()))
+            .with_context(|| format!("writing the {} {}", Self::WHAT, path.display()))
     }
 
-    /// The file at `path`, if it is a state file of this version.
-    pub fn read(path: &Path) -> anyhow::Result<WatchState> {
+    /// The file at `path`, if it is one of this version.
+    fn read(path: &Path) -> anyhow::Result<Self> {
+        let shown = path.display();
         let text = std::fs::read_to_string(path)
-            .with_context(|| format!("reading the state file {}", path.display()))?;
-        let s: WatchState = serde_json::from_str(&text)
-            .with_context(|| format!("the state file {} is damaged", path.display()))?;
-        if s.version != STATE_VERSION {
+            .with_context(|| format!("reading the {} {shown}", Self::WHAT))?;
+        let doc: Self = serde_json::from_str(&text)
+            .with_context(|| format!("the {} {shown} is damaged", Self::WHAT))?;
+        if doc.version() != Self::VERSION {
             anyhow::bail!(
-                "the state file {} has version {}, this nftbalance reads {STATE_VERSION}",
-                path.display(),
-                s.version
+                "the {} {shown} has version {}, this nftbalance reads {}",
+                Self::WHAT,
+                doc.version(),
+                Self::VERSION
             );
         }
-        Ok(s)
+        Ok(doc)
+    }
+}
+
+impl Versioned for WatchState {
+    const VERSION: u32 = STATE_VERSION;
+    const WHAT: &'static str = "state file";
+    fn version(&self) -> u32 {
+        self.version
+    }
+}
+
+impl Versioned for Applied {
+    const VERSION: u32 = APPLIED_VERSION;
+    const WHAT: &'static str = "applied record";
+    fn version(&self) -> u32 {
+        self.version
+    }
+}
+
+impl WatchState {
+    pub fn write(&self, path: &Path) -> anyhow::Result<()> {
+        Versioned::write(self, path)
+    }
+
+    pub fn read(path: &Path) -> anyhow::Result<WatchState> {
+        <WatchState as Versioned>::read(path)
     }
 
     /// The state file of a watch that runs now in this network namespace, if there is one.
@@ -121,24 +155,11 @@ pub struct Applied {
 
 impl Applied {
     pub fn write(&self, path: &Path) -> anyhow::Result<()> {
-        let text = serde_json::to_string(self)?;
-        write_atomically(path, text.as_bytes())
-            .with_context(|| format!("writing the applied record {}", path.display()))
+        Versioned::write(self, path)
     }
 
     pub fn read(path: &Path) -> anyhow::Result<Applied> {
-        let text = std::fs::read_to_string(path)
-            .with_context(|| format!("reading the applied record {}", path.display()))?;
-        let a: Applied = serde_json::from_str(&text)
-            .with_context(|| format!("the applied record {} is damaged", path.display()))?;
-        if a.version != APPLIED_VERSION {
-            anyhow::bail!(
-                "the applied record {} has version {}, this nftbalance reads {APPLIED_VERSION}",
-                path.display(),
-                a.version
-            );
-        }
-        Ok(a)
+        <Applied as Versioned>::read(path)
     }
 }
 
