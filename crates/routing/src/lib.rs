@@ -48,12 +48,15 @@
 mod error;
 mod links;
 mod live;
+mod message;
 mod nl;
 mod plan;
+mod reconcile;
 
 pub use error::Error;
 pub use links::{Link, Links};
-pub use live::{apply, differences, flush, install, read_owned, restore, ApplyReport, OwnedState};
+pub use live::{apply, differences, flush, install, read_owned, restore, ApplyReport};
+pub use message::OwnedState;
 pub use nl::Socket;
 pub use plan::{
     plan, render_ip_batch, render_ip_batch_family, IpFamily, NextHop, Route, RoutingPlan, Rule,
