@@ -40,8 +40,10 @@
 //! # Layout
 //!
 //! [`plan`] and [`render_ip_batch`] are pure (no syscalls, environment or clock) and
-//! golden-tested. [`Socket`], [`Links::read`], [`read_owned`], [`apply`], [`restore`] and
-//! [`flush`] talk rtnetlink over a synchronous `netlink-sys` socket.
+//! golden-tested. What [`apply`], [`install`], [`restore`] and [`flush`] change is decided
+//! purely too (`reconcile`: plan × owned state × links → ops, over the typed rule and route
+//! keys of `message`) and table-tested; [`Socket`], [`Links::read`], [`read_owned`] and those
+//! functions' executor in `live` talk rtnetlink over a synchronous `netlink-sys` socket.
 
 #![forbid(unsafe_code)]
 

@@ -17,7 +17,7 @@ use crate::plan::{IpFamily, NextHop, Route, Rule, RuleSelector};
 use crate::{MAIN_TABLE, OWNED_PRIORITIES, ROUTE_PROTOCOL};
 
 /// The kernel's table number field of a header: tables above 255 only fit the attribute.
-pub(crate) const RT_TABLE_COMPAT: u8 = 252;
+const RT_TABLE_COMPAT: u8 = 252;
 /// The metric the kernel gives an IPv6 route added without one (`IP6_RT_PRIO_USER`).
 pub(crate) const IPV6_DEFAULT_METRIC: u32 = 1024;
 
@@ -148,7 +148,7 @@ pub(crate) fn address_family(family: IpFamily) -> AddressFamily {
     }
 }
 
-pub(crate) fn ip_family(family: AddressFamily) -> Option<IpFamily> {
+fn ip_family(family: AddressFamily) -> Option<IpFamily> {
     match family {
         AddressFamily::Inet => Some(IpFamily::V4),
         AddressFamily::Inet6 => Some(IpFamily::V6),
@@ -156,11 +156,11 @@ pub(crate) fn ip_family(family: AddressFamily) -> Option<IpFamily> {
     }
 }
 
-pub(crate) fn header_table(table: u32) -> u8 {
+fn header_table(table: u32) -> u8 {
     u8::try_from(table).unwrap_or(RT_TABLE_COMPAT)
 }
 
-pub(crate) fn default_metric(family: IpFamily) -> u32 {
+fn default_metric(family: IpFamily) -> u32 {
     match family {
         IpFamily::V4 => 0,
         IpFamily::V6 => IPV6_DEFAULT_METRIC,
@@ -238,7 +238,7 @@ impl RuleKey {
     }
 }
 
-pub(crate) fn rule_priority(msg: &RuleMessage) -> u32 {
+fn rule_priority(msg: &RuleMessage) -> u32 {
     msg.attributes
         .iter()
         .find_map(|a| match a {
@@ -372,7 +372,7 @@ impl RouteKey {
     }
 }
 
-pub(crate) fn route_ip(a: &RouteAddress) -> Option<IpAddr> {
+fn route_ip(a: &RouteAddress) -> Option<IpAddr> {
     match a {
         RouteAddress::Inet(a) => Some(IpAddr::V4(*a)),
         RouteAddress::Inet6(a) => Some(IpAddr::V6(*a)),
@@ -380,7 +380,7 @@ pub(crate) fn route_ip(a: &RouteAddress) -> Option<IpAddr> {
     }
 }
 
-pub(crate) fn route_table(msg: &RouteMessage) -> u32 {
+fn route_table(msg: &RouteMessage) -> u32 {
     msg.attributes
         .iter()
         .find_map(|a| match a {
@@ -390,7 +390,7 @@ pub(crate) fn route_table(msg: &RouteMessage) -> u32 {
         .unwrap_or(u32::from(msg.header.table))
 }
 
-pub(crate) fn route_metric(msg: &RouteMessage) -> u32 {
+fn route_metric(msg: &RouteMessage) -> u32 {
     msg.attributes
         .iter()
         .find_map(|a| match a {

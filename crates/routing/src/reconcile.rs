@@ -471,13 +471,16 @@ mod tests {
         assert_eq!(got.warnings[0].reason, SkipReason::Down);
     }
 
+    /// The gateway, family and table a foreign-default refusal names.
+    type Refused = (&'static str, IpFamily, u32);
+
     #[test]
     fn a_foreign_default_route_in_a_ready_gateways_slot_is_refused() {
         use IpFamily::{V4, V6};
         let p = seed_plan();
         let ppp1_missing = links(&[("ppp0", 7, true)]);
         #[rustfmt::skip]
-        let cases: Vec<(&str, RouteMessage, Links, Option<(&str, IpFamily, u32)>)> = vec![
+        let cases: Vec<(&str, RouteMessage, Links, Option<Refused>)> = vec![
             ("IPv4 default of table 101", foreign(V4, 101, None), up(), Some(("isp1", V4, 101))),
             ("IPv6 default of table 101",
              foreign(V6, 101, Some(IPV6_DEFAULT_METRIC)), up(), Some(("isp1", V6, 101))),
