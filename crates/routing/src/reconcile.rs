@@ -120,7 +120,7 @@ pub(crate) fn reconcile(
         if owned
             .routes
             .iter()
-            .any(|m| RouteKey::parse(m) == Some(key.clone()))
+            .any(|m| RouteKey::parse(m).as_ref() == Some(&key))
         {
             present.push(key);
         } else {
