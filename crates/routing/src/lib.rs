@@ -40,20 +40,25 @@
 //! # Layout
 //!
 //! [`plan`] and [`render_ip_batch`] are pure (no syscalls, environment or clock) and
-//! golden-tested. [`Socket`], [`Links::read`], [`read_owned`], [`apply`], [`restore`] and
-//! [`flush`] talk rtnetlink over a synchronous `netlink-sys` socket.
+//! golden-tested. What [`apply`], [`install`], [`restore`] and [`flush`] change is decided
+//! purely too (`reconcile`: plan × owned state × links → ops, over the typed rule and route
+//! keys of `message`) and table-tested; [`Socket`], [`Links::read`], [`read_owned`] and those
+//! functions' executor in `live` talk rtnetlink over a synchronous `netlink-sys` socket.
 
 #![forbid(unsafe_code)]
 
 mod error;
 mod links;
 mod live;
+mod message;
 mod nl;
 mod plan;
+mod reconcile;
 
 pub use error::Error;
 pub use links::{Link, Links};
-pub use live::{apply, differences, flush, install, read_owned, restore, ApplyReport, OwnedState};
+pub use live::{apply, differences, flush, install, read_owned, restore, ApplyReport};
+pub use message::OwnedState;
 pub use nl::Socket;
 pub use plan::{
     plan, render_ip_batch, render_ip_batch_family, IpFamily, NextHop, Route, RoutingPlan, Rule,

@@ -258,6 +258,25 @@ fn restore_after_a_failing_later_step_leaves_everything_as_it_was() {
     assert_eq!(ns.routing(), installed);
 }
 
+/// A snapshot route whose link went away meanwhile cannot come back: restore skips it with a
+/// warning and puts back everything else.
+#[test]
+fn restore_skips_the_routes_of_a_link_that_went_away() {
+    let ns = dual_ns("gone");
+    ns.apply(&plan(&spec(DUAL))).unwrap();
+    let snapshot = ns.read_owned();
+    ns.flush().unwrap();
+    ns.ip(&["link", "del", "wwan0"]);
+    let skipped = ns.restore(&snapshot).unwrap();
+    assert_eq!(skipped.len(), 1, "{skipped:?}");
+    assert!(
+        skipped[0].starts_with("restoring: adding IPv4 route default oif "),
+        "{skipped:?}"
+    );
+    assert!(skipped[0].contains("table 103"), "{skipped:?}");
+    assert_eq!(ns.read_owned().len(), (9, 3), "{}", ns.owned());
+}
+
 #[test]
 fn a_missing_interface_skips_its_routes_with_a_warning_until_it_appears() {
     let ns = Netns::new("missing");
