@@ -40,6 +40,7 @@
 #![deny(unsafe_op_in_unsafe_fn)]
 #![cfg(target_os = "linux")]
 
+mod align;
 mod batch;
 pub mod conntrack;
 mod consts;

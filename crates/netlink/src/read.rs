@@ -10,12 +10,13 @@
 //! kernel's dump, with the few attributes that legitimately differ (handles, batch-local set
 //! ids, kernel-chosen names of anonymous sets, runtime state) normalised away.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use std::io;
 
 use nftbalance_ruleset::{ChainType as ModelChainType, Hook as ModelHook, Ruleset};
 
+use crate::align::{align, Step};
 use crate::consts::*;
 use crate::socket::parse_attrs;
 use crate::{lower, BuildError, Socket, NFT_DATA_VERDICT};
@@ -64,7 +65,7 @@ const NFT_SET_EVAL: u32 = 0x20;
 type Attrs = Vec<(u16, Node)>;
 
 /// One netlink attribute value: bytes, or nested attributes.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
 enum Node {
     Leaf(Vec<u8>),
     Nested(Vec<(u16, Node)>),
@@ -157,7 +158,7 @@ fn is_zero(n: &Node) -> bool {
 
 /// A set as compared: its defining attributes and, unless it is filled at run time, its
 /// elements (sorted).
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
 struct SetImage {
     definition: Vec<(u16, Node)>,
     elements: Option<Vec<Vec<(u16, Node)>>>,
@@ -218,7 +219,7 @@ struct Image {
 }
 
 /// An expression as compared: its name and sorted, normalised attributes.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
 struct Expression {
     name: String,
     attrs: Vec<(u16, Node)>,
@@ -662,33 +663,39 @@ fn sorted_difference<T: Ord>(want: &[T], have: &[T]) -> (usize, usize) {
 
 /// Rule lists compared in order (longest common subsequence), so one deleted or inserted
 /// rule is reported as that, not as every rule after it.
-fn compare_rules(
-    want: &[(String, Vec<Expression>)],
-    have: &[(String, Vec<Expression>)],
+fn compare_rules<'a>(
+    want: &'a [(String, Vec<Expression>)],
+    have: &'a [(String, Vec<Expression>)],
     out: &mut Vec<Difference>,
 ) {
-    let (n, m) = (want.len(), have.len());
-    let mut lcs = vec![vec![0usize; m + 1]; n + 1];
-    for i in (0..n).rev() {
-        for j in (0..m).rev() {
-            lcs[i][j] = if want[i].1 == have[j].1 {
-                lcs[i + 1][j + 1] + 1
-            } else {
-                lcs[i + 1][j].max(lcs[i][j + 1])
-            };
-        }
-    }
+    // Each distinct rule gets a number, so the alignment compares numbers, not trees.
+    let mut ids: HashMap<&[Expression], u32> = HashMap::new();
+    let mut numbered = |rules: &'a [(String, Vec<Expression>)]| -> Vec<u32> {
+        rules
+            .iter()
+            .map(|(_, rule)| {
+                let next = ids.len() as u32;
+                *ids.entry(rule.as_slice()).or_insert(next)
+            })
+            .collect()
+    };
+    let want_ids = numbered(want);
+    let have_ids = numbered(have);
     let (mut i, mut j) = (0, 0);
-    while i < n || j < m {
-        if i < n && j < m && want[i].1 == have[j].1 {
-            i += 1;
-            j += 1;
-        } else if j < m && (i == n || lcs[i][j + 1] >= lcs[i + 1][j]) {
-            out.push(Difference(format!("{}: not in the spec", have[j].0)));
-            j += 1;
-        } else {
-            out.push(Difference(format!("{}: missing", want[i].0)));
-            i += 1;
+    for step in align(&want_ids, &have_ids) {
+        match step {
+            Step::Same => {
+                i += 1;
+                j += 1;
+            }
+            Step::Extra => {
+                out.push(Difference(format!("{}: not in the spec", have[j].0)));
+                j += 1;
+            }
+            Step::Missing => {
+                out.push(Difference(format!("{}: missing", want[i].0)));
+                i += 1;
+            }
         }
     }
 }
