@@ -214,8 +214,47 @@ impl SetImage {
 struct Image {
     /// Named sets by name.
     sets: BTreeMap<String, SetImage>,
-    /// Rules per chain, in order: (where, normalised expressions).
-    rules: BTreeMap<String, Vec<(String, Vec<Expression>)>>,
+    /// Rules per chain, in order: (where, the rule's number in `RuleIds`).
+    rules: BTreeMap<String, Vec<(String, u32)>>,
+}
+
+/// Numbers for distinct rules, shared by both sides: rules compare as numbers, and each
+/// distinct rule is kept once, as bytes, rather than as a tree per side.
+#[derive(Debug, Default)]
+struct RuleIds(HashMap<Vec<u8>, u32>);
+
+impl RuleIds {
+    fn id(&mut self, rule: &[Expression]) -> u32 {
+        let mut key = Vec::new();
+        for e in rule {
+            e.encode(&mut key);
+        }
+        let next = self.0.len() as u32;
+        *self.0.entry(key).or_insert(next)
+    }
+}
+
+/// Length-prefixed bytes: equal exactly when the values written are.
+fn put_bytes(out: &mut Vec<u8>, v: &[u8]) {
+    out.extend_from_slice(&(v.len() as u32).to_ne_bytes());
+    out.extend_from_slice(v);
+}
+
+fn put_attrs(out: &mut Vec<u8>, attrs: &[(u16, Node)]) {
+    out.extend_from_slice(&(attrs.len() as u32).to_ne_bytes());
+    for (t, node) in attrs {
+        out.extend_from_slice(&t.to_ne_bytes());
+        match node {
+            Node::Leaf(v) => {
+                out.push(0);
+                put_bytes(out, v);
+            }
+            Node::Nested(n) => {
+                out.push(1);
+                put_attrs(out, n);
+            }
+        }
+    }
 }
 
 /// An expression as compared: its name and sorted, normalised attributes.
@@ -225,6 +264,26 @@ struct Expression {
     attrs: Vec<(u16, Node)>,
     /// The anonymous set a lookup refers to, in place of its name.
     anonymous: Option<SetImage>,
+}
+
+impl Expression {
+    fn encode(&self, out: &mut Vec<u8>) {
+        put_bytes(out, self.name.as_bytes());
+        put_attrs(out, &self.attrs);
+        let Some(set) = &self.anonymous else {
+            return out.push(0);
+        };
+        out.push(1);
+        put_attrs(out, &set.definition);
+        let Some(elements) = &set.elements else {
+            return out.push(0);
+        };
+        out.push(1);
+        out.extend_from_slice(&(elements.len() as u32).to_ne_bytes());
+        for e in elements {
+            put_attrs(out, e);
+        }
+    }
 }
 
 // Per-expression attribute numbers that are identities, not meaning.
@@ -403,34 +462,40 @@ impl fmt::Display for ReadError {
 impl std::error::Error for ReadError {}
 
 /// What `apply` would send, as an image.
-fn expected(rs: &Ruleset) -> Result<Image, ReadError> {
+fn expected(rs: &Ruleset, ids: &mut RuleIds) -> Result<Image, ReadError> {
     let batch = lower::replace_batch(rs).map_err(ReadError::Build)?;
-    let messages: Vec<(&str, u16, Attrs)> = batch
-        .messages()
-        .into_iter()
-        .map(|(label, t, attrs)| (label, t, tree(attrs)))
-        .collect();
-    let of = |t: u16| messages.iter().filter(move |m| m.1 == t);
+    let messages = batch.messages();
+    let trees = |t: u16| -> Vec<Attrs> {
+        messages
+            .iter()
+            .filter(|m| m.1 == t)
+            .map(|m| tree(m.2))
+            .collect()
+    };
+    let (sets, elements) = (trees(NFT_MSG_NEWSET), trees(NFT_MSG_NEWSETELEM));
     let (sets, anon) = collect_sets(
-        of(NFT_MSG_NEWSET).map(|m| m.2.as_slice()),
-        of(NFT_MSG_NEWSETELEM).map(|m| m.2.as_slice()),
+        sets.iter().map(Vec::as_slice),
+        elements.iter().map(Vec::as_slice),
     );
-    let mut rules: BTreeMap<String, Vec<(String, Vec<Expression>)>> = BTreeMap::new();
+    let mut rules: BTreeMap<String, Vec<(String, u32)>> = BTreeMap::new();
     for c in &rs.chains {
         rules.insert(c.name.clone(), Vec::new());
     }
-    for (label, _, attrs) in of(NFT_MSG_NEWRULE) {
-        let chain = string(attrs, NFTA_RULE_CHAIN).unwrap_or_default();
+    // One rule's tree at a time: at 100k rules, all of them at once take gigabytes.
+    for (label, _, raw) in messages.iter().filter(|m| m.1 == NFT_MSG_NEWRULE) {
+        let attrs = tree(raw);
+        let chain = string(&attrs, NFTA_RULE_CHAIN).unwrap_or_default();
+        let id = ids.id(&expressions(&attrs, &anon));
         rules
             .entry(chain)
             .or_default()
-            .push((label.to_string(), expressions(attrs, &anon)));
+            .push((label.to_string(), id));
     }
     Ok(Image { sets, rules })
 }
 
 /// The table as the kernel holds it (`None` if it does not exist).
-fn live(socket: &Socket, rs: &Ruleset) -> Result<Image, ReadError> {
+fn live(socket: &Socket, rs: &Ruleset, ids: &mut RuleIds) -> Result<Image, ReadError> {
     let family = crate::lower::family(rs.family).raw();
     let mut name = rs.table.clone().into_bytes();
     name.push(0);
@@ -460,24 +525,29 @@ fn live(socket: &Socket, rs: &Ruleset) -> Result<Image, ReadError> {
         sets.iter().map(Vec::as_slice),
         element_lists.iter().map(Vec::as_slice),
     );
-    let mut rules: BTreeMap<String, Vec<(String, Vec<Expression>)>> = BTreeMap::new();
-    for m in socket
-        .dump(NFT_MSG_GETRULE, family, &[(NFTA_RULE_TABLE, &name)])
-        .map_err(ReadError::Io)?
-    {
-        let attrs = tree(&m);
-        if string(&attrs, NFTA_RULE_TABLE).as_deref() != Some(rs.table.as_str()) {
-            continue;
-        }
-        let chain = string(&attrs, NFTA_RULE_CHAIN).unwrap_or_default();
-        let handle = leaf(&attrs, NFTA_RULE_HANDLE)
-            .and_then(|v| Some(u64::from_be_bytes(v.get(..8)?.try_into().ok()?)))
-            .unwrap_or(0);
-        rules.entry(chain.clone()).or_default().push((
-            format!("chain {chain}, rule handle {handle}"),
-            expressions(&attrs, &anon),
-        ));
-    }
+    let mut rules: BTreeMap<String, Vec<(String, u32)>> = BTreeMap::new();
+    // Each rule as it arrives, not the whole dump first.
+    socket
+        .dump_each(
+            (NFNL_SUBSYS_NFTABLES << 8) | NFT_MSG_GETRULE,
+            family,
+            &[(NFTA_RULE_TABLE, &name)],
+            |payload| {
+                let attrs = tree(payload.get(4..).unwrap_or(&[]));
+                if string(&attrs, NFTA_RULE_TABLE).as_deref() != Some(rs.table.as_str()) {
+                    return Ok(());
+                }
+                let chain = string(&attrs, NFTA_RULE_CHAIN).unwrap_or_default();
+                let handle = leaf(&attrs, NFTA_RULE_HANDLE)
+                    .and_then(|v| Some(u64::from_be_bytes(v.get(..8)?.try_into().ok()?)))
+                    .unwrap_or(0);
+                let place = format!("chain {chain}, rule handle {handle}");
+                let id = ids.id(&expressions(&attrs, &anon));
+                rules.entry(chain).or_default().push((place, id));
+                Ok(())
+            },
+        )
+        .map_err(ReadError::Io)?;
     Ok(Image { sets: named, rules })
 }
 
@@ -512,8 +582,9 @@ pub fn diff(socket: &Socket, rs: &Ruleset) -> Result<Vec<Difference>, ReadError>
         return Ok(out);
     }
     compare_chains(&chains, rs, &mut out);
-    let want = expected(rs)?;
-    let have = live(socket, rs)?;
+    let mut ids = RuleIds::default();
+    let want = expected(rs, &mut ids)?;
+    let have = live(socket, rs, &mut ids)?;
     compare_sets(&want.sets, &have.sets, &mut out);
     for (chain, want_rules) in &want.rules {
         let empty = Vec::new();
@@ -663,24 +734,9 @@ fn sorted_difference<T: Ord>(want: &[T], have: &[T]) -> (usize, usize) {
 
 /// Rule lists compared in order (longest common subsequence), so one deleted or inserted
 /// rule is reported as that, not as every rule after it.
-fn compare_rules<'a>(
-    want: &'a [(String, Vec<Expression>)],
-    have: &'a [(String, Vec<Expression>)],
-    out: &mut Vec<Difference>,
-) {
-    // Each distinct rule gets a number, so the alignment compares numbers, not trees.
-    let mut ids: HashMap<&[Expression], u32> = HashMap::new();
-    let mut numbered = |rules: &'a [(String, Vec<Expression>)]| -> Vec<u32> {
-        rules
-            .iter()
-            .map(|(_, rule)| {
-                let next = ids.len() as u32;
-                *ids.entry(rule.as_slice()).or_insert(next)
-            })
-            .collect()
-    };
-    let want_ids = numbered(want);
-    let have_ids = numbered(have);
+fn compare_rules(want: &[(String, u32)], have: &[(String, u32)], out: &mut Vec<Difference>) {
+    let want_ids: Vec<u32> = want.iter().map(|r| r.1).collect();
+    let have_ids: Vec<u32> = have.iter().map(|r| r.1).collect();
     let (mut i, mut j) = (0, 0);
     for step in align(&want_ids, &have_ids) {
         match step {
