@@ -19,7 +19,8 @@ ip netns exec "$ns" "$BIN" apply "$work/spec.json" > /dev/null 2>&1
 hyperfine --style none --runs "$RUNS" --export-json "$work/h.json" \
   -n dump "$BIN dump $work/spec.json" \
   -n diff "ip netns exec $ns $BIN diff $work/spec.json" \
-  -n "nft list" "ip netns exec $ns nft list table inet nftbalance" > /dev/null
+  -n "nft list" "ip netns exec $ns nft list table inet nftbalance" > /dev/null 2> "$work/warnings" \
+  || { cat "$work/warnings" >&2; exit 1; }
 rss() { /usr/bin/time -f %M "$@" 2>&1 >/dev/null | tail -1; }
 rss_dump=$(rss "$BIN" dump "$work/spec.json")
 rss_diff=$(rss ip netns exec "$ns" "$BIN" diff "$work/spec.json")
@@ -34,4 +35,5 @@ for name, label in [("dump", "nftbalance dump"), ("diff", "nftbalance diff"), ("
     print(f"| {label} | {runs[name] * 1000:.0f} ms | {mb} |")
 PY
 echo
+if grep -q outliers "$work/warnings"; then echo "hyperfine saw statistical outliers (a noisy machine)."; fi
 echo "Medians of $RUNS runs (hyperfine); peak RSS from /usr/bin/time. $(date -u +%F), $(nproc) cores, kernel $(uname -r), $(nft --version)."
