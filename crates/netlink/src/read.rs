@@ -18,48 +18,29 @@ use nftbalance_ruleset::{ChainType as ModelChainType, Hook as ModelHook, Ruleset
 
 use crate::align::{align, Step};
 use crate::consts::*;
+use crate::set_flags;
 use crate::socket::parse_attrs;
 use crate::{lower, BuildError, Socket, NFT_DATA_VERDICT};
 
-const NLA_F_NESTED: u16 = 0x8000;
-const NLA_TYPE_MASK: u16 = 0x3fff;
-
-// linux/netfilter/nf_tables.h
-const NFTA_RULE_TABLE: u16 = 1;
-const NFTA_RULE_CHAIN: u16 = 2;
-const NFTA_RULE_HANDLE: u16 = 3;
-const NFTA_RULE_EXPRESSIONS: u16 = 4;
-const NFTA_EXPR_NAME: u16 = 1;
-const NFTA_EXPR_DATA: u16 = 2;
-const NFTA_SET_TABLE: u16 = 1;
-const NFTA_SET_NAME: u16 = 2;
-const NFTA_SET_FLAGS: u16 = 3;
-const NFTA_SET_ID: u16 = 10;
-const NFTA_SET_DATA_TYPE: u16 = 6;
-const NFTA_SET_DATA_LEN: u16 = 7;
-const NFTA_SET_DESC: u16 = 9;
-const NFTA_SET_DESC_SIZE: u16 = 1;
 /// Set attributes that define a set; the rest are identity or kernel bookkeeping. Userdata
 /// is not among them: it holds nft's display hints (byte order, typeof), which the kernel
 /// never reads, and nft itself writes it differently across versions.
 const SET_DEFINITION: [(u16, &str); 7] = [
-    (3, "flags"),
-    (4, "key type"),
-    (5, "key length"),
-    (6, "data type"),
-    (7, "data length"),
+    (NFTA_SET_FLAGS, "flags"),
+    (NFTA_SET_KEY_TYPE, "key type"),
+    (NFTA_SET_KEY_LEN, "key length"),
+    (NFTA_SET_DATA_TYPE, "data type"),
+    (NFTA_SET_DATA_LEN, "data length"),
     (NFTA_SET_DESC, "size"),
-    (11, "timeout"),
+    (NFTA_SET_TIMEOUT, "timeout"),
 ];
-const NFTA_SET_ELEM_LIST_TABLE: u16 = 1;
-const NFTA_SET_ELEM_LIST_SET: u16 = 2;
-const NFTA_SET_ELEM_LIST_ELEMENTS: u16 = 3;
-const NFTA_SET_ELEM_LIST_SET_ID: u16 = 4;
 /// Element attributes that define an element: key, data, flags, key end.
-const ELEM_DEFINITION: [u16; 4] = [1, 2, 3, 10];
-const NFT_SET_ANONYMOUS: u32 = 0x1;
-const NFT_SET_TIMEOUT: u32 = 0x10;
-const NFT_SET_EVAL: u32 = 0x20;
+const ELEM_DEFINITION: [u16; 4] = [
+    NFTA_SET_ELEM_KEY,
+    NFTA_SET_ELEM_DATA,
+    NFTA_SET_ELEM_FLAGS,
+    NFTA_SET_ELEM_KEY_END,
+];
 
 /// Attributes of one message or nest, in order.
 type Attrs = Vec<(u16, Node)>;
@@ -178,7 +159,7 @@ impl SetImage {
         }
         definition.sort();
         // Elements of sets written from the packet path are state, not configuration.
-        let dynamic = flags & (NFT_SET_EVAL | NFT_SET_TIMEOUT) != 0;
+        let dynamic = flags & (set_flags::EVAL | set_flags::TIMEOUT) != 0;
         SetImage {
             definition,
             elements: (!dynamic).then(Vec::new),
@@ -194,7 +175,9 @@ impl SetImage {
             let Node::Nested(e) = e else { continue };
             let mut kept: Vec<(u16, Node)> = e
                 .iter()
-                .filter(|(t, n)| ELEM_DEFINITION.contains(t) && !(*t == 3 && is_zero(n)))
+                .filter(|(t, n)| {
+                    ELEM_DEFINITION.contains(t) && !(*t == NFTA_SET_ELEM_FLAGS && is_zero(n))
+                })
                 .cloned()
                 .collect();
             kept.sort();
@@ -286,20 +269,6 @@ impl Expression {
     }
 }
 
-// Per-expression attribute numbers that are identities, not meaning.
-const NFTA_LOOKUP_SET: u16 = 1;
-const NFTA_LOOKUP_SET_ID: u16 = 4;
-const NFTA_LOOKUP_FLAGS: u16 = 5;
-const NFTA_DYNSET_SET_ID: u16 = 2;
-const NFTA_DYNSET_FLAGS: u16 = 9;
-const NFTA_BITWISE_OP: u16 = 6;
-const NFTA_DYNSET_TIMEOUT: u16 = 6;
-const NFTA_HASH_OFFSET: u16 = 6;
-const NFTA_NAT_REG_ADDR_MIN: u16 = 3;
-const NFTA_NAT_REG_ADDR_MAX: u16 = 4;
-const NFTA_NAT_REG_PROTO_MIN: u16 = 5;
-const NFTA_NAT_REG_PROTO_MAX: u16 = 6;
-const NFTA_NAT_FLAGS: u16 = 7;
 /// NF_NAT_RANGE_MAP_IPS | NF_NAT_RANGE_PROTO_SPECIFIED: set by the kernel from the registers.
 const NAT_FILLED_FLAGS: u32 = 0x3;
 
@@ -403,7 +372,7 @@ fn collect_sets<'a>(
         let name = string(s, NFTA_SET_NAME).unwrap_or_default();
         let image = SetImage::new(s);
         let flags = be32(s, NFTA_SET_FLAGS).unwrap_or(0);
-        if flags & NFT_SET_ANONYMOUS != 0 {
+        if flags & set_flags::ANONYMOUS != 0 {
             match be32(s, NFTA_SET_ID) {
                 Some(id) => {
                     anon.by_id.insert(id, image);
@@ -601,14 +570,6 @@ pub fn diff(socket: &Socket, rs: &Ruleset) -> Result<Vec<Difference>, ReadError>
     Ok(out)
 }
 
-const NFTA_CHAIN_TABLE: u16 = 1;
-const NFTA_CHAIN_NAME: u16 = 3;
-const NFTA_CHAIN_HOOK: u16 = 4;
-const NFTA_CHAIN_POLICY: u16 = 5;
-const NFTA_CHAIN_TYPE: u16 = 7;
-const NFTA_HOOK_HOOKNUM: u16 = 1;
-const NFTA_HOOK_PRIORITY: u16 = 2;
-
 /// (type, hook number, priority, policy) of a base chain.
 type HookImage = (String, u32, i32, u32);
 
@@ -771,9 +732,6 @@ pub struct GatewayCounters {
     /// First packets of its new connections.
     pub new_connections: Count,
 }
-
-const NFTA_COUNTER_BYTES: u16 = 1;
-const NFTA_COUNTER_PACKETS: u16 = 2;
 
 fn be64(attrs: &[(u16, Node)], t: u16) -> Option<u64> {
     leaf(attrs, t).and_then(|v| Some(u64::from_be_bytes(v.get(..8)?.try_into().ok()?)))
