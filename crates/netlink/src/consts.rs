@@ -88,6 +88,12 @@ pub(crate) const NFTA_SET_ELEM_DATA: u16 = 2;
 pub(crate) const NFTA_SET_ELEM_FLAGS: u16 = 3;
 pub(crate) const NFTA_SET_ELEM_KEY_END: u16 = 10;
 
+// ---- nft's userdata (libnftnl's udata.h): read by nft, never by the kernel ----
+/// `NFTNL_UDATA_SET_ELEM_FLAGS` (set element userdata TLV type).
+pub(crate) const UDATA_SET_ELEM_FLAGS: u8 = 1;
+/// `NFTNL_SET_ELEM_F_INTERVAL_OPEN`: the interval runs to the end of the key space.
+pub(crate) const SET_ELEM_F_INTERVAL_OPEN: u32 = 1;
+
 // ---- netlink ----
 pub(crate) const NLMSG_HDRLEN: usize = 16;
 pub(crate) const NLMSG_ERROR: u16 = 2;
