@@ -71,6 +71,7 @@ bench: bench-deps
 	$(CARGO) build --release --locked --workspace --bins
 	bench/apply.sh
 	bench/translate.sh
+	bench/diff.sh
 	$(CARGO) bench --locked -q -p nftbalance-integration --bench failover
 	./target/release/nbbench
 

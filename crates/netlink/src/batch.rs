@@ -723,7 +723,7 @@ impl std::error::Error for BatchError {
 mod tests {
     use super::*;
     use crate::expr::{CmpOp, MetaKey, Register, Verdict};
-    use crate::objects::{interval_elements, Interval, SetData};
+    use crate::objects::{interval_elements, Interval, IntervalLayout, SetData};
     use crate::{datatype, set_flags};
 
     /// Splits a byte buffer into (type, flags, seq, payload) messages.
@@ -798,9 +798,11 @@ mod tests {
         let ivs: Vec<Interval> = (0..20_000u32)
             .map(|i| Interval::prefix(&(0x0a00_0000 + (i << 8)).to_be_bytes(), 24).unwrap())
             .collect();
-        let elems = interval_elements(ivs, true).unwrap();
-        // adjacent /24s: only the leading zero end, the starts and one final end
-        assert_eq!(elems.len(), 20_002);
+        let elems = interval_elements(ivs, IntervalLayout::Named)
+            .unwrap()
+            .elements;
+        // a named set keeps every end: the leading zero end, then a start and an end per /24
+        assert_eq!(elems.len(), 40_001);
         b.add_elements(Family::Ip, "t", &set, &elems, "set big elements")
             .unwrap();
         assert!(b.len() > 3, "expected several NEWSETELEM messages");

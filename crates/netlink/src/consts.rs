@@ -39,6 +39,61 @@ pub(crate) const CTA_MARK_MASK: u16 = 21;
 pub(crate) const NLA_F_NESTED: u16 = 0x8000;
 pub(crate) const NLA_TYPE_MASK: u16 = 0x3fff;
 
+// ---- attributes read back (`read`: diff and counters), by message type ----
+pub(crate) const NFTA_RULE_TABLE: u16 = 1;
+pub(crate) const NFTA_RULE_CHAIN: u16 = 2;
+pub(crate) const NFTA_RULE_HANDLE: u16 = 3;
+pub(crate) const NFTA_RULE_EXPRESSIONS: u16 = 4;
+pub(crate) const NFTA_EXPR_NAME: u16 = 1;
+pub(crate) const NFTA_EXPR_DATA: u16 = 2;
+pub(crate) const NFTA_SET_TABLE: u16 = 1;
+pub(crate) const NFTA_SET_NAME: u16 = 2;
+pub(crate) const NFTA_SET_FLAGS: u16 = 3;
+pub(crate) const NFTA_SET_ID: u16 = 10;
+pub(crate) const NFTA_SET_DATA_TYPE: u16 = 6;
+pub(crate) const NFTA_SET_DATA_LEN: u16 = 7;
+pub(crate) const NFTA_SET_DESC: u16 = 9;
+pub(crate) const NFTA_SET_DESC_SIZE: u16 = 1;
+pub(crate) const NFTA_SET_ELEM_LIST_TABLE: u16 = 1;
+pub(crate) const NFTA_SET_ELEM_LIST_SET: u16 = 2;
+pub(crate) const NFTA_SET_ELEM_LIST_ELEMENTS: u16 = 3;
+pub(crate) const NFTA_SET_ELEM_LIST_SET_ID: u16 = 4;
+pub(crate) const NFTA_LOOKUP_SET: u16 = 1;
+pub(crate) const NFTA_LOOKUP_SET_ID: u16 = 4;
+pub(crate) const NFTA_LOOKUP_FLAGS: u16 = 5;
+pub(crate) const NFTA_DYNSET_SET_ID: u16 = 2;
+pub(crate) const NFTA_DYNSET_FLAGS: u16 = 9;
+pub(crate) const NFTA_BITWISE_OP: u16 = 6;
+pub(crate) const NFTA_DYNSET_TIMEOUT: u16 = 6;
+pub(crate) const NFTA_HASH_OFFSET: u16 = 6;
+pub(crate) const NFTA_NAT_REG_ADDR_MIN: u16 = 3;
+pub(crate) const NFTA_NAT_REG_ADDR_MAX: u16 = 4;
+pub(crate) const NFTA_NAT_REG_PROTO_MIN: u16 = 5;
+pub(crate) const NFTA_NAT_REG_PROTO_MAX: u16 = 6;
+pub(crate) const NFTA_NAT_FLAGS: u16 = 7;
+pub(crate) const NFTA_CHAIN_TABLE: u16 = 1;
+pub(crate) const NFTA_CHAIN_NAME: u16 = 3;
+pub(crate) const NFTA_CHAIN_HOOK: u16 = 4;
+pub(crate) const NFTA_CHAIN_POLICY: u16 = 5;
+pub(crate) const NFTA_CHAIN_TYPE: u16 = 7;
+pub(crate) const NFTA_HOOK_HOOKNUM: u16 = 1;
+pub(crate) const NFTA_HOOK_PRIORITY: u16 = 2;
+pub(crate) const NFTA_COUNTER_BYTES: u16 = 1;
+pub(crate) const NFTA_COUNTER_PACKETS: u16 = 2;
+pub(crate) const NFTA_SET_KEY_TYPE: u16 = 4;
+pub(crate) const NFTA_SET_KEY_LEN: u16 = 5;
+pub(crate) const NFTA_SET_TIMEOUT: u16 = 11;
+pub(crate) const NFTA_SET_ELEM_KEY: u16 = 1;
+pub(crate) const NFTA_SET_ELEM_DATA: u16 = 2;
+pub(crate) const NFTA_SET_ELEM_FLAGS: u16 = 3;
+pub(crate) const NFTA_SET_ELEM_KEY_END: u16 = 10;
+
+// ---- nft's userdata (libnftnl's udata.h): read by nft, never by the kernel ----
+/// `NFTNL_UDATA_SET_ELEM_FLAGS` (set element userdata TLV type).
+pub(crate) const UDATA_SET_ELEM_FLAGS: u8 = 1;
+/// `NFTNL_SET_ELEM_F_INTERVAL_OPEN`: the interval runs to the end of the key space.
+pub(crate) const SET_ELEM_F_INTERVAL_OPEN: u32 = 1;
+
 // ---- netlink ----
 pub(crate) const NLMSG_HDRLEN: usize = 16;
 pub(crate) const NLMSG_ERROR: u16 = 2;
@@ -49,6 +104,7 @@ pub(crate) const NLM_F_DUMP: u16 = 0x300;
 pub(crate) const NLM_F_CREATE: u16 = 0x400;
 pub(crate) const NLM_F_APPEND: u16 = 0x800;
 pub(crate) const NLM_F_ACK_TLVS: u16 = 0x200;
+pub(crate) const NLM_F_CAPPED: u16 = 0x100;
 pub(crate) const NLMSGERR_ATTR_MSG: u16 = 1;
 pub(crate) const NLMSGERR_ATTR_OFFS: u16 = 2;
 pub(crate) const NETLINK_CAP_ACK: libc::c_int = 10;

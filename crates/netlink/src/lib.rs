@@ -40,6 +40,7 @@
 #![deny(unsafe_op_in_unsafe_fn)]
 #![cfg(target_os = "linux")]
 
+mod align;
 mod batch;
 pub mod conntrack;
 mod consts;
@@ -61,7 +62,8 @@ pub use expr::{
 };
 pub use objects::{
     interval_elements, priority, udata_set, value, BaseChain, ByteOrder, Chain, ChainType,
-    ElemData, Family, Hook, Interval, Policy, SetData, SetElem, SetSpec, Table, Udata,
+    ElemData, Family, Hook, Interval, IntervalElements, IntervalLayout, Policy, SetData, SetElem,
+    SetSpec, Table, Udata,
 };
 pub use socket::Socket;
 

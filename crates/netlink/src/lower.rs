@@ -45,17 +45,13 @@ use nftbalance_ruleset as m;
 
 use crate::expr::{ByteorderOp, CmpOp, CtKey, DynsetOp, Expr, MetaKey, NatKind, NumgenKind};
 use crate::expr::{PayloadBase, Register, SetRef, Verdict};
+use crate::objects::{interval_elements, Interval, IntervalElements, IntervalLayout};
 use crate::objects::{value, BaseChain, ByteOrder, Chain, ChainType, ElemData, Family, Hook};
 use crate::objects::{Policy, SetData, SetElem, SetSpec, Table, Udata};
 use crate::{datatype, set_flags, udata_set, Batch, BuildError, Rule};
 
 const R1: Register = Register::R1;
 const R2: Register = Register::R2;
-
-/// `NFTNL_UDATA_SET_ELEM_FLAGS` (set element userdata TLV type).
-const UDATA_SET_ELEM_FLAGS: u8 = 1;
-/// `NFTNL_SET_ELEM_F_INTERVAL_OPEN`: the interval runs to the end of the key space.
-const SET_ELEM_F_INTERVAL_OPEN: u32 = 1;
 
 /// nft's `enum expr_types` values used in set typeof userdata.
 const EXPR_VERDICT: u32 = 1;
@@ -296,144 +292,21 @@ fn encode(v: &m::Value, big_endian_ints: bool) -> Result<Vec<u8>, BuildError> {
     })
 }
 
-/// A key range `[start, end)` of an interval set (`end: None` runs to the top of the key
-/// space), with its map data.
-#[derive(Debug, Clone, PartialEq, Eq)]
-struct Range {
-    start: Vec<u8>,
-    end: Option<Vec<u8>>,
-    data: Option<ElemData>,
-}
-
-/// Increments a big-endian byte string; `None` on overflow.
-fn be_increment(v: &[u8]) -> Option<Vec<u8>> {
-    let mut out = v.to_vec();
-    for b in out.iter_mut().rev() {
-        let (n, carry) = b.overflowing_add(1);
-        *b = n;
-        if !carry {
-            return Some(out);
-        }
-    }
-    None
-}
-
-/// `addr/len` as a range.
-fn prefix_range(addr: &[u8], len: u8) -> Range {
-    let mut start = addr.to_vec();
-    let mut last = addr.to_vec();
-    for (i, (s, l)) in start.iter_mut().zip(last.iter_mut()).enumerate() {
-        let keep = (len as usize).saturating_sub(i * 8).min(8);
-        let mask: u8 = if keep == 0 { 0 } else { !0u8 << (8 - keep) };
-        *s &= mask;
-        *l |= !mask;
-    }
-    Range {
-        start,
-        end: be_increment(&last),
-        data: None,
-    }
-}
-
 /// The range a key value of an interval set covers.
-fn key_range(v: &m::Value, big_endian_ints: bool) -> Result<Range, BuildError> {
-    Ok(match v {
-        m::Value::Ipv4Net(n) => prefix_range(&n.addr().octets(), n.prefix_len()),
-        m::Value::Ipv6Net(n) => prefix_range(&n.addr().octets(), n.prefix_len()),
+fn key_range(v: &m::Value, big_endian_ints: bool) -> Result<Interval, BuildError> {
+    match v {
+        m::Value::Ipv4Net(n) => Interval::prefix(&n.addr().octets(), n.prefix_len().into()),
+        m::Value::Ipv6Net(n) => Interval::prefix(&n.addr().octets(), n.prefix_len().into()),
         m::Value::Range(a, b) => {
             let a = encode(a, big_endian_ints)?;
             let b = encode(b, big_endian_ints)?;
             if a.len() != b.len() || a > b {
                 return Err(invalid(format!("bad range {v:?}")));
             }
-            Range {
-                start: a,
-                end: be_increment(&b),
-                data: None,
-            }
+            Ok(Interval::inclusive(a, &b))
         }
-        single => {
-            let k = encode(single, big_endian_ints)?;
-            Range {
-                end: be_increment(&k),
-                start: k,
-                data: None,
-            }
-        }
-    })
-}
-
-fn open_interval_udata() -> Vec<u8> {
-    Udata::new()
-        .put_u32(UDATA_SET_ELEM_FLAGS, SET_ELEM_F_INTERVAL_OPEN)
-        .into_bytes()
-}
-
-/// The elements nft 1.0.6 sends for an interval set or map (plain keys, no concatenation),
-/// and the size it declares for an anonymous one.
-///
-/// Ranges are sorted; overlapping ranges are an error. A leading all-zero interval-end element
-/// comes first unless the first range starts at zero. Each range is a start element (with the
-/// data, and the open-interval flag when it has no end) and an interval-end element holding
-/// the first key after it. `anonymous`: adjacent ranges of a set (no data) are merged, and
-/// for a map the end element is left out where the next range starts; named sets keep every
-/// end element. The size counts the leading element and two per range.
-fn interval_set_elements(
-    mut ranges: Vec<Range>,
-    anonymous: bool,
-) -> Result<(Vec<SetElem>, u32), BuildError> {
-    ranges.sort_by(|a, b| a.start.cmp(&b.start));
-    for w in ranges.windows(2) {
-        let overlaps = match &w[0].end {
-            None => true,
-            Some(end) => w[1].start < *end,
-        };
-        if overlaps {
-            return Err(invalid(format!(
-                "overlapping intervals starting at {:02x?} and {:02x?}",
-                w[0].start, w[1].start
-            )));
-        }
+        single => Ok(Interval::single(encode(single, big_endian_ints)?)),
     }
-    if anonymous {
-        let mut merged: Vec<Range> = Vec::with_capacity(ranges.len());
-        for r in ranges {
-            match merged.last_mut() {
-                Some(last)
-                    if last.data.is_none()
-                        && r.data.is_none()
-                        && last.end.as_ref() == Some(&r.start) =>
-                {
-                    last.end = r.end;
-                }
-                _ => merged.push(r),
-            }
-        }
-        ranges = merged;
-    }
-    let mut out = Vec::with_capacity(ranges.len() * 2 + 1);
-    let mut size = 0u32;
-    if let Some(first) = ranges.first() {
-        if first.start.iter().any(|&b| b != 0) {
-            out.push(SetElem::key(vec![0u8; first.start.len()]).interval_end());
-            size += 1;
-        }
-    }
-    for (i, r) in ranges.iter().enumerate() {
-        out.push(SetElem {
-            data: r.data.clone(),
-            userdata: r.end.is_none().then(open_interval_udata),
-            ..SetElem::key(r.start.clone())
-        });
-        size += 2;
-        if let Some(end) = &r.end {
-            let adjacent = anonymous && ranges.get(i + 1).is_some_and(|n| n.start == *end);
-            if !adjacent {
-                out.push(SetElem::key(end.clone()).interval_end());
-            }
-        }
-    }
-    Ok((out, size))
 }
 
 /// A header field: (base, offset, length).
@@ -606,13 +479,13 @@ impl<'a> Lowerer<'a> {
                 .elements
                 .iter()
                 .map(|e| {
-                    Ok(Range {
+                    Ok(Interval {
                         data: e.data.as_ref().map(elem_data).transpose()?,
                         ..key_range(&e.key, false)?
                     })
                 })
                 .collect::<Result<Vec<_>, BuildError>>()?;
-            interval_set_elements(ranges, false)?.0
+            interval_elements(ranges, IntervalLayout::Named)?.elements
         } else {
             s.elements
                 .iter()
@@ -963,13 +836,15 @@ impl RuleCx<'_, '_> {
             let ranges = entries
                 .iter()
                 .map(|(k, d)| {
-                    Ok(Range {
+                    Ok(Interval {
                         data: Some(elem_data(d)?),
                         ..key_range(k, true)?
                     })
                 })
                 .collect::<Result<Vec<_>, BuildError>>()?;
-            interval_set_elements(ranges, true)?
+            let IntervalElements { elements, size } =
+                interval_elements(ranges, IntervalLayout::Anonymous)?;
+            (elements, size)
         } else {
             let elems = entries
                 .iter()
@@ -1032,7 +907,9 @@ impl RuleCx<'_, '_> {
                 .iter()
                 .map(|v| key_range(v, false))
                 .collect::<Result<Vec<_>, BuildError>>()?;
-            interval_set_elements(ranges, true)?
+            let IntervalElements { elements, size } =
+                interval_elements(ranges, IntervalLayout::Anonymous)?;
+            (elements, size)
         } else {
             let elems = values
                 .iter()
@@ -1139,14 +1016,14 @@ impl RuleCx<'_, '_> {
         if addr.len() as u32 != full {
             return Err(invalid(format!("address {addr:?} does not fit {f:?}")));
         }
-        let net = prefix_range(addr, len).start;
+        let net = Interval::prefix(addr, len.into())?.start;
         let bytes = usize::from(len / 8);
         if len.is_multiple_of(8) && len > 0 {
             self.payload(f, R1, Some(bytes as u32))?;
             self.cmp(op, net[..bytes].to_vec());
         } else {
             self.payload(f, R1, None)?;
-            let mask = prefix_range(&vec![0xff; addr.len()], len).start;
+            let mask = Interval::prefix(&vec![0xff; addr.len()], len.into())?.start;
             self.push(Expr::Bitwise {
                 sreg: R1,
                 dreg: R1,
@@ -1255,7 +1132,9 @@ mod tests {
             .iter()
             .map(|s| key_range(&v4net(s), false).unwrap())
             .collect();
-        let (elems, _) = interval_set_elements(ranges, false).unwrap();
+        let elems = interval_elements(ranges, IntervalLayout::Named)
+            .unwrap()
+            .elements;
         assert_eq!(
             keys(&elems),
             vec![
@@ -1275,7 +1154,10 @@ mod tests {
             .iter()
             .map(|s| key_range(&v4net(s), false).unwrap())
             .collect();
-        let (elems, size) = interval_set_elements(ranges, true).unwrap();
+        let IntervalElements {
+            elements: elems,
+            size,
+        } = interval_elements(ranges, IntervalLayout::Anonymous).unwrap();
         assert_eq!(
             keys(&elems),
             vec![
@@ -1293,12 +1175,15 @@ mod tests {
         let r = |a, b| m::Value::range(m::Value::Int(a), m::Value::Int(b));
         let ranges = [(r(0, 2), 1), (r(3, 4), 2), (r(5, 5), 3)]
             .iter()
-            .map(|(k, d)| Range {
+            .map(|(k, d)| Interval {
                 data: Some(ElemData::Value(value::host_u32(*d))),
                 ..key_range(k, true).unwrap()
             })
             .collect();
-        let (elems, size) = interval_set_elements(ranges, true).unwrap();
+        let IntervalElements {
+            elements: elems,
+            size,
+        } = interval_elements(ranges, IntervalLayout::Anonymous).unwrap();
         assert_eq!(
             keys(&elems),
             vec![
@@ -1320,7 +1205,10 @@ mod tests {
             m::Value::range(m::Value::Port(60000), m::Value::Port(65535)),
         ];
         let ranges = vals.iter().map(|v| key_range(v, false).unwrap()).collect();
-        let (elems, size) = interval_set_elements(ranges, true).unwrap();
+        let IntervalElements {
+            elements: elems,
+            size,
+        } = interval_elements(ranges, IntervalLayout::Anonymous).unwrap();
         assert_eq!(
             keys(&elems),
             vec![
@@ -1335,9 +1223,10 @@ mod tests {
         flag.extend(1u32.to_ne_bytes());
         assert_eq!(elems[3].userdata, Some(flag));
         // 0.0.0.0/0 is one open element, with no leading zero element
-        let (elems, _) =
-            interval_set_elements(vec![key_range(&v4net("0.0.0.0/0"), false).unwrap()], false)
-                .unwrap();
+        let only = vec![key_range(&v4net("0.0.0.0/0"), false).unwrap()];
+        let elems = interval_elements(only, IntervalLayout::Named)
+            .unwrap()
+            .elements;
         assert_eq!(keys(&elems), vec![(vec![0, 0, 0, 0], false, true)]);
     }
 
@@ -1347,7 +1236,7 @@ mod tests {
             .iter()
             .map(|s| key_range(&v4net(s), false).unwrap())
             .collect();
-        assert!(interval_set_elements(ranges, false).is_err());
+        assert!(interval_elements(ranges, IntervalLayout::Named).is_err());
     }
 
     #[test]
@@ -1376,11 +1265,11 @@ mod tests {
 
     #[test]
     fn prefix_ranges() {
-        let r = prefix_range(&[198, 18, 7, 1], 15);
+        let r = Interval::prefix(&[198, 18, 7, 1], 15).unwrap();
         assert_eq!(r.start, vec![198, 18, 0, 0]);
         assert_eq!(r.end, Some(vec![198, 20, 0, 0]));
-        assert_eq!(prefix_range(&[1, 2, 3, 4], 0).end, None);
-        assert_eq!(prefix_range(&[0xff; 4], 0).start, vec![0; 4]);
+        assert_eq!(Interval::prefix(&[1, 2, 3, 4], 0).unwrap().end, None);
+        assert_eq!(Interval::prefix(&[0xff; 4], 0).unwrap().start, vec![0; 4]);
     }
 
     #[test]

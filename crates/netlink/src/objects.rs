@@ -1,6 +1,7 @@
 //! Tables, chains, sets and set elements (safe descriptions), plus helpers that encode values the
 //! way nft 1.0.6 does.
 
+use crate::consts::{SET_ELEM_F_INTERVAL_OPEN, UDATA_SET_ELEM_FLAGS};
 use crate::expr::Verdict;
 use crate::BuildError;
 
@@ -438,32 +439,75 @@ impl Interval {
     }
 }
 
-/// Turns ranges into the element list nft 1.0.6 sends for an interval set (`flags interval`
-/// without `auto-merge`, no concatenation):
+/// Which set interval elements are for: nft 1.0.6 lays out the same ranges differently.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IntervalLayout {
+    /// A named set or map created with its elements: every range keeps its end element, also
+    /// where the next range starts.
+    Named,
+    /// An anonymous set or map: adjacent ranges of a set merge into one, and a map leaves out
+    /// the end element where the next range starts.
+    Anonymous,
+}
+
+/// The elements of an interval set and the size nft declares for it when anonymous.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IntervalElements {
+    pub elements: Vec<SetElem>,
+    /// The leading element and two per range (counted before end elements are dropped).
+    pub size: u32,
+}
+
+/// Turns ranges into the element list nft 1.0.6 sends for an interval set created with its
+/// elements (`flags interval` without `auto-merge`, no concatenation); the one encoder of
+/// interval elements, for the lowering and for tests alike:
 ///
-/// * ranges are sorted by start; overlapping ranges are an error;
+/// * ranges are sorted by start; overlapping or empty ranges are an error;
+/// * if the first range does not start at zero, a leading all-zero interval-end element comes
+///   first;
 /// * each range is a start element (carrying the map data) followed by an element flagged
-///   `NFT_SET_ELEM_INTERVAL_END` whose key is the first key *after* the range;
-/// * the end element is omitted when the next range starts right there (adjacent ranges) or the
-///   range runs to the end of the key space;
-/// * with `first_segment`, if the first range does not start at zero, a leading all-zero
-///   interval-end element is prepended (nft does this when a set is created together with its
-///   elements, and for every anonymous set; it does *not* when adding elements to an existing,
-///   non-empty set).
+///   `NFT_SET_ELEM_INTERVAL_END` whose key is the first key *after* the range, except as
+///   [`IntervalLayout`] says for adjacent ranges;
+/// * a range that runs to the top of the key space has no end element and carries the element
+///   userdata `NFTNL_UDATA_SET_ELEM_FLAGS = NFTNL_SET_ELEM_F_INTERVAL_OPEN`.
 pub fn interval_elements(
     mut intervals: Vec<Interval>,
-    first_segment: bool,
-) -> Result<Vec<SetElem>, BuildError> {
+    layout: IntervalLayout,
+) -> Result<IntervalElements, BuildError> {
     intervals.sort_by(|a, b| a.start.cmp(&b.start));
-    let mut out = Vec::with_capacity(intervals.len() * 2 + 1);
-    if first_segment {
-        if let Some(first) = intervals.first() {
-            if first.start.iter().any(|&b| b != 0) {
-                out.push(SetElem::key(vec![0u8; first.start.len()]).interval_end());
-            }
+    check_intervals(&intervals)?;
+    let anonymous = layout == IntervalLayout::Anonymous;
+    if anonymous {
+        intervals = merge_adjacent(intervals);
+    }
+    let mut elements = Vec::with_capacity(intervals.len() * 2 + 1);
+    let mut size = 0u32;
+    if let Some(first) = intervals.first() {
+        if first.start.iter().any(|&b| b != 0) {
+            elements.push(SetElem::key(vec![0u8; first.start.len()]).interval_end());
+            size += 1;
         }
     }
     for (i, iv) in intervals.iter().enumerate() {
+        elements.push(SetElem {
+            data: iv.data.clone(),
+            userdata: iv.end.is_none().then(open_interval_udata),
+            ..SetElem::key(iv.start.clone())
+        });
+        size += 2;
+        if let Some(end) = &iv.end {
+            let adjacent = anonymous && intervals.get(i + 1).is_some_and(|n| n.start == *end);
+            if !adjacent {
+                elements.push(SetElem::key(end.clone()).interval_end());
+            }
+        }
+    }
+    Ok(IntervalElements { elements, size })
+}
+
+/// Sorted intervals must be non-empty and must not overlap.
+fn check_intervals(intervals: &[Interval]) -> Result<(), BuildError> {
+    for iv in intervals {
         if let Some(end) = &iv.end {
             if end.len() != iv.start.len() || *end <= iv.start {
                 return Err(BuildError::Invalid(format!(
@@ -472,31 +516,44 @@ pub fn interval_elements(
                 )));
             }
         }
-        let next = intervals.get(i + 1);
-        if let Some(next) = next {
-            let overlaps = match &iv.end {
-                None => true,
-                Some(end) => next.start < *end,
-            };
-            if overlaps {
-                return Err(BuildError::Invalid(format!(
-                    "overlapping intervals starting at {:02x?} and {:02x?}",
-                    iv.start, next.start
-                )));
-            }
-        }
-        out.push(SetElem {
-            data: iv.data.clone(),
-            ..SetElem::key(iv.start.clone())
-        });
-        if let Some(end) = &iv.end {
-            let adjacent = next.is_some_and(|n| n.start == *end);
-            if !adjacent {
-                out.push(SetElem::key(end.clone()).interval_end());
-            }
+    }
+    for w in intervals.windows(2) {
+        let overlaps = match &w[0].end {
+            None => true,
+            Some(end) => w[1].start < *end,
+        };
+        if overlaps {
+            return Err(BuildError::Invalid(format!(
+                "overlapping intervals starting at {:02x?} and {:02x?}",
+                w[0].start, w[1].start
+            )));
         }
     }
-    Ok(out)
+    Ok(())
+}
+
+/// Adjacent ranges of a set (no data) as one range, as nft sends an anonymous set.
+fn merge_adjacent(intervals: Vec<Interval>) -> Vec<Interval> {
+    let mut merged: Vec<Interval> = Vec::with_capacity(intervals.len());
+    for iv in intervals {
+        match merged.last_mut() {
+            Some(last)
+                if last.data.is_none()
+                    && iv.data.is_none()
+                    && last.end.as_ref() == Some(&iv.start) =>
+            {
+                last.end = iv.end;
+            }
+            _ => merged.push(iv),
+        }
+    }
+    merged
+}
+
+fn open_interval_udata() -> Vec<u8> {
+    Udata::new()
+        .put_u32(UDATA_SET_ELEM_FLAGS, SET_ELEM_F_INTERVAL_OPEN)
+        .into_bytes()
 }
 
 /// Builder for nft's userdata TLVs (`NFTA_SET_USERDATA`, `NFTA_RULE_USERDATA`, ...): a sequence
@@ -684,9 +741,10 @@ mod tests {
                 Interval::prefix(&[192, 168, 0, 0], 16).unwrap(),
                 Interval::prefix(&[10, 0, 0, 0], 8).unwrap(),
             ],
-            true,
+            IntervalLayout::Named,
         )
-        .unwrap();
+        .unwrap()
+        .elements;
         assert_eq!(
             keys(&elems),
             vec![
@@ -710,9 +768,10 @@ mod tests {
                 Interval::inclusive(value::be_u32(3), &value::be_u32(4)).with_data(m(2)),
                 Interval::single(value::be_u32(5)).with_data(m(3)),
             ],
-            true,
+            IntervalLayout::Anonymous,
         )
-        .unwrap();
+        .unwrap()
+        .elements;
         assert_eq!(
             keys(&elems),
             vec![
@@ -728,13 +787,18 @@ mod tests {
 
     #[test]
     fn interval_to_top_has_no_end() {
-        let elems =
-            interval_elements(vec![Interval::prefix(&[128, 0, 0, 0], 1).unwrap()], true).unwrap();
+        let top = vec![Interval::prefix(&[128, 0, 0, 0], 1).unwrap()];
+        let elems = interval_elements(top, IntervalLayout::Named)
+            .unwrap()
+            .elements;
         assert_eq!(
             keys(&elems),
             vec![(vec![0, 0, 0, 0], true), (vec![128, 0, 0, 0], false)]
         );
-        let elems = interval_elements(vec![Interval::prefix(&[0; 4], 0).unwrap()], true).unwrap();
+        let all = vec![Interval::prefix(&[0; 4], 0).unwrap()];
+        let elems = interval_elements(all, IntervalLayout::Named)
+            .unwrap()
+            .elements;
         assert_eq!(keys(&elems), vec![(vec![0, 0, 0, 0], false)]);
     }
 
@@ -745,7 +809,7 @@ mod tests {
                 Interval::prefix(&[10, 0, 0, 0], 8).unwrap(),
                 Interval::prefix(&[10, 1, 0, 0], 16).unwrap(),
             ],
-            true,
+            IntervalLayout::Named,
         );
         assert!(r.is_err());
     }

@@ -10,61 +10,43 @@
 //! kernel's dump, with the few attributes that legitimately differ (handles, batch-local set
 //! ids, kernel-chosen names of anonymous sets, runtime state) normalised away.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use std::io;
 
 use nftbalance_ruleset::{ChainType as ModelChainType, Hook as ModelHook, Ruleset};
 
+use crate::align::{align, Step};
 use crate::consts::*;
+use crate::set_flags;
 use crate::socket::parse_attrs;
 use crate::{lower, BuildError, Socket, NFT_DATA_VERDICT};
 
-const NLA_F_NESTED: u16 = 0x8000;
-const NLA_TYPE_MASK: u16 = 0x3fff;
-
-// linux/netfilter/nf_tables.h
-const NFTA_RULE_TABLE: u16 = 1;
-const NFTA_RULE_CHAIN: u16 = 2;
-const NFTA_RULE_HANDLE: u16 = 3;
-const NFTA_RULE_EXPRESSIONS: u16 = 4;
-const NFTA_EXPR_NAME: u16 = 1;
-const NFTA_EXPR_DATA: u16 = 2;
-const NFTA_SET_TABLE: u16 = 1;
-const NFTA_SET_NAME: u16 = 2;
-const NFTA_SET_FLAGS: u16 = 3;
-const NFTA_SET_ID: u16 = 10;
-const NFTA_SET_DATA_TYPE: u16 = 6;
-const NFTA_SET_DATA_LEN: u16 = 7;
-const NFTA_SET_DESC: u16 = 9;
-const NFTA_SET_DESC_SIZE: u16 = 1;
 /// Set attributes that define a set; the rest are identity or kernel bookkeeping. Userdata
 /// is not among them: it holds nft's display hints (byte order, typeof), which the kernel
 /// never reads, and nft itself writes it differently across versions.
 const SET_DEFINITION: [(u16, &str); 7] = [
-    (3, "flags"),
-    (4, "key type"),
-    (5, "key length"),
-    (6, "data type"),
-    (7, "data length"),
+    (NFTA_SET_FLAGS, "flags"),
+    (NFTA_SET_KEY_TYPE, "key type"),
+    (NFTA_SET_KEY_LEN, "key length"),
+    (NFTA_SET_DATA_TYPE, "data type"),
+    (NFTA_SET_DATA_LEN, "data length"),
     (NFTA_SET_DESC, "size"),
-    (11, "timeout"),
+    (NFTA_SET_TIMEOUT, "timeout"),
 ];
-const NFTA_SET_ELEM_LIST_TABLE: u16 = 1;
-const NFTA_SET_ELEM_LIST_SET: u16 = 2;
-const NFTA_SET_ELEM_LIST_ELEMENTS: u16 = 3;
-const NFTA_SET_ELEM_LIST_SET_ID: u16 = 4;
 /// Element attributes that define an element: key, data, flags, key end.
-const ELEM_DEFINITION: [u16; 4] = [1, 2, 3, 10];
-const NFT_SET_ANONYMOUS: u32 = 0x1;
-const NFT_SET_TIMEOUT: u32 = 0x10;
-const NFT_SET_EVAL: u32 = 0x20;
+const ELEM_DEFINITION: [u16; 4] = [
+    NFTA_SET_ELEM_KEY,
+    NFTA_SET_ELEM_DATA,
+    NFTA_SET_ELEM_FLAGS,
+    NFTA_SET_ELEM_KEY_END,
+];
 
 /// Attributes of one message or nest, in order.
 type Attrs = Vec<(u16, Node)>;
 
 /// One netlink attribute value: bytes, or nested attributes.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
 enum Node {
     Leaf(Vec<u8>),
     Nested(Vec<(u16, Node)>),
@@ -157,7 +139,7 @@ fn is_zero(n: &Node) -> bool {
 
 /// A set as compared: its defining attributes and, unless it is filled at run time, its
 /// elements (sorted).
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
 struct SetImage {
     definition: Vec<(u16, Node)>,
     elements: Option<Vec<Vec<(u16, Node)>>>,
@@ -177,7 +159,7 @@ impl SetImage {
         }
         definition.sort();
         // Elements of sets written from the packet path are state, not configuration.
-        let dynamic = flags & (NFT_SET_EVAL | NFT_SET_TIMEOUT) != 0;
+        let dynamic = flags & (set_flags::EVAL | set_flags::TIMEOUT) != 0;
         SetImage {
             definition,
             elements: (!dynamic).then(Vec::new),
@@ -193,7 +175,9 @@ impl SetImage {
             let Node::Nested(e) = e else { continue };
             let mut kept: Vec<(u16, Node)> = e
                 .iter()
-                .filter(|(t, n)| ELEM_DEFINITION.contains(t) && !(*t == 3 && is_zero(n)))
+                .filter(|(t, n)| {
+                    ELEM_DEFINITION.contains(t) && !(*t == NFTA_SET_ELEM_FLAGS && is_zero(n))
+                })
                 .cloned()
                 .collect();
             kept.sort();
@@ -213,12 +197,51 @@ impl SetImage {
 struct Image {
     /// Named sets by name.
     sets: BTreeMap<String, SetImage>,
-    /// Rules per chain, in order: (where, normalised expressions).
-    rules: BTreeMap<String, Vec<(String, Vec<Expression>)>>,
+    /// Rules per chain, in order: (where, the rule's number in `RuleIds`).
+    rules: BTreeMap<String, Vec<(String, u32)>>,
+}
+
+/// Numbers for distinct rules, shared by both sides: rules compare as numbers, and each
+/// distinct rule is kept once, as bytes, rather than as a tree per side.
+#[derive(Debug, Default)]
+struct RuleIds(HashMap<Vec<u8>, u32>);
+
+impl RuleIds {
+    fn id(&mut self, rule: &[Expression]) -> u32 {
+        let mut key = Vec::new();
+        for e in rule {
+            e.encode(&mut key);
+        }
+        let next = self.0.len() as u32;
+        *self.0.entry(key).or_insert(next)
+    }
+}
+
+/// Length-prefixed bytes: equal exactly when the values written are.
+fn put_bytes(out: &mut Vec<u8>, v: &[u8]) {
+    out.extend_from_slice(&(v.len() as u32).to_ne_bytes());
+    out.extend_from_slice(v);
+}
+
+fn put_attrs(out: &mut Vec<u8>, attrs: &[(u16, Node)]) {
+    out.extend_from_slice(&(attrs.len() as u32).to_ne_bytes());
+    for (t, node) in attrs {
+        out.extend_from_slice(&t.to_ne_bytes());
+        match node {
+            Node::Leaf(v) => {
+                out.push(0);
+                put_bytes(out, v);
+            }
+            Node::Nested(n) => {
+                out.push(1);
+                put_attrs(out, n);
+            }
+        }
+    }
 }
 
 /// An expression as compared: its name and sorted, normalised attributes.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
 struct Expression {
     name: String,
     attrs: Vec<(u16, Node)>,
@@ -226,20 +249,26 @@ struct Expression {
     anonymous: Option<SetImage>,
 }
 
-// Per-expression attribute numbers that are identities, not meaning.
-const NFTA_LOOKUP_SET: u16 = 1;
-const NFTA_LOOKUP_SET_ID: u16 = 4;
-const NFTA_LOOKUP_FLAGS: u16 = 5;
-const NFTA_DYNSET_SET_ID: u16 = 2;
-const NFTA_DYNSET_FLAGS: u16 = 9;
-const NFTA_BITWISE_OP: u16 = 6;
-const NFTA_DYNSET_TIMEOUT: u16 = 6;
-const NFTA_HASH_OFFSET: u16 = 6;
-const NFTA_NAT_REG_ADDR_MIN: u16 = 3;
-const NFTA_NAT_REG_ADDR_MAX: u16 = 4;
-const NFTA_NAT_REG_PROTO_MIN: u16 = 5;
-const NFTA_NAT_REG_PROTO_MAX: u16 = 6;
-const NFTA_NAT_FLAGS: u16 = 7;
+impl Expression {
+    fn encode(&self, out: &mut Vec<u8>) {
+        put_bytes(out, self.name.as_bytes());
+        put_attrs(out, &self.attrs);
+        let Some(set) = &self.anonymous else {
+            return out.push(0);
+        };
+        out.push(1);
+        put_attrs(out, &set.definition);
+        let Some(elements) = &set.elements else {
+            return out.push(0);
+        };
+        out.push(1);
+        out.extend_from_slice(&(elements.len() as u32).to_ne_bytes());
+        for e in elements {
+            put_attrs(out, e);
+        }
+    }
+}
+
 /// NF_NAT_RANGE_MAP_IPS | NF_NAT_RANGE_PROTO_SPECIFIED: set by the kernel from the registers.
 const NAT_FILLED_FLAGS: u32 = 0x3;
 
@@ -343,7 +372,7 @@ fn collect_sets<'a>(
         let name = string(s, NFTA_SET_NAME).unwrap_or_default();
         let image = SetImage::new(s);
         let flags = be32(s, NFTA_SET_FLAGS).unwrap_or(0);
-        if flags & NFT_SET_ANONYMOUS != 0 {
+        if flags & set_flags::ANONYMOUS != 0 {
             match be32(s, NFTA_SET_ID) {
                 Some(id) => {
                     anon.by_id.insert(id, image);
@@ -402,34 +431,40 @@ impl fmt::Display for ReadError {
 impl std::error::Error for ReadError {}
 
 /// What `apply` would send, as an image.
-fn expected(rs: &Ruleset) -> Result<Image, ReadError> {
+fn expected(rs: &Ruleset, ids: &mut RuleIds) -> Result<Image, ReadError> {
     let batch = lower::replace_batch(rs).map_err(ReadError::Build)?;
-    let messages: Vec<(&str, u16, Attrs)> = batch
-        .messages()
-        .into_iter()
-        .map(|(label, t, attrs)| (label, t, tree(attrs)))
-        .collect();
-    let of = |t: u16| messages.iter().filter(move |m| m.1 == t);
+    let messages = batch.messages();
+    let trees = |t: u16| -> Vec<Attrs> {
+        messages
+            .iter()
+            .filter(|m| m.1 == t)
+            .map(|m| tree(m.2))
+            .collect()
+    };
+    let (sets, elements) = (trees(NFT_MSG_NEWSET), trees(NFT_MSG_NEWSETELEM));
     let (sets, anon) = collect_sets(
-        of(NFT_MSG_NEWSET).map(|m| m.2.as_slice()),
-        of(NFT_MSG_NEWSETELEM).map(|m| m.2.as_slice()),
+        sets.iter().map(Vec::as_slice),
+        elements.iter().map(Vec::as_slice),
     );
-    let mut rules: BTreeMap<String, Vec<(String, Vec<Expression>)>> = BTreeMap::new();
+    let mut rules: BTreeMap<String, Vec<(String, u32)>> = BTreeMap::new();
     for c in &rs.chains {
         rules.insert(c.name.clone(), Vec::new());
     }
-    for (label, _, attrs) in of(NFT_MSG_NEWRULE) {
-        let chain = string(attrs, NFTA_RULE_CHAIN).unwrap_or_default();
+    // One rule's tree at a time: at 100k rules, all of them at once take gigabytes.
+    for (label, _, raw) in messages.iter().filter(|m| m.1 == NFT_MSG_NEWRULE) {
+        let attrs = tree(raw);
+        let chain = string(&attrs, NFTA_RULE_CHAIN).unwrap_or_default();
+        let id = ids.id(&expressions(&attrs, &anon));
         rules
             .entry(chain)
             .or_default()
-            .push((label.to_string(), expressions(attrs, &anon)));
+            .push((label.to_string(), id));
     }
     Ok(Image { sets, rules })
 }
 
 /// The table as the kernel holds it (`None` if it does not exist).
-fn live(socket: &Socket, rs: &Ruleset) -> Result<Image, ReadError> {
+fn live(socket: &Socket, rs: &Ruleset, ids: &mut RuleIds) -> Result<Image, ReadError> {
     let family = crate::lower::family(rs.family).raw();
     let mut name = rs.table.clone().into_bytes();
     name.push(0);
@@ -459,24 +494,29 @@ fn live(socket: &Socket, rs: &Ruleset) -> Result<Image, ReadError> {
         sets.iter().map(Vec::as_slice),
         element_lists.iter().map(Vec::as_slice),
     );
-    let mut rules: BTreeMap<String, Vec<(String, Vec<Expression>)>> = BTreeMap::new();
-    for m in socket
-        .dump(NFT_MSG_GETRULE, family, &[(NFTA_RULE_TABLE, &name)])
-        .map_err(ReadError::Io)?
-    {
-        let attrs = tree(&m);
-        if string(&attrs, NFTA_RULE_TABLE).as_deref() != Some(rs.table.as_str()) {
-            continue;
-        }
-        let chain = string(&attrs, NFTA_RULE_CHAIN).unwrap_or_default();
-        let handle = leaf(&attrs, NFTA_RULE_HANDLE)
-            .and_then(|v| Some(u64::from_be_bytes(v.get(..8)?.try_into().ok()?)))
-            .unwrap_or(0);
-        rules.entry(chain.clone()).or_default().push((
-            format!("chain {chain}, rule handle {handle}"),
-            expressions(&attrs, &anon),
-        ));
-    }
+    let mut rules: BTreeMap<String, Vec<(String, u32)>> = BTreeMap::new();
+    // Each rule as it arrives, not the whole dump first.
+    socket
+        .dump_each(
+            (NFNL_SUBSYS_NFTABLES << 8) | NFT_MSG_GETRULE,
+            family,
+            &[(NFTA_RULE_TABLE, &name)],
+            |payload| {
+                let attrs = tree(payload.get(4..).unwrap_or(&[]));
+                if string(&attrs, NFTA_RULE_TABLE).as_deref() != Some(rs.table.as_str()) {
+                    return Ok(());
+                }
+                let chain = string(&attrs, NFTA_RULE_CHAIN).unwrap_or_default();
+                let handle = leaf(&attrs, NFTA_RULE_HANDLE)
+                    .and_then(|v| Some(u64::from_be_bytes(v.get(..8)?.try_into().ok()?)))
+                    .unwrap_or(0);
+                let place = format!("chain {chain}, rule handle {handle}");
+                let id = ids.id(&expressions(&attrs, &anon));
+                rules.entry(chain).or_default().push((place, id));
+                Ok(())
+            },
+        )
+        .map_err(ReadError::Io)?;
     Ok(Image { sets: named, rules })
 }
 
@@ -511,8 +551,9 @@ pub fn diff(socket: &Socket, rs: &Ruleset) -> Result<Vec<Difference>, ReadError>
         return Ok(out);
     }
     compare_chains(&chains, rs, &mut out);
-    let want = expected(rs)?;
-    let have = live(socket, rs)?;
+    let mut ids = RuleIds::default();
+    let want = expected(rs, &mut ids)?;
+    let have = live(socket, rs, &mut ids)?;
     compare_sets(&want.sets, &have.sets, &mut out);
     for (chain, want_rules) in &want.rules {
         let empty = Vec::new();
@@ -528,14 +569,6 @@ pub fn diff(socket: &Socket, rs: &Ruleset) -> Result<Vec<Difference>, ReadError>
     }
     Ok(out)
 }
-
-const NFTA_CHAIN_TABLE: u16 = 1;
-const NFTA_CHAIN_NAME: u16 = 3;
-const NFTA_CHAIN_HOOK: u16 = 4;
-const NFTA_CHAIN_POLICY: u16 = 5;
-const NFTA_CHAIN_TYPE: u16 = 7;
-const NFTA_HOOK_HOOKNUM: u16 = 1;
-const NFTA_HOOK_PRIORITY: u16 = 2;
 
 /// (type, hook number, priority, policy) of a base chain.
 type HookImage = (String, u32, i32, u32);
@@ -662,33 +695,24 @@ fn sorted_difference<T: Ord>(want: &[T], have: &[T]) -> (usize, usize) {
 
 /// Rule lists compared in order (longest common subsequence), so one deleted or inserted
 /// rule is reported as that, not as every rule after it.
-fn compare_rules(
-    want: &[(String, Vec<Expression>)],
-    have: &[(String, Vec<Expression>)],
-    out: &mut Vec<Difference>,
-) {
-    let (n, m) = (want.len(), have.len());
-    let mut lcs = vec![vec![0usize; m + 1]; n + 1];
-    for i in (0..n).rev() {
-        for j in (0..m).rev() {
-            lcs[i][j] = if want[i].1 == have[j].1 {
-                lcs[i + 1][j + 1] + 1
-            } else {
-                lcs[i + 1][j].max(lcs[i][j + 1])
-            };
-        }
-    }
+fn compare_rules(want: &[(String, u32)], have: &[(String, u32)], out: &mut Vec<Difference>) {
+    let want_ids: Vec<u32> = want.iter().map(|r| r.1).collect();
+    let have_ids: Vec<u32> = have.iter().map(|r| r.1).collect();
     let (mut i, mut j) = (0, 0);
-    while i < n || j < m {
-        if i < n && j < m && want[i].1 == have[j].1 {
-            i += 1;
-            j += 1;
-        } else if j < m && (i == n || lcs[i][j + 1] >= lcs[i + 1][j]) {
-            out.push(Difference(format!("{}: not in the spec", have[j].0)));
-            j += 1;
-        } else {
-            out.push(Difference(format!("{}: missing", want[i].0)));
-            i += 1;
+    for step in align(&want_ids, &have_ids) {
+        match step {
+            Step::Same => {
+                i += 1;
+                j += 1;
+            }
+            Step::Extra => {
+                out.push(Difference(format!("{}: not in the spec", have[j].0)));
+                j += 1;
+            }
+            Step::Missing => {
+                out.push(Difference(format!("{}: missing", want[i].0)));
+                i += 1;
+            }
         }
     }
 }
@@ -708,9 +732,6 @@ pub struct GatewayCounters {
     /// First packets of its new connections.
     pub new_connections: Count,
 }
-
-const NFTA_COUNTER_BYTES: u16 = 1;
-const NFTA_COUNTER_PACKETS: u16 = 2;
 
 fn be64(attrs: &[(u16, Node)], t: u16) -> Option<u64> {
     leaf(attrs, t).and_then(|v| Some(u64::from_be_bytes(v.get(..8)?.try_into().ok()?)))

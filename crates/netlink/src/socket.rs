@@ -401,8 +401,6 @@ pub(crate) struct AckError {
     pub(crate) attr_offset: Option<u32>,
 }
 
-const NLM_F_CAPPED: u16 = 0x100;
-
 fn parse_error(m: &RawMsg<'_>) -> AckError {
     let p = m.payload;
     let err = u32_at(p, 0).map_or(-libc::EPROTO, |v| v as i32);

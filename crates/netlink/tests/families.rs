@@ -6,8 +6,8 @@ mod common;
 use common::{assert_same_ruleset, Netns};
 use nftbalance_netlink::{
     datatype, interval_elements, priority, set_flags, value, Batch, ByteOrder, Chain, ChainType,
-    CmpOp, Commit, Expr, Family, Hook, Interval, MetaKey, NatKind, PayloadBase, Policy, Register,
-    Rule, SetSpec, Socket, Table, Udata, Verdict,
+    CmpOp, Commit, Expr, Family, Hook, Interval, IntervalLayout, MetaKey, NatKind, PayloadBase,
+    Policy, Register, Rule, SetSpec, Socket, Table, Udata, Verdict,
 };
 
 const R1: Register = Register::R1;
@@ -92,7 +92,9 @@ fn family_batch(family: Family, table: &str, addr_len: u32) -> Batch {
         family,
         table,
         &set,
-        &interval_elements(prefixes, true).unwrap(),
+        &interval_elements(prefixes, IntervalLayout::Named)
+            .unwrap()
+            .elements,
         "set allowed elements",
     )
     .unwrap();

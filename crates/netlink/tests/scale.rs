@@ -9,8 +9,8 @@ use std::time::Instant;
 
 use common::{assert_same_ruleset, Netns};
 use nftbalance_netlink::{
-    datatype, interval_elements, set_flags, Batch, ByteOrder, Commit, Family, Interval, SetSpec,
-    Socket, Table, Udata,
+    datatype, interval_elements, set_flags, Batch, ByteOrder, Commit, Family, Interval,
+    IntervalLayout, SetSpec, Socket, Table, Udata,
 };
 
 const N: u32 = 100_000;
@@ -40,7 +40,9 @@ fn hundred_thousand_prefixes() {
         let ivs = (0..N)
             .map(|i| Interval::prefix(&prefix(i), 30).unwrap())
             .collect();
-        let elems = interval_elements(ivs, true).unwrap();
+        let elems = interval_elements(ivs, IntervalLayout::Named)
+            .unwrap()
+            .elements;
         assert_eq!(elems.len(), 2 * N as usize + 1);
         b.add_elements(Family::Ip, "big", &set, &elems, "set nets elements")
             .unwrap();

@@ -74,6 +74,8 @@ struct Compiler<'s> {
     marks: Marks,
     /// The sets that hold the excluded destinations, IPv4 first.
     exclude: Vec<Exclusion>,
+    /// See `versions`; computed once, as deciding it reads every selector.
+    versions: Vec<bool>,
 }
 
 /// One set of excluded destinations and how a packet's address is looked up in it.
@@ -317,23 +319,13 @@ impl<'s> Compiler<'s> {
                 .into_iter()
                 .flat_map(|v6| exclusions(merged(&spec.balance.exclude, v6), v6))
                 .collect(),
+            versions: versions(spec),
         }
     }
 
-    /// The IP versions the balancer handles, as is_v6 values. An inet spec handles IPv6
-    /// only when it configures some (a gateway's address6/via6 or an IPv6 prefix), so an
-    /// IPv4 spec gets no IPv6 sets, hashes or NAT.
+    /// The IP versions the balancer handles, as is_v6 values.
     fn versions(&self) -> Vec<bool> {
-        let f = self.spec.family;
-        let v6 = match f {
-            Family::Ip => false,
-            Family::Ip6 => true,
-            Family::Inet => ipv6_configured(self.spec),
-        };
-        [(f.has_ipv4(), false), (v6, true)]
-            .into_iter()
-            .filter_map(|(has, v6)| has.then_some(v6))
-            .collect()
+        self.versions.clone()
     }
 
     fn is_live(&self, name: &str) -> bool {
@@ -920,6 +912,22 @@ impl<'s> Compiler<'s> {
             doc: "source NAT per uplink",
         }
     }
+}
+
+/// The IP versions a spec's balancer handles, as is_v6 values. An inet spec handles IPv6
+/// only when it configures some (a gateway's address6/via6 or an IPv6 prefix), so an IPv4
+/// spec gets no IPv6 sets, hashes or NAT.
+fn versions(spec: &Spec) -> Vec<bool> {
+    let f = spec.family;
+    let v6 = match f {
+        Family::Ip => false,
+        Family::Ip6 => true,
+        Family::Inet => ipv6_configured(spec),
+    };
+    [(f.has_ipv4(), false), (v6, true)]
+        .into_iter()
+        .filter_map(|(has, v6)| has.then_some(v6))
+        .collect()
 }
 
 fn ipv6_configured(spec: &Spec) -> bool {

@@ -4,8 +4,8 @@
 use nftbalance_netlink::{
     ct_state, datatype, interval_elements, priority, set_flags, udata_set, value, Batch, ByteOrder,
     ByteorderOp, Chain, ChainType, CmpOp, CtKey, DynsetOp, ElemData, Expr, Family, Hook, Interval,
-    MetaKey, NatKind, NumgenKind, PayloadBase, Policy, Register, Rule, SetData, SetElem, SetRef,
-    SetSpec, Table, Udata, Verdict,
+    IntervalLayout, MetaKey, NatKind, NumgenKind, PayloadBase, Policy, Register, Rule, SetData,
+    SetElem, SetRef, SetSpec, Table, Udata, Verdict,
 };
 
 pub const TABLE: &str = "nftbalance";
@@ -266,9 +266,10 @@ pub fn seed_batch() -> Batch {
                 Interval::prefix(&[10, 0, 0, 0], 8).unwrap(),
                 Interval::prefix(&[192, 168, 0, 0], 16).unwrap(),
             ],
-            true,
+            IntervalLayout::Named,
         )
-        .unwrap(),
+        .unwrap()
+        .elements,
     );
 
     let mut s = set_spec("exclude_v6", set_flags::INTERVAL, datatype::IP6ADDR, 16);
@@ -285,9 +286,10 @@ pub fn seed_batch() -> Batch {
                 Interval::prefix(&fc00, 7).unwrap(),
                 Interval::prefix(&fe80, 10).unwrap(),
             ],
-            true,
+            IntervalLayout::Named,
         )
-        .unwrap(),
+        .unwrap()
+        .elements,
     );
 
     let mut s = set_spec("ingress_mark", set_flags::MAP, datatype::IFNAME, 16);
@@ -594,9 +596,10 @@ pub fn seed_batch() -> Batch {
                 Interval::inclusive(be(3), &be(4)).with_data(mark(2)),
                 Interval::single(be(5)).with_data(mark(3)),
             ],
-            true,
+            IntervalLayout::Anonymous,
         )
-        .unwrap(),
+        .unwrap()
+        .elements,
     );
     let hton = Expr::Byteorder {
         sreg: R1,
@@ -638,9 +641,10 @@ pub fn seed_batch() -> Batch {
                 Interval::single(be(0)).with_data(mark(1)),
                 Interval::inclusive(be(1), &be(2)).with_data(mark(2)),
             ],
-            true,
+            IntervalLayout::Anonymous,
         )
-        .unwrap(),
+        .unwrap()
+        .elements,
     );
     b.rule(
         "balance",
@@ -719,9 +723,10 @@ pub fn seed_batch() -> Batch {
                 Interval::single(be(2))
                     .with_data(ElemData::Verdict(Verdict::Goto("set_pkt_isp2".into()))),
             ],
-            true,
+            IntervalLayout::Anonymous,
         )
-        .unwrap(),
+        .unwrap()
+        .elements,
     );
     b.rule(
         "balance",
