@@ -169,9 +169,14 @@ pub fn status(spec: &Spec, state_file: Option<&std::path::Path>) -> anyhow::Resu
     } = states(spec, state_file.unwrap_or(&own));
     let rs = ruleset::compile(spec);
     let socket = nft_socket()?;
-    let counters = read::account(&socket, &rs, spec.gateways.len())?;
-    let applied = counters.is_some();
-    let counters = counters.unwrap_or_else(|| vec![Default::default(); spec.gateways.len()]);
+    let by_name = read::account(&socket, &rs)?;
+    let applied = by_name.is_some();
+    let by_name = by_name.unwrap_or_default();
+    let counters: Vec<read::GatewayCounters> = spec
+        .gateways
+        .iter()
+        .map(|g| by_name.get(&g.name).copied().unwrap_or_default())
+        .collect();
     let mut live = Vec::new();
     for g in &spec.gateways {
         live.push(

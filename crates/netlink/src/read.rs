@@ -14,7 +14,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use std::io;
 
-use nftbalance_ruleset::{ChainType as ModelChainType, Hook as ModelHook, Ruleset};
+use nftbalance_ruleset::{ChainType as ModelChainType, Counting, Hook as ModelHook, Ruleset};
 
 use crate::align::{align, Step};
 use crate::consts::*;
@@ -737,13 +737,14 @@ fn be64(attrs: &[(u16, Node)], t: u16) -> Option<u64> {
     leaf(attrs, t).and_then(|v| Some(u64::from_be_bytes(v.get(..8)?.try_into().ok()?)))
 }
 
-/// Reads the `account` chain: two counter rules per gateway, in the ruleset's gateway
-/// order (traffic, then new connections). `None` if the table or the chain is missing.
+/// Reads the `account` chain's counters, by gateway name: each live rule is the compiled rule
+/// at its place (as `diff` compares them), and the compiled rule says what its counter counts
+/// ([`nftbalance_ruleset::Counted`]). `None` if the table or the chain is missing or has
+/// another number of counter rules than the compiled one.
 pub fn account(
     socket: &Socket,
     rs: &Ruleset,
-    gateways: usize,
-) -> Result<Option<Vec<GatewayCounters>>, ReadError> {
+) -> Result<Option<BTreeMap<String, GatewayCounters>>, ReadError> {
     let family = crate::lower::family(rs.family).raw();
     let mut table = rs.table.clone().into_bytes();
     table.push(0);
@@ -764,32 +765,41 @@ pub fn account(
             string(r, NFTA_RULE_TABLE).as_deref() == Some(rs.table.as_str())
                 && string(r, NFTA_RULE_CHAIN).as_deref() == Some(chain)
         })
-        .filter_map(|r| {
-            nested(&r, NFTA_RULE_EXPRESSIONS).iter().find_map(|(_, e)| {
-                let Node::Nested(e) = e else { return None };
-                if string(e, NFTA_EXPR_NAME).as_deref() != Some("counter") {
-                    return None;
-                }
-                let data = nested(e, NFTA_EXPR_DATA);
-                Some(Count {
-                    packets: be64(data, NFTA_COUNTER_PACKETS).unwrap_or(0),
-                    bytes: be64(data, NFTA_COUNTER_BYTES).unwrap_or(0),
-                })
-            })
-        })
+        .filter_map(|r| counter_of(&r))
         .collect();
-    if counts.len() != gateways * 2 {
+    let compiled = rs.chain(chain).map(|c| c.rules.as_slice()).unwrap_or(&[]);
+    if counts.len() != compiled.len() {
         return Ok(None);
     }
-    Ok(Some(
-        counts
-            .chunks(2)
-            .map(|c| GatewayCounters {
-                traffic: c[0],
-                new_connections: c[1],
+    let mut by_gateway: BTreeMap<String, GatewayCounters> = BTreeMap::new();
+    for (rule, count) in compiled.iter().zip(counts) {
+        let Some(counted) = &rule.counts else {
+            continue;
+        };
+        let g = by_gateway.entry(counted.gateway.clone()).or_default();
+        match counted.what {
+            Counting::Traffic => g.traffic = count,
+            Counting::NewConnections => g.new_connections = count,
+        }
+    }
+    Ok(Some(by_gateway))
+}
+
+/// The values of a rule's counter expression, if it has one.
+fn counter_of(rule: &[(u16, Node)]) -> Option<Count> {
+    nested(rule, NFTA_RULE_EXPRESSIONS)
+        .iter()
+        .find_map(|(_, e)| {
+            let Node::Nested(e) = e else { return None };
+            if string(e, NFTA_EXPR_NAME).as_deref() != Some("counter") {
+                return None;
+            }
+            let data = nested(e, NFTA_EXPR_DATA);
+            Some(Count {
+                packets: be64(data, NFTA_COUNTER_PACKETS).unwrap_or(0),
+                bytes: be64(data, NFTA_COUNTER_BYTES).unwrap_or(0),
             })
-            .collect(),
-    ))
+        })
 }
 
 /// Whether the table exists, told by its chains (nftbalance's tables always have some): for

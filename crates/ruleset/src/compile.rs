@@ -235,6 +235,7 @@ fn rule(matches: Vec<Match>, stmts: Vec<Stmt>) -> Rule {
         matches,
         stmts,
         doc: None,
+        counts: None,
     }
 }
 
@@ -649,11 +650,21 @@ impl<'s> Compiler<'s> {
                 negate: false,
                 right: Value::Mark(g.mark),
             };
-            rules.push(rule(vec![of_gateway.clone()], vec![Stmt::Counter]));
-            rules.push(rule(
-                vec![ct_state(&[CtState::New]), of_gateway],
-                vec![Stmt::Counter],
-            ));
+            let counted = |what| Counted {
+                gateway: g.name.clone(),
+                what,
+            };
+            rules.push(Rule {
+                counts: Some(counted(Counting::Traffic)),
+                ..rule(vec![of_gateway.clone()], vec![Stmt::Counter])
+            });
+            rules.push(Rule {
+                counts: Some(counted(Counting::NewConnections)),
+                ..rule(
+                    vec![ct_state(&[CtState::New]), of_gateway],
+                    vec![Stmt::Counter],
+                )
+            });
         }
         if let Some(first) = rules.first_mut() {
             first.doc =
@@ -1121,6 +1132,33 @@ mod tests {
         let text = crate::nft::render(&compile(&s));
         assert!(!text.contains("ip6"), "{text}");
         assert!(!text.contains("ipv6"), "{text}");
+    }
+
+    /// Issue 15: status finds counters by the compiler's key, so every counter rule of the
+    /// account chain names its gateway and what it counts, once each.
+    #[test]
+    fn every_account_counter_names_its_gateway_and_meaning() {
+        let rs = compile(&spec(&format!(
+            r#"{{"gateways":[{}]}}"#,
+            gateways(&[3, 2, 1])
+        )));
+        let mut seen: Vec<(String, Counting)> = rs
+            .chain(names::ACCOUNT)
+            .unwrap()
+            .rules
+            .iter()
+            .map(|r| {
+                assert!(r.stmts.contains(&Stmt::Counter));
+                let c = r.counts.clone().expect("an unnamed counter");
+                (c.gateway, c.what)
+            })
+            .collect();
+        seen.sort_by_key(|(g, w)| (g.clone(), *w as u8));
+        let want: Vec<(String, Counting)> = ["g0", "g1", "g2"]
+            .iter()
+            .flat_map(|g| [Counting::Traffic, Counting::NewConnections].map(|w| (g.to_string(), w)))
+            .collect();
+        assert_eq!(seen, want);
     }
 
     #[test]

@@ -290,6 +290,24 @@ pub struct Rule {
     pub stmts: Vec<Stmt>,
     /// Why the rule exists, for readers of the dump; not loaded into the kernel.
     pub doc: Option<&'static str>,
+    /// What the rule's counter counts, named by the compiler so that readers (`status`) find
+    /// a gateway's counters by this key rather than by assuming an order. Not loaded.
+    pub counts: Option<Counted>,
+}
+
+/// The meaning of a counter rule.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Counted {
+    pub gateway: String,
+    pub what: Counting,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Counting {
+    /// Every packet of the gateway's connections, both directions.
+    Traffic,
+    /// First packets of its new connections.
+    NewConnections,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
