@@ -9,6 +9,7 @@ use nftnl_sys as sys;
 
 use crate::consts::*;
 use crate::expr::{attr, Expr, SetRef};
+use crate::ffi::Scratch;
 use crate::ffi::{self, build_msg, MsgHeader, NlChain, NlRule, NlSet, NlSetElem, NlTable, Payload};
 use crate::objects::{Chain, ElemData, Family, Policy, SetElem, SetSpec, Table};
 use crate::socket::Socket;
@@ -77,7 +78,7 @@ struct MsgInfo {
 pub struct Batch {
     body: Vec<u8>,
     msgs: Vec<MsgInfo>,
-    scratch: Vec<u64>,
+    scratch: Scratch,
     next_set_id: u32,
 }
 
@@ -145,20 +146,22 @@ impl Batch {
         out
     }
 
+    /// Serialises one message; `size_hint` (an estimate of its length) only sizes the scratch
+    /// buffer.
     fn push(
         &mut self,
         label: String,
-        bound: usize,
+        size_hint: usize,
         t: u16,
         family: Family,
         flags: u16,
         payload: Payload<'_>,
-    ) {
+    ) -> Result<(), BuildError> {
         let offset = self.body.len();
         build_msg(
             &mut self.body,
             &mut self.scratch,
-            bound,
+            size_hint,
             MsgHeader {
                 msg_type: msg_type(t),
                 family: family.raw() as u16,
@@ -166,8 +169,10 @@ impl Batch {
                 seq: 0, // patched in `encode`
             },
             payload,
-        );
+        )
+        .map_err(ALLOC)?;
         self.msgs.push(MsgInfo { offset, label });
+        Ok(())
     }
 
     /// `add table` (NLM_F_CREATE: succeeds if the table exists; updates its flags).
@@ -185,7 +190,7 @@ impl Batch {
             table.family,
             NLM_F_CREATE,
             Payload::Table(&t),
-        );
+        )?;
         Ok(())
     }
 
@@ -208,7 +213,7 @@ impl Batch {
             family,
             0,
             Payload::Table(&t),
-        );
+        )?;
         Ok(())
     }
 
@@ -268,7 +273,7 @@ impl Batch {
             chain.family,
             NLM_F_CREATE,
             Payload::Chain(&c),
-        );
+        )?;
         Ok(())
     }
 
@@ -319,7 +324,7 @@ impl Batch {
             set.family,
             NLM_F_CREATE,
             Payload::Set(&s),
-        );
+        )?;
         Ok(SetRef {
             name: set.name.clone(),
             id: Some(id),
@@ -388,7 +393,7 @@ impl Batch {
                 family,
                 NLM_F_CREATE,
                 Payload::SetElems(&s),
-            );
+            )?;
         }
         Ok(())
     }
@@ -415,7 +420,7 @@ impl Batch {
             family,
             0,
             Payload::Rule(&r),
-        );
+        )?;
         Ok(())
     }
 
@@ -440,7 +445,7 @@ impl Batch {
             family,
             0,
             Payload::Chain(&c),
-        );
+        )?;
         Ok(())
     }
 
@@ -471,7 +476,7 @@ impl Batch {
             rule.family,
             NLM_F_CREATE | NLM_F_APPEND,
             Payload::Rule(&r),
-        );
+        )?;
         Ok(())
     }
 

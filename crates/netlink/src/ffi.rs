@@ -10,8 +10,11 @@
 //!   `memcpy`s it into its fixed 64-byte `union nftnl_data_reg`;
 //! * libnftnl copies every string / blob it is given (strdup / malloc+memcpy), and on top of that
 //!   all borrowed inputs outlive the serialisation of the object anyway;
-//! * libnftnl serialises without bounds checks, so [`build_msg`] is always given a buffer of at
-//!   least the caller-computed upper bound of the message size (see `crate::bound`).
+//! * libnftnl serialises without bounds checks, so [`build_msg`] serialises into a [`Scratch`]
+//!   buffer followed by an inaccessible guard region larger than any single write libnftnl can
+//!   make (every string and blob is checked against [`MAX_ATTR_PAYLOAD`] when it is set): a
+//!   message longer than the buffer faults on the guard, as a stack overflow does, and never
+//!   writes over other memory. The caller's size estimate only sizes the buffer.
 
 use std::ffi::CStr;
 use std::ptr::NonNull;
@@ -40,8 +43,22 @@ fn check_value_len(data: &[u8]) -> Result<(), NftnlError> {
     }
 }
 
+/// The largest attribute payload netlink can describe (`nla_len` is 16 bits, header
+/// included). Every string and blob handed to libnftnl is checked against it, which bounds
+/// every single write of the serialiser (see [`Scratch`]).
+pub(crate) const MAX_ATTR_PAYLOAD: usize = u16::MAX as usize - 4;
+
 fn len_u32(data: &[u8]) -> Result<u32, NftnlError> {
+    if data.len() > MAX_ATTR_PAYLOAD {
+        return Err(NftnlError);
+    }
     u32::try_from(data.len()).map_err(|_| NftnlError)
+}
+
+/// A string as libnftnl gets it, checked like a blob (it is copied into one attribute).
+fn c_str(s: &CStr) -> Result<*const libc::c_char, NftnlError> {
+    len_u32(s.to_bytes_with_nul())?;
+    Ok(s.as_ptr())
 }
 
 macro_rules! nftnl_object {
@@ -102,8 +119,9 @@ nftnl_object!(
 
 impl NlTable {
     pub(crate) fn set_str(&mut self, attr: u32, s: &CStr) -> Result<(), NftnlError> {
-        // SAFETY: valid owned object; `s` is NUL-terminated and libnftnl strdup()s it.
-        check(unsafe { sys::nftnl_table_set_str(self.as_ptr(), attr as u16, s.as_ptr()) })
+        let s = c_str(s)?;
+        // SAFETY: valid owned object; `s` points to the caller's C string; libnftnl strdup()s it.
+        check(unsafe { sys::nftnl_table_set_str(self.as_ptr(), attr as u16, s) })
     }
     pub(crate) fn set_u32(&mut self, attr: u32, v: u32) {
         // SAFETY: valid owned object; `attr` is a u32-typed table attribute.
@@ -113,8 +131,9 @@ impl NlTable {
 
 impl NlChain {
     pub(crate) fn set_str(&mut self, attr: u32, s: &CStr) -> Result<(), NftnlError> {
-        // SAFETY: valid owned object; `s` is NUL-terminated and libnftnl strdup()s it.
-        check(unsafe { sys::nftnl_chain_set_str(self.as_ptr(), attr as u16, s.as_ptr()) })
+        let s = c_str(s)?;
+        // SAFETY: valid owned object; `s` points to the caller's C string; libnftnl strdup()s it.
+        check(unsafe { sys::nftnl_chain_set_str(self.as_ptr(), attr as u16, s) })
     }
     pub(crate) fn set_u32(&mut self, attr: u32, v: u32) {
         // SAFETY: valid owned object; `attr` is a u32-typed chain attribute.
@@ -128,8 +147,9 @@ impl NlChain {
 
 impl NlRule {
     pub(crate) fn set_str(&mut self, attr: u32, s: &CStr) -> Result<(), NftnlError> {
-        // SAFETY: valid owned object; `s` is NUL-terminated and libnftnl strdup()s it.
-        check(unsafe { sys::nftnl_rule_set_str(self.as_ptr(), attr as u16, s.as_ptr()) })
+        let s = c_str(s)?;
+        // SAFETY: valid owned object; `s` points to the caller's C string; libnftnl strdup()s it.
+        check(unsafe { sys::nftnl_rule_set_str(self.as_ptr(), attr as u16, s) })
     }
     pub(crate) fn set_u32(&mut self, attr: u32, v: u32) {
         // SAFETY: valid owned object; `attr` is a u32-typed rule attribute.
@@ -154,8 +174,9 @@ impl NlRule {
 
 impl NlSet {
     pub(crate) fn set_str(&mut self, attr: u32, s: &CStr) -> Result<(), NftnlError> {
-        // SAFETY: valid owned object; `s` is NUL-terminated and libnftnl strdup()s it.
-        check(unsafe { sys::nftnl_set_set_str(self.as_ptr(), attr as u16, s.as_ptr()) })
+        let s = c_str(s)?;
+        // SAFETY: valid owned object; `s` points to the caller's C string; libnftnl strdup()s it.
+        check(unsafe { sys::nftnl_set_set_str(self.as_ptr(), attr as u16, s) })
     }
     pub(crate) fn set_u32(&mut self, attr: u32, v: u32) {
         // SAFETY: valid owned object; `attr` is a u32-typed set attribute.
@@ -211,8 +232,9 @@ impl NlSetElem {
         unsafe { sys::nftnl_set_elem_set_u64(self.as_ptr(), attr as u16, v) }
     }
     pub(crate) fn set_str(&mut self, attr: u32, s: &CStr) -> Result<(), NftnlError> {
-        // SAFETY: valid owned object; `s` is NUL-terminated and libnftnl strdup()s it.
-        check(unsafe { sys::nftnl_set_elem_set_str(self.as_ptr(), attr as u16, s.as_ptr()) })
+        let s = c_str(s)?;
+        // SAFETY: valid owned object; `s` points to the caller's C string; libnftnl strdup()s it.
+        check(unsafe { sys::nftnl_set_elem_set_str(self.as_ptr(), attr as u16, s) })
     }
 }
 
@@ -254,8 +276,9 @@ impl NlExpr {
         })
     }
     pub(crate) fn set_str(&mut self, attr: u32, s: &CStr) -> Result<(), NftnlError> {
-        // SAFETY: valid owned expression; `s` is NUL-terminated and libnftnl strdup()s it.
-        check(unsafe { sys::nftnl_expr_set_str(self.0.as_ptr(), attr as u16, s.as_ptr()) })
+        let s = c_str(s)?;
+        // SAFETY: valid owned expression; `s` points to the caller's C string; libnftnl strdup()s it.
+        check(unsafe { sys::nftnl_expr_set_str(self.0.as_ptr(), attr as u16, s) })
     }
 }
 
@@ -291,36 +314,121 @@ pub(crate) struct MsgHeader {
     pub(crate) seq: u32,
 }
 
-/// Serialises one netlink message (header + payload) and appends its bytes to `out`.
-///
-/// `bound` must be an upper bound of the message length; libnftnl writes without bounds checks
-/// into `scratch`, which is grown to `bound` bytes first. Returns the message length.
+/// Zeroed memory that libnftnl serialises into, followed by an inaccessible guard region
+/// larger than any single write it makes (an attribute header plus at most
+/// [`MAX_ATTR_PAYLOAD`] bytes). libnftnl writes a message front to back, each write starting
+/// where the previous one ended (give or take alignment padding), so a message that outgrows
+/// the buffer faults on the guard before it can touch anything beyond it.
+#[derive(Default)]
+pub(crate) struct Scratch {
+    /// Start of the mapping (buffer, then guard); `None` before the first message.
+    map: Option<NonNull<u8>>,
+    /// Usable bytes, a multiple of the page size.
+    capacity: usize,
+    /// Bytes mapped: `capacity` and the guard.
+    mapped: usize,
+}
+
+/// Guard bytes after the buffer: more than one attribute (header and payload, padded).
+const GUARD: usize = 80 * 1024;
+
+// SAFETY: the mapping is owned by this value alone and only touched through `&mut self`.
+unsafe impl Send for Scratch {}
+// SAFETY: `&Scratch` gives no access to the mapping at all.
+unsafe impl Sync for Scratch {}
+
+impl std::fmt::Debug for Scratch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Scratch")
+            .field("capacity", &self.capacity)
+            .finish()
+    }
+}
+
+impl Scratch {
+    /// At least `len` usable bytes, all zero.
+    fn reserve(&mut self, len: usize) -> Result<*mut u8, NftnlError> {
+        if let Some(map) = self.map.filter(|_| self.capacity >= len) {
+            return Ok(map.as_ptr());
+        }
+        self.unmap();
+        let page = 4096usize.max(page_size());
+        let capacity = len.max(1).div_ceil(page) * page;
+        let guard = GUARD.div_ceil(page) * page;
+        let total = capacity.checked_add(guard).ok_or(NftnlError)?;
+        // SAFETY: a fresh private anonymous mapping (zero-filled); no existing memory is named.
+        let raw = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                total,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+                -1,
+                0,
+            )
+        };
+        if raw == libc::MAP_FAILED {
+            return Err(NftnlError);
+        }
+        let map = raw.cast::<u8>();
+        // SAFETY: `map + capacity .. map + total` lies inside the mapping just made, and the
+        // offset is page-aligned.
+        let rc = unsafe { libc::mprotect(map.add(capacity).cast(), guard, libc::PROT_NONE) };
+        if rc != 0 {
+            // SAFETY: unmaps exactly the mapping made above, which nothing else refers to.
+            unsafe { libc::munmap(raw, total) };
+            return Err(NftnlError);
+        }
+        self.map = NonNull::new(map);
+        self.capacity = capacity;
+        self.mapped = total;
+        Ok(map)
+    }
+
+    fn unmap(&mut self) {
+        if let Some(map) = self.map.take() {
+            // SAFETY: `map` starts our own mapping of `mapped` bytes, which no slice outlives
+            // (they end within `build_msg`).
+            unsafe { libc::munmap(map.as_ptr().cast(), self.mapped) };
+        }
+        self.capacity = 0;
+        self.mapped = 0;
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        self.unmap();
+    }
+}
+
+fn page_size() -> usize {
+    // SAFETY: sysconf has no preconditions.
+    let n = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+    usize::try_from(n).unwrap_or(4096)
+}
+
+/// Serialises one netlink message (header + payload) and appends its bytes to `out`; returns
+/// the message length. `size_hint` (an estimate of that length) sizes the scratch buffer;
+/// soundness does not depend on it (see [`Scratch`]).
 pub(crate) fn build_msg(
     out: &mut Vec<u8>,
-    scratch: &mut Vec<u64>,
-    bound: usize,
+    scratch: &mut Scratch,
+    size_hint: usize,
     hdr: MsgHeader,
     payload: Payload<'_>,
-) -> usize {
+) -> Result<usize, NftnlError> {
     let MsgHeader {
         msg_type,
         family,
         flags,
         seq,
     } = hdr;
-    // 8-byte aligned scratch space (nlmsghdr / nlattr require 4-byte alignment).
-    let words = bound.div_ceil(8) + 1;
-    if scratch.len() < words {
-        scratch.resize(words, 0);
-    }
-    // Attribute padding is not written by libmnl: clear what earlier messages left, so no
-    // stale bytes end up in this message (and equal batches are equal byte strings).
-    scratch[..words].fill(0);
-    let buf: *mut u8 = scratch.as_mut_ptr().cast();
-    // SAFETY: `buf` points to at least `bound` writable, 8-byte aligned bytes; the header is
-    // 20 bytes and every payload builder writes at most `bound` bytes in total (guaranteed by
-    // the caller's upper bound, which over-approximates every attribute we set). The object
-    // pointers are valid for the duration of the call.
+    let buf = scratch.reserve(size_hint)?;
+    // SAFETY: `buf` starts page-aligned, zeroed, writable memory followed by the guard region;
+    // libnftnl writes front to back, each write at most a header and MAX_ATTR_PAYLOAD bytes
+    // (checked when every string and blob was set), so an overlong message faults on the
+    // guard instead of writing past it. The object pointers are valid during the call.
     let len = unsafe {
         let nlh = sys::nftnl_nlmsg_build_hdr(buf.cast(), msg_type, family, flags, seq);
         match payload {
@@ -332,16 +440,16 @@ pub(crate) fn build_msg(
         }
         (*nlh).nlmsg_len as usize
     };
-    if len > bound {
-        // The scratch buffer has been overrun: memory is corrupt, continuing is unsound.
-        eprintln!("nftbalance-netlink: message size {len} exceeded bound {bound}");
-        std::process::abort();
-    }
-    // SAFETY: the first `len <= bound` bytes of the scratch buffer are initialised (the Vec is
-    // zero-initialised and libnftnl just wrote the message there) and lie inside the allocation.
-    let bytes = unsafe { std::slice::from_raw_parts(buf.cast_const(), len) };
+    // Anything longer would have faulted on the guard.
+    assert!(len <= scratch.capacity, "message of {len} bytes");
+    // SAFETY: the first `len` bytes of the buffer lie inside the mapping and are initialised
+    // (zero-filled, then written by libnftnl); no other reference to them exists.
+    let bytes = unsafe { std::slice::from_raw_parts_mut(buf, len) };
     out.extend_from_slice(bytes);
-    len
+    // Attribute padding is not written by libmnl: zero what this message wrote, so the next
+    // one starts on zeroes (and equal batches are equal byte strings).
+    bytes.fill(0);
+    Ok(len)
 }
 
 /// The raw file descriptor of an mnl socket plus the few socket calls mnl does not wrap.
@@ -437,5 +545,42 @@ pub(crate) mod sock {
         } else {
             Ok(rc as usize)
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn table_msg(scratch: &mut Scratch, hint: usize) -> Vec<u8> {
+        let mut t = NlTable::new().unwrap();
+        t.set_str(sys::NFTNL_TABLE_NAME, c"nftbalance").unwrap();
+        let mut out = Vec::new();
+        let hdr = MsgHeader {
+            msg_type: 0x0a00,
+            family: 1,
+            flags: 0,
+            seq: 7,
+        };
+        build_msg(&mut out, scratch, hint, hdr, Payload::Table(&t)).unwrap();
+        out
+    }
+
+    #[test]
+    fn the_size_hint_only_sizes_the_buffer() {
+        let mut small = Scratch::default();
+        let mut large = Scratch::default();
+        let a = table_msg(&mut small, 0);
+        assert_eq!(a, table_msg(&mut large, 1 << 20));
+        // Reused scratch space starts on zeroes again.
+        assert_eq!(a, table_msg(&mut small, 0));
+    }
+
+    #[test]
+    fn blobs_longer_than_an_attribute_are_refused_before_libnftnl_sees_them() {
+        let mut r = NlRule::new().unwrap();
+        let blob = vec![0u8; MAX_ATTR_PAYLOAD + 1];
+        assert_eq!(r.set_data(sys::NFTNL_RULE_USERDATA, &blob), Err(NftnlError));
+        assert!(r.set_data(sys::NFTNL_RULE_USERDATA, &blob[1..]).is_ok());
     }
 }
