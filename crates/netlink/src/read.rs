@@ -207,6 +207,16 @@ struct Image {
 struct RuleIds(HashMap<Vec<u8>, u32>);
 
 impl RuleIds {
+    /// Takes in another numbering; returns, by the other's ids, the ids in this one.
+    fn absorb(&mut self, other: RuleIds) -> Vec<u32> {
+        let mut renumber = vec![0; other.0.len()];
+        for (key, old) in other.0 {
+            let next = self.0.len() as u32;
+            renumber[old as usize] = *self.0.entry(key).or_insert(next);
+        }
+        renumber
+    }
+
     fn id(&mut self, rule: &[Expression]) -> u32 {
         let mut key = Vec::new();
         for e in rule {
@@ -464,7 +474,12 @@ fn expected(rs: &Ruleset, ids: &mut RuleIds) -> Result<Image, ReadError> {
 }
 
 /// The table as the kernel holds it (`None` if it does not exist).
-fn live(socket: &Socket, rs: &Ruleset, ids: &mut RuleIds) -> Result<Image, ReadError> {
+fn live(
+    socket: &Socket,
+    rs: &Ruleset,
+    chains: &[String],
+    ids: &mut RuleIds,
+) -> Result<Image, ReadError> {
     let family = crate::lower::family(rs.family).raw();
     let mut name = rs.table.clone().into_bytes();
     name.push(0);
@@ -495,28 +510,34 @@ fn live(socket: &Socket, rs: &Ruleset, ids: &mut RuleIds) -> Result<Image, ReadE
         element_lists.iter().map(Vec::as_slice),
     );
     let mut rules: BTreeMap<String, Vec<(String, u32)>> = BTreeMap::new();
-    // Each rule as it arrives, not the whole dump first.
-    socket
-        .dump_each(
-            (NFNL_SUBSYS_NFTABLES << 8) | NFT_MSG_GETRULE,
-            family,
-            &[(NFTA_RULE_TABLE, &name)],
-            |payload| {
-                let attrs = tree(payload.get(4..).unwrap_or(&[]));
-                if string(&attrs, NFTA_RULE_TABLE).as_deref() != Some(rs.table.as_str()) {
-                    return Ok(());
-                }
-                let chain = string(&attrs, NFTA_RULE_CHAIN).unwrap_or_default();
-                let handle = leaf(&attrs, NFTA_RULE_HANDLE)
-                    .and_then(|v| Some(u64::from_be_bytes(v.get(..8)?.try_into().ok()?)))
-                    .unwrap_or(0);
-                let place = format!("chain {chain}, rule handle {handle}");
-                let id = ids.id(&expressions(&attrs, &anon));
-                rules.entry(chain).or_default().push((place, id));
-                Ok(())
-            },
-        )
-        .map_err(ReadError::Io)?;
+    // One dump per chain: the kernel restarts every reply of a dump at the first rule of
+    // what it lists, so listing short chains one by one is linear where one dump of the
+    // whole table is quadratic. Each rule is taken as it arrives, not the whole dump first.
+    for chain_name in chains {
+        let mut chain_z = chain_name.clone().into_bytes();
+        chain_z.push(0);
+        socket
+            .dump_each(
+                (NFNL_SUBSYS_NFTABLES << 8) | NFT_MSG_GETRULE,
+                family,
+                &[(NFTA_RULE_TABLE, &name), (NFTA_RULE_CHAIN, &chain_z)],
+                |payload| {
+                    let attrs = tree(payload.get(4..).unwrap_or(&[]));
+                    if string(&attrs, NFTA_RULE_TABLE).as_deref() != Some(rs.table.as_str()) {
+                        return Ok(());
+                    }
+                    let chain = string(&attrs, NFTA_RULE_CHAIN).unwrap_or_default();
+                    let handle = leaf(&attrs, NFTA_RULE_HANDLE)
+                        .and_then(|v| Some(u64::from_be_bytes(v.get(..8)?.try_into().ok()?)))
+                        .unwrap_or(0);
+                    let place = format!("chain {chain}, rule handle {handle}");
+                    let id = ids.id(&expressions(&attrs, &anon));
+                    rules.entry(chain).or_default().push((place, id));
+                    Ok(())
+                },
+            )
+            .map_err(ReadError::Io)?;
+    }
     Ok(Image { sets: named, rules })
 }
 
@@ -551,9 +572,31 @@ pub fn diff(socket: &Socket, rs: &Ruleset) -> Result<Vec<Difference>, ReadError>
         return Ok(out);
     }
     compare_chains(&chains, rs, &mut out);
-    let mut ids = RuleIds::default();
-    let want = expected(rs, &mut ids)?;
-    let have = live(socket, rs, &mut ids)?;
+    let names: Vec<String> = chains
+        .iter()
+        .filter_map(|c| string(c, NFTA_CHAIN_NAME))
+        .collect();
+    // The spec's side is all CPU (lowering, parsing) and the live side mostly waits for the
+    // kernel: at 100k rules, building them side by side saves about half the time.
+    let (want, have) = std::thread::scope(|s| {
+        let want = s.spawn(|| {
+            let mut ids = RuleIds::default();
+            expected(rs, &mut ids).map(|image| (image, ids))
+        });
+        let mut live_ids = RuleIds::default();
+        let have = live(socket, rs, &names, &mut live_ids);
+        let want = want.join().unwrap_or_else(|e| std::panic::resume_unwind(e));
+        (want, have.map(|image| (image, live_ids)))
+    });
+    let (want, mut ids) = want?;
+    let (mut have, live_ids) = have?;
+    // One numbering: the live side's rules renumbered by the spec side's ids.
+    let renumber = ids.absorb(live_ids);
+    for rules in have.rules.values_mut() {
+        for (_, id) in rules.iter_mut() {
+            *id = renumber[*id as usize];
+        }
+    }
     compare_sets(&want.sets, &have.sets, &mut out);
     for (chain, want_rules) in &want.rules {
         let empty = Vec::new();

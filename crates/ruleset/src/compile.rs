@@ -38,11 +38,23 @@ pub mod names {
     pub fn exclude_by_length(v6: bool, prefix_len: u8) -> String {
         format!("exclude_v{}_{prefix_len}", if v6 { 6 } else { 4 })
     }
+    /// The `index`-th chain of a base chain's selector rules, when there are too many for one
+    /// (see [`super::SELECTORS_PER_CHAIN`]).
+    pub fn selectors(base: &str, index: usize) -> String {
+        format!("{base}_selectors_{index}")
+    }
     /// Sources that keep this gateway while they are in the set.
     pub fn sticky(gateway: &str, v6: bool) -> String {
         format!("sticky_v{}_{gateway}", if v6 { 6 } else { 4 })
     }
 }
+
+/// Selector rules in one chain at most. The kernel lists a chain's rules in replies of about
+/// 57 rules and walks the chain from its first rule for every reply, so reading a chain back
+/// (`diff`, settling, `watch`'s start) is quadratic in its length: 100k rules in one chain take
+/// the kernel 12 s to list. Longer selector lists go into chains of this many rules, each
+/// reached by one jump, which matches the same connections in the same order.
+pub const SELECTORS_PER_CHAIN: usize = 1000;
 
 /// Compiles a validated spec with every gateway available. Infallible: the spec parser has
 /// rejected everything the kernel would.
@@ -256,6 +268,31 @@ fn jump_account() -> Rule {
     rule(vec![], vec![jump(names::ACCOUNT)])
 }
 
+/// Selector rules as they stand in the base chain, or, past [`SELECTORS_PER_CHAIN`], as
+/// jumps into chains of that many (a connection no rule of a chain matches comes back and
+/// goes on with the next).
+fn chunked(base: &str, selections: Vec<Rule>) -> (Vec<Rule>, Vec<Chain>) {
+    if selections.len() <= SELECTORS_PER_CHAIN {
+        return (selections, Vec::new());
+    }
+    let mut jumps = Vec::new();
+    let mut chains = Vec::new();
+    for (i, part) in selections.chunks(SELECTORS_PER_CHAIN).enumerate() {
+        let name = names::selectors(base, i);
+        jumps.push(rule(
+            vec![ct_state(&[CtState::New])],
+            vec![jump(name.clone())],
+        ));
+        chains.push(Chain {
+            name,
+            base: None,
+            rules: part.to_vec(),
+            doc: "selectors, cut into chains the kernel lists back quickly",
+        });
+    }
+    (jumps, chains)
+}
+
 fn ret() -> Stmt {
     Stmt::Verdict(Verdict::Return)
 }
@@ -338,12 +375,11 @@ impl<'s> Compiler<'s> {
     }
 
     fn ruleset(&self) -> Ruleset {
-        let mut chains = vec![
-            self.prerouting(),
-            self.output(),
-            self.balance(),
-            self.account(),
-        ];
+        let (prerouting, prerouting_selectors) = self.prerouting();
+        let (output, output_selectors) = self.output();
+        let mut chains = vec![prerouting, output, self.balance(), self.account()];
+        chains.extend(prerouting_selectors);
+        chains.extend(output_selectors);
         chains.extend(self.pins());
         if !self.marks.full() {
             chains.extend(self.per_gateway_chains());
@@ -538,12 +574,15 @@ impl<'s> Compiler<'s> {
         )
     }
 
-    fn prerouting(&self) -> Chain {
+    /// The base chain, and the chains its selector rules went into if they are many.
+    fn prerouting(&self) -> (Chain, Vec<Chain>) {
         let mut rules = vec![self.restore(), self.ingress()];
-        rules.extend(self.selections(&self.spec.balance.forward, SelectorKind::Forward));
+        let selections = self.selections(&self.spec.balance.forward, SelectorKind::Forward);
+        let (jumps, chains) = chunked(names::PREROUTING, selections);
+        rules.extend(jumps);
         rules.push(self.route_choice());
         rules.push(jump_account());
-        Chain {
+        let base = Chain {
             name: names::PREROUTING.into(),
             base: Some(BaseChain {
                 kind: ChainType::Filter,
@@ -552,15 +591,18 @@ impl<'s> Compiler<'s> {
             }),
             rules,
             doc: "forwarded and inbound connections",
-        }
+        };
+        (base, chains)
     }
 
-    fn output(&self) -> Chain {
+    fn output(&self) -> (Chain, Vec<Chain>) {
         let mut rules = vec![self.restore()];
-        rules.extend(self.selections(&self.spec.balance.local, SelectorKind::Local));
+        let selections = self.selections(&self.spec.balance.local, SelectorKind::Local);
+        let (jumps, chains) = chunked(names::OUTPUT, selections);
+        rules.extend(jumps);
         rules.push(self.route_choice());
         rules.push(jump_account());
-        Chain {
+        let base = Chain {
             name: names::OUTPUT.into(),
             // A route chain: a changed mark makes the kernel route the packet again.
             base: Some(BaseChain {
@@ -570,7 +612,8 @@ impl<'s> Compiler<'s> {
             }),
             rules,
             doc: "locally generated connections; type route, so a new mark re-routes the packet",
-        }
+        };
+        (base, chains)
     }
 
     /// Selection rules: pinned selectors first, then balanced ones, each in spec order.
@@ -1132,6 +1175,58 @@ mod tests {
         let text = crate::nft::render(&compile(&s));
         assert!(!text.contains("ip6"), "{text}");
         assert!(!text.contains("ipv6"), "{text}");
+    }
+
+    /// Issue 22.6: long selector lists are cut into chains the kernel lists back in linear
+    /// time; the rules and their order are those of one long chain.
+    #[test]
+    fn long_selector_lists_are_cut_into_chains_in_order() {
+        let n = SELECTORS_PER_CHAIN * 2 + 500;
+        let selectors: Vec<String> = (0..n)
+            .map(|i| format!(r#"{{"protocol":"tcp","dports":[{}]}}"#, 1 + i % 60000))
+            .collect();
+        let rs = compile(&spec(&format!(
+            r#"{{"gateways":[{}],"balance":{{"forward":[{}]}}}}"#,
+            gateways(&[1, 1]),
+            selectors.join(",")
+        )));
+        let pre = rs.chain(names::PREROUTING).unwrap();
+        let jumps: Vec<String> = pre
+            .rules
+            .iter()
+            .map(crate::nft::rule)
+            .filter(|r| r.contains("jump prerouting_selectors_"))
+            .collect();
+        assert_eq!(
+            jumps,
+            (0..3)
+                .map(|i| format!("ct state new jump prerouting_selectors_{i}"))
+                .collect::<Vec<_>>()
+        );
+        let parts: Vec<&Chain> = (0..3)
+            .map(|i| rs.chain(&names::selectors(names::PREROUTING, i)).unwrap())
+            .collect();
+        assert_eq!(
+            parts.iter().map(|c| c.rules.len()).collect::<Vec<_>>(),
+            [1000, 1000, 500]
+        );
+        let flat: Vec<String> = parts
+            .iter()
+            .flat_map(|c| c.rules.iter().map(crate::nft::rule))
+            .collect();
+        assert_eq!(flat.len(), n);
+        assert!(flat[0].contains("tcp dport 1 jump balance"), "{}", flat[0]);
+        assert!(
+            flat[n - 1].contains(&format!("tcp dport {} jump balance", n)),
+            "{}",
+            flat[n - 1]
+        );
+        // A short list stays in the base chain.
+        let small = compile(&spec(&format!(
+            r#"{{"gateways":[{}],"balance":{{"forward":[{{"protocol":"tcp"}}]}}}}"#,
+            gateways(&[1, 1])
+        )));
+        assert!(small.chains.iter().all(|c| !c.name.contains("selectors")));
     }
 
     /// Issue 15: status finds counters by the compiler's key, so every counter rule of the

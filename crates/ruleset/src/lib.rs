@@ -8,5 +8,5 @@ pub mod json;
 mod model;
 pub mod nft;
 
-pub use compile::{compile, compile_with, names, Availability};
+pub use compile::{compile, compile_with, names, Availability, SELECTORS_PER_CHAIN};
 pub use model::*;
