@@ -178,7 +178,10 @@ mod tests {
         assert!(text.contains("nft_numgen"), "{text}");
         assert!(text.contains("nft_ct"), "{text}");
         // Issue 22.10: a table flushed meanwhile is the common cause, named first.
-        assert!(text.contains("does not exist (removed meanwhile?)"), "{text}");
+        assert!(
+            text.contains("does not exist (removed meanwhile?)"),
+            "{text}"
+        );
         assert!(text.starts_with("chain balance, rule 3: "), "{text}");
     }
 
