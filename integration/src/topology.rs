@@ -63,11 +63,6 @@ pub fn nbtraffic() -> String {
     crate::target_binary("nbtraffic")
 }
 
-fn sh(ns: &Netns, line: &str) {
-    let args: Vec<&str> = line.split_whitespace().collect();
-    ns.ok(args[0], &args[1..]);
-}
-
 impl Topology {
     /// Builds the network with `n` uplinks (1 to 9).
     pub fn new(n: usize) -> Topology {
@@ -129,9 +124,9 @@ impl Topology {
                 r.name(),
             ],
         );
-        sh(r, "ip addr add 192.168.1.1/24 dev eth0");
-        sh(r, "ip addr add fd00:1::1/64 dev eth0 nodad");
-        sh(r, "ip link set eth0 up");
+        r.cmd("ip addr add 192.168.1.1/24 dev eth0");
+        r.cmd("ip addr add fd00:1::1/64 dev eth0 nodad");
+        r.cmd("ip link set eth0 up");
         for h in lan_hosts() {
             lan.ok("ip", &["addr", "add", &format!("{h}/24"), "dev", "eth0"]);
         }
@@ -141,9 +136,9 @@ impl Topology {
                 &["addr", "add", &format!("{h}/64"), "dev", "eth0", "nodad"],
             );
         }
-        sh(lan, "ip link set eth0 up");
-        sh(lan, "ip route add default via 192.168.1.1");
-        sh(lan, "ip -6 route add default via fd00:1::1");
+        lan.cmd("ip link set eth0 up");
+        lan.cmd("ip route add default via 192.168.1.1");
+        lan.cmd("ip -6 route add default via fd00:1::1");
 
         // Server addresses.
         for a in [SERVER, SERVER_EXCLUDED] {
@@ -209,7 +204,7 @@ impl Topology {
                     "nodad",
                 ],
             );
-            sh(isp, "ip link set rtr up");
+            isp.cmd("ip link set rtr up");
             // provider <-> server
             let ifname = format!("isp{i}");
             isp.ok(
@@ -242,7 +237,7 @@ impl Topology {
                     "nodad",
                 ],
             );
-            sh(isp, "ip link set wan up");
+            isp.cmd("ip link set wan up");
             srv.ok(
                 "ip",
                 &["addr", "add", &format!("172.31.{i}.2/30"), "dev", &ifname],

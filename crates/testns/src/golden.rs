@@ -86,8 +86,14 @@ pub fn assert_all(failures: &[String]) {
 pub fn line_diff(expected: &str, actual: &str) -> String {
     let (old, new): (HashSet<&str>, HashSet<&str>) =
         (expected.lines().collect(), actual.lines().collect());
-    let removed = expected.lines().filter(|l| !new.contains(l)).map(|l| ("-", l));
-    let added = actual.lines().filter(|l| !old.contains(l)).map(|l| ("+", l));
+    let removed = expected
+        .lines()
+        .filter(|l| !new.contains(l))
+        .map(|l| ("-", l));
+    let added = actual
+        .lines()
+        .filter(|l| !old.contains(l))
+        .map(|l| ("+", l));
     let lines: Vec<String> = removed
         .chain(added)
         .map(|(sign, l)| format!("{sign} {l}\n"))

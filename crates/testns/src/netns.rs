@@ -79,6 +79,14 @@ impl Netns {
         String::from_utf8(out.stdout).unwrap()
     }
 
+    /// Runs a command line split at white space (no quoting: for the fixed commands that build
+    /// a topology) that must succeed; returns its standard output.
+    pub fn cmd(&self, line: &str) -> String {
+        let words: Vec<&str> = line.split_whitespace().collect();
+        let (program, args) = words.split_first().expect("an empty command line");
+        self.ok(program, args)
+    }
+
     /// `ip ARGS` in the namespace; panics on failure, returns its standard output.
     pub fn ip(&self, args: &[&str]) -> String {
         self.ok("ip", args)
@@ -93,8 +101,7 @@ impl Netns {
     /// panics on failure.
     pub fn load_nft(&self, text: &str) {
         let path = std::env::temp_dir().join(format!("{}.nft", self.name));
-        std::fs::write(&path, text)
-            .unwrap_or_else(|e| panic!("write {}: {e}", path.display()));
+        std::fs::write(&path, text).unwrap_or_else(|e| panic!("write {}: {e}", path.display()));
         let out = self.exec("nft", &["-f", path.to_str().expect("UTF-8 temp dir")], None);
         let _ = std::fs::remove_file(&path);
         assert!(
