@@ -77,6 +77,7 @@ pub fn check_instead_of(path: &Path, instead_of: &Path, actual: &str) -> Vec<Str
 }
 
 /// Fails the test with every failure line, if there is any.
+#[track_caller]
 pub fn assert_all(failures: &[String]) {
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
