@@ -302,12 +302,7 @@ impl Topology {
                  iifname \"rtr\" ip saddr != 100.0.{i}.0/24 counter drop\n  \
                  iifname \"rtr\" ip6 saddr != 2001:db8:{i}::/64 counter drop\n }}\n}}\n"
             );
-            let out = isp.exec("nft", &["-f", "-"], Some(bcp38.as_bytes()));
-            assert!(
-                out.status.success(),
-                "bcp38: {}",
-                String::from_utf8_lossy(&out.stderr)
-            );
+            isp.load_nft(&bcp38);
         }
         let first = &self.uplinks[0];
         r.ok(
@@ -460,23 +455,25 @@ impl Topology {
             .position(|u| u.address.to_string() == seen || u.address6 == seen)
     }
 
+    /// The uplink (index) of each connection of a traffic run, in order; panics on a failed
+    /// connection or a source address that is no uplink's.
+    pub fn uplinks_used(&self, results: &[serde_json::Value]) -> Vec<usize> {
+        results
+            .iter()
+            .map(|r| {
+                assert_eq!(r["ok"], true, "connection failed: {r}");
+                let seen = r["seen"].as_str().expect("the address the server saw");
+                self.uplink_of(seen)
+                    .unwrap_or_else(|| panic!("server saw {seen}, not an uplink address"))
+            })
+            .collect()
+    }
+
     /// Packets each provider dropped for a source address that is not its uplink's.
     pub fn ingress_drops(&self) -> Vec<u64> {
         self.isps
             .iter()
-            .map(|isp| {
-                let text = isp.ok("nft", &["-j", "list", "table", "inet", "bcp38"]);
-                let doc: serde_json::Value = serde_json::from_str(&text).unwrap();
-                doc["nftables"]
-                    .as_array()
-                    .unwrap()
-                    .iter()
-                    .filter_map(|o| o.get("rule"))
-                    .flat_map(|r| r["expr"].as_array().unwrap())
-                    .filter_map(|e| e.get("counter"))
-                    .map(|c| c["packets"].as_u64().unwrap())
-                    .sum()
-            })
+            .map(|isp| isp.rule_counters(&["table", "inet", "bcp38"]).iter().sum())
             .collect()
     }
 }

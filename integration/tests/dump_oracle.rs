@@ -64,7 +64,7 @@ fn loading_a_dump_twice_leaves_one_copy_and_foreign_tables_alone() {
     let ns = Netns::new("twice");
     let foreign = "table inet filter {\n chain input { type filter hook input priority 0; tcp dport 22 accept; }\n}\n\
                    table ip nat {\n chain post { type nat hook postrouting priority 100; oifname \"eth9\" masquerade; }\n}\n";
-    ns.exec("nft", &["-f", "-"], Some(foreign.as_bytes()));
+    ns.load_nft(foreign);
     let before = ns.ruleset_json();
     for file in fixture_files("dump", "nft") {
         ns.ok("nft", &["-f", path_str(&file)]);

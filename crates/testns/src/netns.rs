@@ -134,6 +134,23 @@ impl Netns {
         items.iter_mut().for_each(strip_handles);
         doc
     }
+
+    /// The packets of each rule's counter in `nft -j list WHAT` (a table or a chain), in
+    /// listing order.
+    pub fn rule_counters(&self, what: &[&str]) -> Vec<u64> {
+        let mut args = vec!["-j", "list"];
+        args.extend_from_slice(what);
+        let doc: Value = serde_json::from_str(&self.nft(&args)).expect("nft -j prints JSON");
+        doc["nftables"]
+            .as_array()
+            .expect("nftables array")
+            .iter()
+            .filter_map(|o| o.get("rule"))
+            .flat_map(|r| r["expr"].as_array().expect("rule expressions"))
+            .filter_map(|e| e.get("counter"))
+            .map(|c| c["packets"].as_u64().expect("counter packets"))
+            .collect()
+    }
 }
 
 fn strip_handles(v: &mut Value) {
