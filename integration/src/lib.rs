@@ -1,36 +1,16 @@
-//! Test support for kernel-facing tests: throwaway network namespaces and the real tools
-//! (`nft`, `ip`) run inside them. Nothing here touches the root namespace's ruleset,
-//! routes or rules.
+//! The kernel-facing tests' topologies, traffic and the `nftbalance` binary, on top of the
+//! shared test-support crate (`nftbalance_testns`: namespaces, `ip`/`nft` inside them,
+//! fixtures). Nothing here touches the root namespace's ruleset, routes or rules.
 
 pub mod cli;
 pub mod conntrack_fill;
 pub mod netns;
-pub mod nft;
 pub mod topology;
 pub mod uplinks;
 pub mod watch;
 
-use std::path::PathBuf;
-
-/// The repository root.
-pub fn repo_root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("integration/ sits in the repository root")
-        .to_path_buf()
-}
-
-/// Files in `fixtures/<dir>` with this extension, sorted.
-pub fn fixture_files(dir: &str, ext: &str) -> Vec<PathBuf> {
-    let mut files: Vec<PathBuf> = std::fs::read_dir(repo_root().join("fixtures").join(dir))
-        .unwrap_or_else(|e| panic!("fixtures/{dir}: {e}"))
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.extension().is_some_and(|e| e == ext))
-        .collect();
-    files.sort();
-    assert!(!files.is_empty(), "no fixtures/{dir}/*.{ext}");
-    files
-}
+pub use nftbalance_testns::golden::fixture_files;
+pub use nftbalance_testns::repo_root;
 
 /// The `index`-th of a run of disjoint /30 exclusion prefixes in 10.0.0.0/8 (JSON-quoted),
 /// for large specs: `"10.0.0.0/30"`, `"10.0.0.8/30"`, ... (`offset` shifts it by 4 addresses

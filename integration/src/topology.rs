@@ -63,11 +63,6 @@ pub fn nbtraffic() -> String {
     crate::target_binary("nbtraffic")
 }
 
-fn sh(ns: &Netns, line: &str) {
-    let args: Vec<&str> = line.split_whitespace().collect();
-    ns.ok(args[0], &args[1..]);
-}
-
 impl Topology {
     /// Builds the network with `n` uplinks (1 to 9).
     pub fn new(n: usize) -> Topology {
@@ -129,9 +124,9 @@ impl Topology {
                 r.name(),
             ],
         );
-        sh(r, "ip addr add 192.168.1.1/24 dev eth0");
-        sh(r, "ip addr add fd00:1::1/64 dev eth0 nodad");
-        sh(r, "ip link set eth0 up");
+        r.cmd("ip addr add 192.168.1.1/24 dev eth0");
+        r.cmd("ip addr add fd00:1::1/64 dev eth0 nodad");
+        r.cmd("ip link set eth0 up");
         for h in lan_hosts() {
             lan.ok("ip", &["addr", "add", &format!("{h}/24"), "dev", "eth0"]);
         }
@@ -141,9 +136,9 @@ impl Topology {
                 &["addr", "add", &format!("{h}/64"), "dev", "eth0", "nodad"],
             );
         }
-        sh(lan, "ip link set eth0 up");
-        sh(lan, "ip route add default via 192.168.1.1");
-        sh(lan, "ip -6 route add default via fd00:1::1");
+        lan.cmd("ip link set eth0 up");
+        lan.cmd("ip route add default via 192.168.1.1");
+        lan.cmd("ip -6 route add default via fd00:1::1");
 
         // Server addresses.
         for a in [SERVER, SERVER_EXCLUDED] {
@@ -209,7 +204,7 @@ impl Topology {
                     "nodad",
                 ],
             );
-            sh(isp, "ip link set rtr up");
+            isp.cmd("ip link set rtr up");
             // provider <-> server
             let ifname = format!("isp{i}");
             isp.ok(
@@ -242,7 +237,7 @@ impl Topology {
                     "nodad",
                 ],
             );
-            sh(isp, "ip link set wan up");
+            isp.cmd("ip link set wan up");
             srv.ok(
                 "ip",
                 &["addr", "add", &format!("172.31.{i}.2/30"), "dev", &ifname],
@@ -307,12 +302,7 @@ impl Topology {
                  iifname \"rtr\" ip saddr != 100.0.{i}.0/24 counter drop\n  \
                  iifname \"rtr\" ip6 saddr != 2001:db8:{i}::/64 counter drop\n }}\n}}\n"
             );
-            let out = isp.exec("nft", &["-f", "-"], Some(bcp38.as_bytes()));
-            assert!(
-                out.status.success(),
-                "bcp38: {}",
-                String::from_utf8_lossy(&out.stderr)
-            );
+            isp.load_nft(&bcp38);
         }
         let first = &self.uplinks[0];
         r.ok(
@@ -465,23 +455,25 @@ impl Topology {
             .position(|u| u.address.to_string() == seen || u.address6 == seen)
     }
 
+    /// The uplink (index) of each connection of a traffic run, in order; panics on a failed
+    /// connection or a source address that is no uplink's.
+    pub fn uplinks_used(&self, results: &[serde_json::Value]) -> Vec<usize> {
+        results
+            .iter()
+            .map(|r| {
+                assert_eq!(r["ok"], true, "connection failed: {r}");
+                let seen = r["seen"].as_str().expect("the address the server saw");
+                self.uplink_of(seen)
+                    .unwrap_or_else(|| panic!("server saw {seen}, not an uplink address"))
+            })
+            .collect()
+    }
+
     /// Packets each provider dropped for a source address that is not its uplink's.
     pub fn ingress_drops(&self) -> Vec<u64> {
         self.isps
             .iter()
-            .map(|isp| {
-                let text = isp.ok("nft", &["-j", "list", "table", "inet", "bcp38"]);
-                let doc: serde_json::Value = serde_json::from_str(&text).unwrap();
-                doc["nftables"]
-                    .as_array()
-                    .unwrap()
-                    .iter()
-                    .filter_map(|o| o.get("rule"))
-                    .flat_map(|r| r["expr"].as_array().unwrap())
-                    .filter_map(|e| e.get("counter"))
-                    .map(|c| c["packets"].as_u64().unwrap())
-                    .sum()
-            })
+            .map(|isp| isp.rule_counters(&["table", "inet", "bcp38"]).iter().sum())
             .collect()
     }
 }

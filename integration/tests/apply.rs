@@ -5,7 +5,6 @@ use std::path::Path;
 
 use nftbalance_integration::cli::{nftbalance, ok, text};
 use nftbalance_integration::netns::Netns;
-use nftbalance_integration::nft::ruleset_json;
 use nftbalance_integration::uplinks::add_uplinks;
 use nftbalance_integration::{fixture_files, repo_root, target_binary};
 use serde_json::Value;
@@ -52,8 +51,8 @@ fn apply_programs_what_nft_f_of_the_dump_programs() {
         assert!(diff.contains("same as the spec"), "{stem}: {diff}");
         loaded.ok("nft", &["-f", p(&dump)]);
         assert_eq!(
-            ruleset_json(&applied),
-            ruleset_json(&loaded),
+            applied.ruleset_json(),
+            loaded.ruleset_json(),
             "{stem}: apply and nft -f differ"
         );
         loaded.ok("nft", &["flush", "ruleset"]);
@@ -67,9 +66,9 @@ fn apply_twice_is_idempotent_and_foreign_tables_are_untouched() {
     let before = ns.ok("nft", &["list", "ruleset"]);
     let seed = spec("seed.json");
     ok(&ns, &["apply", &seed]);
-    let once = ruleset_json(&ns);
+    let once = ns.ruleset_json();
     ok(&ns, &["apply", &seed]);
-    assert_eq!(once, ruleset_json(&ns));
+    assert_eq!(once, ns.ruleset_json());
     let all = ns.ok("nft", &["list", "ruleset"]);
     assert!(all.starts_with(&before), "foreign tables changed:\n{all}");
     ok(&ns, &["flush", &seed]);
@@ -85,9 +84,9 @@ fn check_changes_nothing() {
     assert!(out.contains("nothing was changed"), "{out}");
     assert_eq!(ns.ok("nft", &["list", "ruleset"]), "");
     ok(&ns, &["apply", &spec("seed.json")]);
-    let before = ruleset_json(&ns);
+    let before = ns.ruleset_json();
     ok(&ns, &["apply", "--check", &spec("weighted-3-2-1.json")]);
-    assert_eq!(ruleset_json(&ns), before);
+    assert_eq!(ns.ruleset_json(), before);
 }
 
 /// The handle of the `index`th rule of a chain.
@@ -244,11 +243,11 @@ fn without_cap_net_admin_the_message_is_clear_and_nothing_changes() {
 fn a_bad_spec_applies_nothing() {
     let ns = Netns::new("badspec");
     ok(&ns, &["apply", &spec("seed.json")]);
-    let before = ruleset_json(&ns);
+    let before = ns.ruleset_json();
     let bad = repo_root().join("fixtures/bad/mark-zero.json");
     let out = nftbalance(&ns, &["apply", p(&bad)]);
     assert_eq!(out.status.code(), Some(2));
-    assert_eq!(ruleset_json(&ns), before);
+    assert_eq!(ns.ruleset_json(), before);
 }
 
 /// Rules and routes of the namespace, both families, every table.

@@ -3,7 +3,6 @@
 use std::path::Path;
 
 use nftbalance_integration::netns::Netns;
-use nftbalance_integration::nft::ruleset_json;
 use nftbalance_integration::{fixture_files, repo_root};
 use serde_json::{json, Value};
 
@@ -24,7 +23,7 @@ fn every_nft_golden_passes_nft_check() {
         );
     }
     // -c changed nothing.
-    assert_eq!(ruleset_json(&ns), json!({ "nftables": [] }));
+    assert_eq!(ns.ruleset_json(), json!({ "nftables": [] }));
 }
 
 #[test]
@@ -50,8 +49,8 @@ fn nft_and_json_goldens_program_the_same_ruleset() {
         text_ns.ok("nft", &["-f", path_str(&file)]);
         json_ns.ok("nft", &["-j", "-f", path_str(&json_file)]);
         assert_eq!(
-            ruleset_json(&text_ns),
-            ruleset_json(&json_ns),
+            text_ns.ruleset_json(),
+            json_ns.ruleset_json(),
             "{} and its JSON program different rulesets",
             file.display()
         );
@@ -65,15 +64,15 @@ fn loading_a_dump_twice_leaves_one_copy_and_foreign_tables_alone() {
     let ns = Netns::new("twice");
     let foreign = "table inet filter {\n chain input { type filter hook input priority 0; tcp dport 22 accept; }\n}\n\
                    table ip nat {\n chain post { type nat hook postrouting priority 100; oifname \"eth9\" masquerade; }\n}\n";
-    ns.exec("nft", &["-f", "-"], Some(foreign.as_bytes()));
-    let before = ruleset_json(&ns);
+    ns.load_nft(foreign);
+    let before = ns.ruleset_json();
     for file in fixture_files("dump", "nft") {
         ns.ok("nft", &["-f", path_str(&file)]);
-        let once = ruleset_json(&ns);
+        let once = ns.ruleset_json();
         ns.ok("nft", &["-f", path_str(&file)]);
         assert_eq!(
             once,
-            ruleset_json(&ns),
+            ns.ruleset_json(),
             "{}: second load changed the ruleset",
             file.display()
         );
@@ -82,7 +81,7 @@ fn loading_a_dump_twice_leaves_one_copy_and_foreign_tables_alone() {
         ns.ok("nft", &["delete", "table", &table.0, &table.1]);
         assert_eq!(
             before,
-            ruleset_json(&ns),
+            ns.ruleset_json(),
             "{}: foreign tables changed",
             file.display()
         );

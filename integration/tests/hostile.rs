@@ -2,7 +2,6 @@
 //! panics, nothing is applied. Large cases are generated here rather than checked in.
 
 use nftbalance_integration::netns::Netns;
-use nftbalance_integration::nft::ruleset_json;
 use nftbalance_integration::{fixture_files, target_binary};
 use serde_json::json;
 
@@ -65,7 +64,7 @@ fn hostile_specs_are_refused_cleanly_and_apply_nothing() {
         }
     }
     assert_eq!(
-        ruleset_json(&ns),
+        ns.ruleset_json(),
         json!({ "nftables": [] }),
         "something was applied"
     );

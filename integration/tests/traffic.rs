@@ -5,7 +5,6 @@ use std::collections::BTreeMap;
 use nftbalance_integration::topology::{
     lan_hosts, Backend, Topology, Which, SERVER, SERVER_EXCLUDED,
 };
-use serde_json::Value;
 
 /// Applies a spec on the router with `nftbalance apply`. Policy routing is set up by the
 /// harness until `apply` owns it.
@@ -49,19 +48,6 @@ fn seed_spec(weights: &[u32], extra_balance: &str) -> String {
     )
 }
 
-/// Uplink index of each connection, in order; panics on a failed connection.
-fn uplinks_used(topo: &Topology, results: &[Value]) -> Vec<usize> {
-    results
-        .iter()
-        .map(|r| {
-            assert_eq!(r["ok"], true, "connection failed: {r}");
-            let seen = r["seen"].as_str().unwrap();
-            topo.uplink_of(seen)
-                .unwrap_or_else(|| panic!("server saw {seen}, not an uplink address"))
-        })
-        .collect()
-}
-
 fn counts(used: &[usize]) -> BTreeMap<usize, usize> {
     let mut m = BTreeMap::new();
     for &u in used {
@@ -88,7 +74,7 @@ fn round_robin_splits_exactly_by_weight(backend: Backend) {
             &from,
         ],
     );
-    let used = uplinks_used(&topo, &results);
+    let used = topo.uplinks_used(&results);
     assert_eq!(
         counts(&used),
         BTreeMap::from([(0, 20), (1, 20)]),
@@ -109,7 +95,7 @@ fn round_robin_3_2_1(backend: Backend) {
         Which::Lan,
         &["connect", &format!("{SERVER}:443"), "--count", "60"],
     );
-    let used = uplinks_used(&topo, &results);
+    let used = topo.uplinks_used(&results);
     assert_eq!(
         counts(&used),
         BTreeMap::from([(0, 30), (1, 20), (2, 10)]),
@@ -137,7 +123,7 @@ fn random_shares_follow_weights(backend: Backend) {
             Which::Lan,
             &["connect", &format!("{SERVER}:80"), "--count", "300"],
         );
-        let used = uplinks_used(&topo, &results);
+        let used = topo.uplinks_used(&results);
         let first = used.iter().filter(|&&u| u == 0).count() as f64;
         samples.push(first);
         if (first - n * p).abs() <= 3.0 * sd {
@@ -172,7 +158,7 @@ fn source_hash_keeps_each_host_on_one_uplink(backend: Backend) {
                 &h,
             ],
         );
-        per_host.insert(h, uplinks_used(&topo, &results));
+        per_host.insert(h, topo.uplinks_used(&results));
     }
     for (host, used) in &per_host {
         assert!(
@@ -206,7 +192,7 @@ fn sticky_hosts_keep_their_uplink(backend: Backend) {
         );
         seen.entry(host.clone())
             .or_default()
-            .extend(uplinks_used(&topo, &r));
+            .extend(topo.uplinks_used(&r));
     }
     for (host, used) in &seen {
         assert!(used.iter().all(|&u| u == used[0]), "{host}: {used:?}");
@@ -243,7 +229,7 @@ fn streams_survive_twenty_reapplies(backend: Backend) {
     }
     let results = run.finish();
     assert_eq!(results.len(), 10);
-    let used = uplinks_used(&topo, &results);
+    let used = topo.uplinks_used(&results);
     assert_eq!(
         counts(&used),
         BTreeMap::from([(0, 5), (1, 5)]),
@@ -308,13 +294,13 @@ fn excluded_scenario(backend: Backend, exclude: &str, set: &str) {
         Which::Lan,
         &["connect", &format!("{SERVER_EXCLUDED}:80"), "--count", "10"],
     );
-    assert_eq!(uplinks_used(&topo, &excluded), [1; 10]);
+    assert_eq!(topo.uplinks_used(&excluded), [1; 10]);
     let balanced = topo.traffic(
         Which::Lan,
         &["connect", &format!("{SERVER}:80"), "--count", "10"],
     );
     assert_eq!(
-        counts(&uplinks_used(&topo, &balanced)),
+        counts(&topo.uplinks_used(&balanced)),
         BTreeMap::from([(0, 5), (1, 5)])
     );
 }
@@ -329,10 +315,7 @@ fn inbound_connections_answer_through_their_uplink(backend: Backend) {
     // A port forward of the router's own (not nftbalance's): uplink 2, port 8080 -> LAN:80.
     let portfw = "table ip portfw {\n chain pre { type nat hook prerouting priority dstnat;\n  \
                   iifname \"ppp1\" tcp dport 8080 dnat to 192.168.1.10:80\n }\n}\n";
-    let out = topo
-        .router
-        .exec("nft", &["-f", "-"], Some(portfw.as_bytes()));
-    assert!(out.status.success());
+    topo.router.load_nft(portfw);
     topo.serve(Which::Router, "0.0.0.0:8000", false);
     topo.serve(Which::Lan, "192.168.1.10:80", false);
     for target in ["100.0.2.1:8000", "100.0.2.1:8080", "100.0.1.1:8000"] {
@@ -369,7 +352,7 @@ fn local_connections_complete(backend: Backend) {
         Which::Router,
         &["connect", &format!("{SERVER}:80"), "--count", "20"],
     );
-    let used = uplinks_used(&topo, &results);
+    let used = topo.uplinks_used(&results);
     assert_eq!(
         counts(&used),
         BTreeMap::from([(0, 10), (1, 10)]),
@@ -446,7 +429,7 @@ fn ipv6_is_balanced_on_an_inet_spec() {
             &from,
         ],
     );
-    let used = uplinks_used(&topo, &results);
+    let used = topo.uplinks_used(&results);
     assert_eq!(
         counts(&used),
         BTreeMap::from([(0, 10), (1, 10)]),
@@ -478,36 +461,19 @@ fn narrow_mark_mask_coexists_with_another_mark_user() {
           tcp dport 443 counter\n\
           tcp dport 443 meta mark & 0x10000 == 0x10000 counter\n\
           tcp dport 443 ct mark & 0x20000 == 0x20000 counter\n }\n}\n";
-    let out = topo
-        .router
-        .exec("nft", &["-f", "-"], Some(other.as_bytes()));
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    topo.router.load_nft(other);
     topo.serve(Which::Server, &format!("{SERVER}:443"), false);
     let results = topo.traffic(
         Which::Lan,
         &["connect", &format!("{SERVER}:443"), "--count", "20"],
     );
     assert_eq!(
-        counts(&uplinks_used(&topo, &results)),
+        counts(&topo.uplinks_used(&results)),
         BTreeMap::from([(0, 10), (1, 10)])
     );
-    let text = topo
+    let counters = topo
         .router
-        .ok("nft", &["-j", "list", "chain", "inet", "other", "post"]);
-    let doc: Value = serde_json::from_str(&text).unwrap();
-    let counters: Vec<u64> = doc["nftables"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter_map(|o| o.get("rule"))
-        .flat_map(|r| r["expr"].as_array().unwrap())
-        .filter_map(|e| e.get("counter"))
-        .map(|c| c["packets"].as_u64().unwrap())
-        .collect();
+        .rule_counters(&["chain", "inet", "other", "post"]);
     assert!(counters[0] > 0);
     assert_eq!(
         counters, [counters[0]; 3],

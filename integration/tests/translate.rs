@@ -7,7 +7,6 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use nftbalance_integration::netns::{Netns, PATH};
-use nftbalance_integration::nft::ruleset_json;
 use nftbalance_integration::topology::{Topology, Which, SERVER};
 use nftbalance_integration::{repo_root, target_binary};
 use serde_json::Value;
@@ -154,7 +153,7 @@ fn literal_translation_lists_like_iptables_restore_translate_wherever_the_peer_i
         let b = Netns::new("trpeer");
         load(&a, &ours);
         load(&b, &theirs);
-        let (ja, jb) = (ruleset_json(&a), ruleset_json(&b));
+        let (ja, jb) = (a.ruleset_json(), b.ruleset_json());
         assert_eq!(
             non_rules(&ja),
             non_rules(&jb),
@@ -322,15 +321,7 @@ fn uplink_sequence(topo: &mut Topology) -> Vec<usize> {
         Which::Lan,
         &["connect", &format!("{SERVER}:80"), "--count", "20"],
     );
-    results
-        .iter()
-        .map(|r| {
-            assert_eq!(r["ok"], true, "connection failed: {r}");
-            let seen = r["seen"].as_str().unwrap();
-            topo.uplink_of(seen)
-                .unwrap_or_else(|| panic!("server saw {seen}"))
-        })
-        .collect()
+    topo.uplinks_used(&results)
 }
 
 #[test]

@@ -1,19 +1,15 @@
 //! Every file in fixtures/bad is refused with exit status 2 and exactly the message in its
 //! `.err` file. `make bless` (NFTBALANCE_BLESS=1) rewrites the `.err` files.
 
-use std::fs;
-use std::path::Path;
 use std::process::Command;
+
+use nftbalance_testns::golden::{assert_all, check, fixture_files};
+use nftbalance_testns::repo_root;
 
 #[test]
 fn bad_specs_are_refused_with_their_message() {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
-    let mut specs: Vec<_> = fs::read_dir(root.join("fixtures/bad"))
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.extension().is_some_and(|e| e == "json"))
-        .collect();
-    specs.sort();
+    let root = repo_root();
+    let specs = fixture_files("bad", "json");
     assert!(specs.len() >= 25, "bad fixtures missing");
     let mut failures = Vec::new();
     for spec in specs {
@@ -35,22 +31,7 @@ fn bad_specs_are_refused_with_their_message() {
         if !out.stdout.is_empty() {
             failures.push(format!("{}: printed a ruleset", rel.display()));
         }
-        let expected_path = spec.with_extension("err");
-        if std::env::var_os("NFTBALANCE_BLESS").is_some() {
-            fs::write(&expected_path, &stderr).unwrap();
-            continue;
-        }
-        match fs::read_to_string(&expected_path) {
-            Ok(expected) if expected == stderr => {}
-            Ok(expected) => failures.push(format!(
-                "{}:\n  expected: {expected}\n  actual:   {stderr}",
-                rel.display()
-            )),
-            Err(e) => failures.push(format!(
-                "{}: {e} (run `make bless`)",
-                expected_path.display()
-            )),
-        }
+        failures.extend(check(&spec.with_extension("err"), &stderr));
     }
-    assert!(failures.is_empty(), "{}", failures.join("\n"));
+    assert_all(&failures);
 }

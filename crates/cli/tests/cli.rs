@@ -1,16 +1,13 @@
 //! The command line: arguments, output streams and exit statuses.
 
 use std::io::Write;
-use std::path::Path;
 use std::process::{Command, Output, Stdio};
 
-fn root() -> &'static Path {
-    Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../.."))
-}
+use nftbalance_testns::repo_root;
 
 fn run(args: &[&str], stdin: Option<&str>) -> Output {
     let mut child = Command::new(env!("CARGO_BIN_EXE_nftbalance"))
-        .current_dir(root())
+        .current_dir(repo_root())
         .args(args)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
@@ -33,17 +30,17 @@ fn text(b: &[u8]) -> String {
 fn dump_prints_the_golden() {
     let out = run(&["dump", "fixtures/specs/seed.json"], None);
     assert_eq!(out.status.code(), Some(0));
-    let golden = std::fs::read_to_string(root().join("fixtures/dump/seed.nft")).unwrap();
+    let golden = std::fs::read_to_string(repo_root().join("fixtures/dump/seed.nft")).unwrap();
     assert_eq!(text(&out.stdout), golden);
     assert!(out.stderr.is_empty());
 }
 
 #[test]
 fn dump_json_reads_standard_input() {
-    let spec = std::fs::read_to_string(root().join("fixtures/specs/seed.json")).unwrap();
+    let spec = std::fs::read_to_string(repo_root().join("fixtures/specs/seed.json")).unwrap();
     let out = run(&["dump", "--format", "json", "-"], Some(&spec));
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
-    let golden = std::fs::read_to_string(root().join("fixtures/dump/seed.json")).unwrap();
+    let golden = std::fs::read_to_string(repo_root().join("fixtures/dump/seed.json")).unwrap();
     assert_eq!(text(&out.stdout), golden);
 }
 

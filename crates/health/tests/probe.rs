@@ -75,10 +75,10 @@ fn assert_recovers(lab: &Lab, p: &Probe) {
         "-6 addr show up2",
         "-6 rule",
     ] {
-        eprintln!("{cmd}: {}", lab.router.ip(cmd));
+        eprintln!("{cmd}: {}", lab.router.cmd(&format!("ip {cmd}")));
     }
-    eprintln!("p2: {}", lab.providers[1].ip("-6 neigh"));
-    eprintln!("p2: {}", lab.providers[1].ip("-6 addr"));
+    eprintln!("p2: {}", lab.providers[1].cmd("ip -6 neigh"));
+    eprintln!("p2: {}", lab.providers[1].cmd("ip -6 addr"));
     eprintln!("fwd {}", lab.forwarded(2));
     panic!("{:?} did not recover: {last:?}", p.targets);
 }
@@ -143,19 +143,19 @@ fn probes_leave_through_the_uplink_they_test() {
 fn dead_link_fails_only_its_uplink_and_recovers() {
     let lab = Lab::new();
     // carrier loss: the provider's end goes down, the router's interface stays configured
-    lab.providers[1].ip("link set dn down");
+    lab.providers[1].cmd("ip link set dn down");
     for t in server_targets() {
         let out = run(&lab, &uplink(2, t, DEAD_TIMEOUT));
         let reason = assert_failed(&out, DEAD_TIMEOUT, &format!("uplink 2 carrier down, {t}"));
         eprintln!("uplink 2 carrier down, {t}: {reason}");
         assert_ok(&run(&lab, &uplink(1, t, OK_TIMEOUT)), "uplink 1");
     }
-    lab.providers[1].ip("link set dn up");
+    lab.providers[1].cmd("ip link set dn up");
     for t in server_targets() {
         assert_recovers(&lab, &uplink(2, t, OK_TIMEOUT));
     }
     // administratively down on the router: no route through it at all
-    lab.router.ip("link set up2 down");
+    lab.router.cmd("ip link set up2 down");
     for t in server_targets() {
         let out = run(&lab, &uplink(2, t, DEAD_TIMEOUT));
         let reason = assert_failed(&out, DEAD_TIMEOUT, &format!("up2 admin down, {t}"));
@@ -176,7 +176,7 @@ fn dead_upstream_behind_a_live_link_is_detected() {
         assert_ok(&run(&lab, &uplink(1, t, OK_TIMEOUT)), "uplink 1");
     }
     // the link is up and the probes did reach the provider: it is the upstream that is dead
-    let link = lab.router.ip("-br link show up2");
+    let link = lab.router.cmd("ip -br link show up2");
     assert!(link.contains(" UP "), "uplink 2 should be up: {link}");
     assert!(
         lab.forwarded(2) >= before + 4,
@@ -246,8 +246,7 @@ fn timeouts_errors_and_any_target_answering() {
 fn ping_sockets_work_through_the_uplink_too() {
     let lab = Lab::new();
     // allow ping sockets for root's group in the router namespace only
-    lab.router
-        .exec(&["sysctl", "-qw", "net.ipv4.ping_group_range=0 0"]);
+    lab.router.sysctl(&["net.ipv4.ping_group_range=0 0"]);
     for t in [Target::Icmp(ip(SERVER4)), Target::Icmp(ip(SERVER6))] {
         let before = lab.forwarded(2);
         let p = uplink(2, t, OK_TIMEOUT);

@@ -1,15 +1,13 @@
 //! The transaction around the lowered ruleset: refusals change nothing and name the rule,
 //! a concurrent commit makes it rebuild and retry, endless interference gives up cleanly.
 
-mod common;
-
 use std::cell::Cell;
 
-use common::Netns;
 use nftbalance_netlink::transaction::{self, TransactionError, MAX_ATTEMPTS};
 use nftbalance_netlink::{lower, Batch, Commit, Expr, Family, Rule, Socket, Table, Verdict};
 use nftbalance_ruleset::{compile, Ruleset};
 use nftbalance_spec::Spec;
+use nftbalance_testns::Netns;
 
 fn ruleset(name: &str) -> Ruleset {
     let path = format!("{}/../../fixtures/specs/{name}", env!("CARGO_MANIFEST_DIR"));

@@ -2,13 +2,10 @@
 //! ports create one conntrack entry each, an nft rule gives them connection marks by
 //! destination port; then count by mark (exact and masked) and delete one mark only.
 
-mod common;
-
 use std::net::UdpSocket;
-use std::process::Command;
 
-use common::Netns;
 use nftbalance_netlink::{conntrack, Socket};
+use nftbalance_testns::Netns;
 
 const MARKS: &str = "table inet ctmark {
 	chain out {
@@ -42,12 +39,8 @@ fn send(to: &str, ports: std::ops::Range<u16>) {
 #[test]
 fn count_and_delete_conntrack_entries_by_mark() {
     let ns = Netns::new("ct");
-    let up = Command::new("ip")
-        .args(["-n", &ns.name, "link", "set", "lo", "up"])
-        .status()
-        .expect("run ip");
-    assert!(up.success());
-    ns.load(MARKS);
+    ns.ip(&["link", "set", "lo", "up"]);
+    ns.load_nft(MARKS);
     ns.run(|| {
         let s = Socket::open().expect("netfilter socket");
         assert_eq!(

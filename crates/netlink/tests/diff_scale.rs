@@ -2,16 +2,14 @@
 //! and reports exactly the rules that differ (issue 22 item 6: it was quadratic in rules,
 //! minutes and gigabytes at 20k).
 
-mod common;
-
 use std::sync::mpsc;
 use std::time::Duration;
 
-use common::Netns;
 use nftbalance_netlink::read::{self, Difference};
 use nftbalance_netlink::{lower, transaction, Commit, Socket};
 use nftbalance_ruleset::{compile, Ruleset};
 use nftbalance_spec::Spec;
+use nftbalance_testns::Netns;
 
 const SELECTORS: u32 = 20_000;
 /// Far above the second or two a linear diff takes even on a busy machine; today's code

@@ -3,12 +3,13 @@
 
 mod common;
 
-use common::{assert_same_ruleset, Netns};
+use common::assert_same_ruleset;
 use nftbalance_netlink::{
     datatype, interval_elements, priority, set_flags, value, Batch, ByteOrder, Chain, ChainType,
     CmpOp, Commit, Expr, Family, Hook, Interval, IntervalLayout, MetaKey, NatKind, PayloadBase,
     Policy, Register, Rule, SetSpec, Socket, Table, Udata, Verdict,
 };
+use nftbalance_testns::Netns;
 
 const R1: Register = Register::R1;
 
@@ -256,7 +257,7 @@ fn table_ip_matches_nft() {
     let ours = Netns::new("ip-api");
     let reference = Netns::new("ip-nft");
     program(&ours, family_batch(Family::Ip, "t4", 4));
-    reference.load(IP_NFT);
+    reference.load_nft(IP_NFT);
     assert_same_ruleset(&ours.ruleset_json(), &reference.ruleset_json());
 }
 
@@ -265,6 +266,6 @@ fn table_ip6_matches_nft() {
     let ours = Netns::new("ip6-api");
     let reference = Netns::new("ip6-nft");
     program(&ours, family_batch(Family::Ip6, "t6", 16));
-    reference.load(IP6_NFT);
+    reference.load_nft(IP6_NFT);
     assert_same_ruleset(&ours.ruleset_json(), &reference.ruleset_json());
 }

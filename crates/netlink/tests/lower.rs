@@ -6,11 +6,12 @@ mod common;
 
 use std::path::{Path, PathBuf};
 
-use common::{assert_same_ruleset, Netns};
+use common::assert_same_ruleset;
 use nftbalance_netlink::lower::{delete_batch, replace_batch};
 use nftbalance_netlink::{Batch, Commit, Socket};
 use nftbalance_ruleset::{compile, Ruleset};
 use nftbalance_spec::Spec;
+use nftbalance_testns::Netns;
 
 fn fixtures() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fixtures")
@@ -102,7 +103,7 @@ fn assert_lowering_matches_nft(what: &str, rs: &Ruleset, nft_text: &str) {
     let reference = Netns::new("lower-nft");
     let batch = replace_batch(rs).unwrap_or_else(|e| panic!("{what}: lowering failed: {e}"));
     send(&ours, &batch, what);
-    reference.load(nft_text);
+    reference.load_nft(nft_text);
 
     let json = ours.ruleset_json();
     assert_same_ruleset(&json, &reference.ruleset_json());
@@ -231,7 +232,7 @@ table ip nat {
 #[test]
 fn foreign_tables_are_untouched_and_delete_is_idempotent() {
     let ns = Netns::new("lower-foreign");
-    ns.load(FOREIGN);
+    ns.load_nft(FOREIGN);
     let before = ns.ruleset_text();
     assert!(before.contains("table ip nat") && before.contains("table inet filter"));
 
@@ -315,11 +316,11 @@ fn labels_name_every_object() {
 fn nft_wire_messages(text: &str) -> Vec<Vec<u8>> {
     let ns = Netns::new("lower-wire");
     let dir = std::env::temp_dir();
-    let script = dir.join(format!("{}.nft", ns.name));
-    let trace = dir.join(format!("{}.strace", ns.name));
+    let script = dir.join(format!("{}.nft", ns.name()));
+    let trace = dir.join(format!("{}.strace", ns.name()));
     std::fs::write(&script, text).unwrap();
     let out = std::process::Command::new("ip")
-        .args(["netns", "exec", &ns.name, "strace", "-e", "trace=sendmsg"])
+        .args(["netns", "exec", ns.name(), "strace", "-e", "trace=sendmsg"])
         .args(["-e", "write=all", "-s", "0", "-o"])
         .arg(&trace)
         .args(["nft", "-f"])

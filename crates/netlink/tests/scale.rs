@@ -7,11 +7,12 @@ mod common;
 use std::fmt::Write;
 use std::time::Instant;
 
-use common::{assert_same_ruleset, Netns};
+use common::assert_same_ruleset;
 use nftbalance_netlink::{
     datatype, interval_elements, set_flags, Batch, ByteOrder, Commit, Family, Interval,
     IntervalLayout, SetSpec, Socket, Table, Udata,
 };
+use nftbalance_testns::Netns;
 
 const N: u32 = 100_000;
 
@@ -66,7 +67,7 @@ fn hundred_thousand_prefixes() {
     }
     text.push_str(" }\n\t}\n}\n");
     let t2 = Instant::now();
-    reference.load(&text);
+    reference.load_nft(&text);
     let nft = t2.elapsed();
 
     eprintln!(

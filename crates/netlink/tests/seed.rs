@@ -3,9 +3,10 @@
 
 mod common;
 
+use common::assert_same_ruleset;
 use common::seed::{seed_batch, seed_nft};
-use common::{assert_same_ruleset, Netns};
 use nftbalance_netlink::{Commit, Socket};
+use nftbalance_testns::Netns;
 
 #[test]
 fn seed_ruleset_matches_nft() {
@@ -18,7 +19,7 @@ fn seed_ruleset_matches_nft() {
             .send(&sock, Commit::Yes, None)
             .unwrap_or_else(|e| panic!("seed batch rejected: {e}"));
     });
-    reference.load(&seed_nft());
+    reference.load_nft(&seed_nft());
 
     assert_same_ruleset(&ours.ruleset_json(), &reference.ruleset_json());
     assert_eq!(ours.ruleset_text(), reference.ruleset_text());

@@ -4,11 +4,11 @@
 mod common;
 
 use common::seed::{seed_batch, seed_nft, TABLE};
-use common::Netns;
 use nftbalance_netlink::{
     priority, Batch, BatchError, Chain, ChainType, Commit, Expr, Family, Hook, Policy, Rule,
     Socket, Table, Verdict,
 };
+use nftbalance_testns::Netns;
 
 /// The seed replace batch plus one extra rule in `balance` that jumps to a chain which does
 /// not exist.
@@ -31,7 +31,7 @@ fn seed_with_bad_jump() -> (Batch, String) {
 #[test]
 fn rejected_batch_leaves_ruleset_untouched_and_names_the_object() {
     let ns = Netns::new("reject");
-    ns.load(&seed_nft());
+    ns.load_nft(&seed_nft());
     let before_text = ns.ruleset_text();
     let before_json = ns.ruleset_json();
 
@@ -124,7 +124,7 @@ fn check_only_commits_nothing() {
     );
 
     // Same over an existing ruleset: it stays byte-identical.
-    ns.load(&seed_nft());
+    ns.load_nft(&seed_nft());
     let before = ns.ruleset_text();
     ns.run(|| {
         let sock = Socket::open().unwrap();
@@ -161,10 +161,10 @@ fn jump_loop_check_mode_agrees_with_nft_c_and_commit_names_the_rule() {
     // commit time. Whether the abort path of a batch without end message (`nft -c`) runs it
     // depends on the kernel; CheckOnly must behave exactly like `nft -c`.
     let ns = Netns::new("loop");
-    let path = std::env::temp_dir().join(format!("{}.nft", ns.name));
+    let path = std::env::temp_dir().join(format!("{}.nft", ns.name()));
     std::fs::write(&path, LOOP_NFT).unwrap();
     let nft_c_ok = ns
-        .nft_output(&["-c", "-f", path.to_str().unwrap()])
+        .exec("nft", &["-c", "-f", path.to_str().unwrap()], None)
         .status
         .success();
     let _ = std::fs::remove_file(&path);

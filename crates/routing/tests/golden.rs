@@ -1,33 +1,21 @@
 //! `render_ip_batch` of every fixture spec against its golden `fixtures/routing/NAME.ip`
-//! (`NFTBALANCE_BLESS=1` rewrites them; review with `git diff`), and every golden fed to the
+//! (`make bless` rewrites them; review with `git diff`), and every golden fed to the
 //! real `ip -batch` in a namespace gives exactly what `apply` gives in another.
 
 mod common;
 
 use std::fs;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
-use common::{diff, Netns};
+use common::{netns, RoutingNs};
 use nftbalance_routing::{
     plan, render_ip_batch, render_ip_batch_family, IpFamily, IPV4_SECTION, IPV6_SECTION,
 };
 use nftbalance_spec::Spec;
-
-fn fixtures() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fixtures")
-}
-
-fn bless() -> bool {
-    std::env::var_os("NFTBALANCE_BLESS").is_some()
-}
+use nftbalance_testns::golden::{assert_all, check, fixture_files, fixtures_dir, line_diff};
 
 fn specs() -> Vec<(String, Spec)> {
-    let mut files: Vec<PathBuf> = fs::read_dir(fixtures().join("specs"))
-        .expect("fixtures/specs")
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.extension().is_some_and(|e| e == "json"))
-        .collect();
-    files.sort();
+    let files = fixture_files("specs", "json");
     assert!(files.len() >= 8, "fixture specs missing: {files:?}");
     files
         .into_iter()
@@ -41,12 +29,11 @@ fn specs() -> Vec<(String, Spec)> {
 }
 
 fn golden_path(stem: &str) -> PathBuf {
-    fixtures().join("routing").join(format!("{stem}.ip"))
+    fixtures_dir().join("routing").join(format!("{stem}.ip"))
 }
 
 #[test]
 fn ip_batches_match_goldens() {
-    fs::create_dir_all(fixtures().join("routing")).unwrap();
     let mut failures = Vec::new();
     for (stem, spec) in specs() {
         let text = render_ip_batch(&plan(&spec));
@@ -55,31 +42,15 @@ fn ip_batches_match_goldens() {
             text,
             "{stem}: output is not deterministic"
         );
-        let path = golden_path(&stem);
-        if bless() {
-            fs::write(&path, &text).unwrap();
-            continue;
-        }
-        match fs::read_to_string(&path) {
-            Ok(expected) if expected == text => {}
-            Ok(expected) => failures.push(format!(
-                "{} differs (rerun with NFTBALANCE_BLESS=1 and review the diff):\n{}",
-                path.display(),
-                diff(&expected, &text)
-            )),
-            Err(e) => failures.push(format!(
-                "{}: {e} (rerun with NFTBALANCE_BLESS=1)",
-                path.display()
-            )),
-        }
+        failures.extend(check(&golden_path(&stem), &text));
     }
-    assert!(failures.is_empty(), "{}", failures.join("\n"));
+    assert_all(&failures);
 }
 
 #[test]
 fn no_stale_goldens() {
     let stems: Vec<String> = specs().into_iter().map(|(s, _)| s).collect();
-    for entry in fs::read_dir(fixtures().join("routing")).unwrap() {
+    for entry in fs::read_dir(fixtures_dir().join("routing")).unwrap() {
         let path = entry.unwrap().path();
         let stem = path.file_stem().unwrap().to_str().unwrap().to_string();
         assert!(
@@ -125,13 +96,13 @@ fn sections(text: &str) -> (String, String) {
 fn every_golden_through_ip_batch_equals_apply() {
     for (stem, spec) in specs() {
         let text = fs::read_to_string(golden_path(&stem))
-            .unwrap_or_else(|e| panic!("{stem}: {e} (rerun with NFTBALANCE_BLESS=1)"));
+            .unwrap_or_else(|e| panic!("{stem}: {e} (run `make bless`)"));
         let p = plan(&spec);
         let (v4, v6) = sections(&text);
         assert_eq!(v4, render_ip_batch_family(&p, IpFamily::V4), "{stem}");
         assert_eq!(v6, render_ip_batch_family(&p, IpFamily::V6), "{stem}");
 
-        let by_ip = Netns::new(&format!("batch-{stem}"));
+        let by_ip = netns(&format!("batch-{stem}"));
         by_ip.gateway_ifaces(&spec);
         if !v4.is_empty() {
             by_ip.ip_batch(false, &v4);
@@ -140,13 +111,13 @@ fn every_golden_through_ip_batch_equals_apply() {
             by_ip.ip_batch(true, &v6);
         }
 
-        let by_apply = Netns::new(&format!("apply-{stem}"));
+        let by_apply = netns(&format!("apply-{stem}"));
         by_apply.gateway_ifaces(&spec);
         let report = by_apply.apply(&p).unwrap();
         assert!(report.warnings.is_empty(), "{stem}: {:?}", report.warnings);
 
         let (a, b) = (by_ip.owned(), by_apply.owned());
-        assert_eq!(a, b, "{stem}: ip -batch vs apply:\n{}", diff(&a, &b));
+        assert_eq!(a, b, "{stem}: ip -batch vs apply:\n{}", line_diff(&a, &b));
         assert!(
             a.contains("lookup main suppress_prefixlength 0"),
             "{stem}: {a}"

@@ -2,8 +2,10 @@
 
 mod common;
 
-use common::{diff, spec, Netns};
+use common::{netns, spec, RoutingNs};
 use nftbalance_routing::{plan, Error, OwnedState, SkipReason};
+use nftbalance_testns::golden::line_diff;
+use nftbalance_testns::Netns;
 
 /// Two IPv4 uplinks with next hops, the second also with IPv6 (link-local next hop), and a
 /// point-to-point LTE uplink without `via` (dev-only).
@@ -20,7 +22,7 @@ const DUAL: &str = r#"{
 }"#;
 
 fn dual_ns(tag: &str) -> Netns {
-    let ns = Netns::new(tag);
+    let ns = netns(tag);
     ns.gateway_ifaces(&spec(DUAL));
     ns
 }
@@ -186,7 +188,7 @@ fn foreign_rules_and_routes_are_untouched_and_flush_restores_the_namespace() {
         foreign_rules(&applied),
         foreign_rules(&before),
         "foreign entries changed:\n{}",
-        diff(&before, &applied)
+        line_diff(&before, &applied)
     );
     // The foreign route inside an owned table stays next to the owned default route.
     assert_eq!(
@@ -195,7 +197,12 @@ fn foreign_rules_and_routes_are_untouched_and_flush_restores_the_namespace() {
     );
 
     assert_eq!(ns.flush().unwrap(), (9, 4));
-    assert_eq!(ns.routing(), before, "{}", diff(&before, &ns.routing()));
+    assert_eq!(
+        ns.routing(),
+        before,
+        "{}",
+        line_diff(&before, &ns.routing())
+    );
     assert_eq!(ns.flush().unwrap(), (0, 0), "flush twice is fine");
     assert_eq!(ns.routing(), before);
 }
@@ -207,7 +214,12 @@ fn flush_of_a_clean_namespace_leaves_it_as_it_was() {
     ns.apply(&plan(&spec(DUAL))).unwrap();
     ns.apply(&plan(&spec(DUAL))).unwrap();
     ns.flush().unwrap();
-    assert_eq!(ns.routing(), before, "{}", diff(&before, &ns.routing()));
+    assert_eq!(
+        ns.routing(),
+        before,
+        "{}",
+        line_diff(&before, &ns.routing())
+    );
 }
 
 #[test]
@@ -220,7 +232,12 @@ fn restore_after_a_failing_later_step_leaves_everything_as_it_was() {
     assert!(snapshot.is_empty());
     ns.apply(&plan(&spec(DUAL))).unwrap();
     ns.restore(&snapshot).unwrap();
-    assert_eq!(ns.routing(), before, "{}", diff(&before, &ns.routing()));
+    assert_eq!(
+        ns.routing(),
+        before,
+        "{}",
+        line_diff(&before, &ns.routing())
+    );
 
     // Re-apply of a changed spec over an installed one, then the later step fails: the
     // previous owned state comes back exactly.
@@ -251,7 +268,7 @@ fn restore_after_a_failing_later_step_leaves_everything_as_it_was() {
         ns.routing(),
         installed,
         "{}",
-        diff(&installed, &ns.routing())
+        line_diff(&installed, &ns.routing())
     );
     // Restoring the state that is there already changes nothing.
     ns.restore(&snapshot).unwrap();
@@ -279,7 +296,7 @@ fn restore_skips_the_routes_of_a_link_that_went_away() {
 
 #[test]
 fn a_missing_interface_skips_its_routes_with_a_warning_until_it_appears() {
-    let ns = Netns::new("missing");
+    let ns = netns("missing");
     let s = spec(DUAL);
     // Everything but the LTE modem, which is not dialled yet.
     ns.iface("ppp0", &["100.0.1.1/32"]);
@@ -345,7 +362,7 @@ fn a_missing_interface_skips_its_routes_with_a_warning_until_it_appears() {
 
 #[test]
 fn an_unreachable_next_hop_is_a_warning_not_a_failure() {
-    let ns = Netns::new("nexthop");
+    let ns = netns("nexthop");
     let s = spec(DUAL);
     // isp1's link is up but has no route to its next hop yet (PPP still negotiating).
     ns.iface("ppp0", &[]);
@@ -436,7 +453,7 @@ fn a_refused_step_rolls_back_what_apply_had_changed() {
         ns.routing(),
         installed,
         "{}",
-        diff(&installed, &ns.routing())
+        line_diff(&installed, &ns.routing())
     );
 }
 
@@ -505,5 +522,5 @@ fn install_keeps_the_old_rules_and_routes_until_apply() {
             .collect()
     };
     let (want, got) = (comparable(fresh.routing()), comparable(ns.routing()));
-    assert_eq!(got, want, "{}", diff(&want, &got));
+    assert_eq!(got, want, "{}", line_diff(&want, &got));
 }

@@ -6,7 +6,7 @@ mod common;
 
 use std::process::Command;
 
-use common::{spec, Netns};
+use common::{netns, spec, RoutingNs};
 use nftbalance_routing::{apply, flush, plan, Error, Links, Socket};
 
 const SPEC: &str = r#"{ "gateways": [
@@ -18,7 +18,7 @@ const CHILD: &str = "NBR_UNPRIVILEGED_CHILD";
 
 #[test]
 fn without_cap_net_admin_apply_and_flush_fail_clearly_and_change_nothing() {
-    let ns = Netns::new("eperm");
+    let ns = netns("eperm");
     ns.gateway_ifaces(&spec(SPEC));
     // Something owned to flush, with another mark than the spec's so apply has work to do.
     let mut other = plan(&spec(SPEC));
@@ -30,7 +30,7 @@ fn without_cap_net_admin_apply_and_flush_fail_clearly_and_change_nothing() {
 
     let exe = std::env::current_exe().unwrap();
     let out = Command::new("ip")
-        .args(["netns", "exec", &ns.name])
+        .args(["netns", "exec", ns.name()])
         .args([
             "setpriv",
             "--reuid=65534",

@@ -2,50 +2,21 @@
 //! `make bless` (NFTBALANCE_BLESS=1) rewrites the goldens; review them with `git diff`.
 
 use std::fs;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use nftbalance_ruleset::{compile, json, nft};
 use nftbalance_spec::Spec;
-
-fn fixtures() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fixtures")
-}
-
-fn bless() -> bool {
-    std::env::var_os("NFTBALANCE_BLESS").is_some()
-}
+use nftbalance_testns::golden::{assert_all, check, fixture_files, fixtures_dir};
 
 fn spec_files() -> Vec<PathBuf> {
-    let mut files: Vec<PathBuf> = fs::read_dir(fixtures().join("specs"))
-        .expect("fixtures/specs")
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.extension().is_some_and(|e| e == "json"))
-        .collect();
-    files.sort();
+    let files = fixture_files("specs", "json");
     assert!(files.len() >= 8, "fixture specs missing: {files:?}");
     files
 }
 
-/// Compares (or with bless, writes) one golden; returns a failure line instead of panicking
-/// so one run lists every stale golden.
-fn check(path: &Path, actual: &str) -> Option<String> {
-    if bless() {
-        fs::write(path, actual).unwrap();
-        return None;
-    }
-    match fs::read_to_string(path) {
-        Ok(expected) if expected == actual => None,
-        Ok(_) => Some(format!(
-            "{} differs (run `make bless` and review the diff)",
-            path.display()
-        )),
-        Err(e) => Some(format!("{}: {e} (run `make bless`)", path.display())),
-    }
-}
-
 #[test]
 fn dumps_match_goldens() {
-    let dump = fixtures().join("dump");
+    let dump = fixtures_dir().join("dump");
     let mut failures = Vec::new();
     for file in spec_files() {
         let stem = file.file_stem().unwrap().to_str().unwrap().to_string();
@@ -64,7 +35,7 @@ fn dumps_match_goldens() {
             "{stem}: output is not deterministic"
         );
     }
-    assert!(failures.is_empty(), "{}", failures.join("\n"));
+    assert_all(&failures);
 }
 
 #[test]
@@ -73,7 +44,7 @@ fn no_stale_goldens() {
         .iter()
         .map(|f| f.file_stem().unwrap().to_str().unwrap().to_string())
         .collect();
-    for entry in fs::read_dir(fixtures().join("dump")).unwrap() {
+    for entry in fs::read_dir(fixtures_dir().join("dump")).unwrap() {
         let path = entry.unwrap().path();
         let name = path.file_name().unwrap().to_str().unwrap();
         let stem = name.split('.').next().unwrap().to_string();

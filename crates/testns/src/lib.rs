@@ -1,115 +1,21 @@
-//! Test support: a network namespace that exists for the life of a value, created by
-//! `Netns::new` and deleted on drop, also when the test panics. Kernel-facing tests of every
-//! crate use it, so none changes the root namespace.
+//! The test-support crate of the workspace, a dev-dependency only (and a dependency of the
+//! `integration` test crate): [`Netns`], a network namespace that exists for the life of a
+//! value and is deleted on drop, also when the test panics, with the real tools (`ip`, `nft`)
+//! run inside it; and [`golden`], the golden files under `fixtures/` and `make bless`.
+//! Nothing here touches the root namespace's ruleset, routes or rules.
 
-use std::io::Write;
-use std::process::{Command, Output, Stdio};
-use std::sync::atomic::{AtomicU32, Ordering};
+pub mod golden;
+mod netns;
 
-static NEXT: AtomicU32 = AtomicU32::new(0);
+use std::path::{Path, PathBuf};
 
-/// Where root's tools live; CI's PATH may lack the sbin directories.
-pub const PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+pub use netns::{Netns, PATH};
 
-#[derive(Debug)]
-pub struct Netns {
-    name: String,
-}
-
-impl Netns {
-    /// Creates a namespace with a unique name. Panics, loudly, when that is impossible
-    /// (not root, no `ip`): a kernel test must never pass without a kernel.
-    pub fn new(tag: &str) -> Netns {
-        let n = NEXT.fetch_add(1, Ordering::Relaxed);
-        let name = format!("nbt-{tag}-{}-{n}", std::process::id());
-        let out = Command::new("ip")
-            .args(["netns", "add", &name])
-            .env("PATH", PATH)
-            .output()
-            .unwrap_or_else(|e| panic!("cannot run `ip netns add` (is iproute2 installed?): {e}"));
-        assert!(
-            out.status.success(),
-            "cannot create network namespace {name} (these tests need root): {}",
-            String::from_utf8_lossy(&out.stderr).trim()
-        );
-        let ns = Netns { name };
-        ns.ok("ip", &["link", "set", "lo", "up"]);
-        ns
-    }
-
-    pub fn name(&self) -> &str {
-        &self.name
-    }
-
-    /// Runs a program inside the namespace, with optional standard input.
-    pub fn exec(&self, program: &str, args: &[&str], stdin: Option<&[u8]>) -> Output {
-        let mut cmd = Command::new("ip");
-        cmd.args(["netns", "exec", &self.name, program])
-            .args(args)
-            .env("PATH", PATH)
-            .stdin(if stdin.is_some() {
-                Stdio::piped()
-            } else {
-                Stdio::null()
-            })
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
-        let mut child = cmd
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot run {program} in {}: {e}", self.name));
-        if let Some(input) = stdin {
-            let mut pipe = child.stdin.take().unwrap();
-            pipe.write_all(input).unwrap();
-        }
-        child.wait_with_output().unwrap()
-    }
-
-    /// Runs a program that must succeed; returns its standard output.
-    pub fn ok(&self, program: &str, args: &[&str]) -> String {
-        let out = self.exec(program, args, None);
-        assert!(
-            out.status.success(),
-            "`{program} {}` failed in {}: {}",
-            args.join(" "),
-            self.name,
-            String::from_utf8_lossy(&out.stderr).trim()
-        );
-        String::from_utf8(out.stdout).unwrap()
-    }
-}
-
-impl Netns {
-    /// Runs `f` on a fresh thread that has entered this namespace: netlink sockets opened
-    /// there stay bound to it. Panics inside `f` are propagated.
-    pub fn run<T: Send>(&self, f: impl FnOnce() -> T + Send) -> T {
-        std::thread::scope(|s| {
-            s.spawn(|| {
-                let path = format!("/var/run/netns/{}", self.name);
-                let fd = std::fs::File::open(&path).unwrap_or_else(|e| panic!("open {path}: {e}"));
-                nix::sched::setns(&fd, nix::sched::CloneFlags::CLONE_NEWNET)
-                    .expect("setns(CLONE_NEWNET)");
-                f()
-            })
-            .join()
-            .unwrap_or_else(|e| std::panic::resume_unwind(e))
-        })
-    }
-}
-
-impl Drop for Netns {
-    fn drop(&mut self) {
-        let out = Command::new("ip")
-            .args(["netns", "del", &self.name])
-            .env("PATH", PATH)
-            .output();
-        match out {
-            Ok(o) if o.status.success() => {}
-            Ok(o) => eprintln!(
-                "warning: could not delete namespace {}: {}",
-                self.name,
-                String::from_utf8_lossy(&o.stderr).trim()
-            ),
-            Err(e) => eprintln!("warning: could not delete namespace {}: {e}", self.name),
-        }
-    }
+/// The repository root (the workspace directory that holds `crates/` and `fixtures/`).
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .ancestors()
+        .nth(2)
+        .expect("crates/testns sits two levels below the repository root")
+        .to_path_buf()
 }

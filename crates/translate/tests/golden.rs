@@ -4,41 +4,13 @@
 
 use std::collections::BTreeMap;
 use std::fs;
-use std::path::{Path, PathBuf};
 
+use nftbalance_testns::golden::{assert_all, check_instead_of, fixture_files};
 use nftbalance_translate::{to_nft, to_spec, Input};
-
-fn corpus() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fixtures/legacy/corpus")
-}
-
-fn check(failures: &mut Vec<String>, path: &Path, other: &Path, actual: &str) {
-    if std::env::var_os("NFTBALANCE_BLESS").is_some() {
-        fs::write(path, actual).unwrap();
-        let _ = fs::remove_file(other);
-        return;
-    }
-    if other.exists() {
-        failures.push(format!("{} is stale (run `make bless`)", other.display()));
-    }
-    match fs::read_to_string(path) {
-        Ok(e) if e == actual => {}
-        Ok(_) => failures.push(format!(
-            "{} differs (run `make bless` and review the diff)",
-            path.display()
-        )),
-        Err(e) => failures.push(format!("{}: {e} (run `make bless`)", path.display())),
-    }
-}
 
 #[test]
 fn corpus_matches_goldens() {
-    let mut files: Vec<PathBuf> = fs::read_dir(corpus())
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.extension().is_some_and(|e| e == "save"))
-        .collect();
-    files.sort();
+    let files = fixture_files("legacy/corpus", "save");
     assert!(files.len() >= 6, "corpus missing: {files:?}");
     let mut failures = Vec::new();
     for f in files {
@@ -50,39 +22,27 @@ fn corpus_matches_goldens() {
             text: &text,
         }];
         let d = BTreeMap::new();
-        let p = |ext: &str| corpus().join(format!("{stem}.{ext}"));
+        let p = |ext: &str| f.with_file_name(format!("{stem}.{ext}"));
+        let mut check = |path: &str, instead_of: &str, actual: &str| {
+            failures.extend(check_instead_of(&p(path), &p(instead_of), actual));
+        };
         match to_spec(&input, &d) {
             Ok((spec, report)) => {
                 let mut s = serde_json::to_string_pretty(&spec).unwrap();
                 s.push('\n');
-                check(&mut failures, &p("spec.json"), &p("spec.err"), &s);
-                check(
-                    &mut failures,
-                    &p("report"),
-                    &p("report.none"),
-                    &report.to_string(),
-                );
+                check("spec.json", "spec.err", &s);
+                check("report", "report.none", &report.to_string());
             }
-            Err(e) => check(
-                &mut failures,
-                &p("spec.err"),
-                &p("spec.json"),
-                &format!("{e}\n"),
-            ),
+            Err(e) => check("spec.err", "spec.json", &format!("{e}\n")),
         }
         match to_nft(&input, &d, false) {
-            Ok((nft, _)) => check(&mut failures, &p("nft"), &p("nft.err"), &nft),
-            Err(e) => check(&mut failures, &p("nft.err"), &p("nft"), &format!("{e}\n")),
+            Ok((nft, _)) => check("nft", "nft.err", &nft),
+            Err(e) => check("nft.err", "nft", &format!("{e}\n")),
         }
         match to_nft(&input, &d, true) {
-            Ok((nft, _)) => check(&mut failures, &p("literal.nft"), &p("literal.err"), &nft),
-            Err(e) => check(
-                &mut failures,
-                &p("literal.err"),
-                &p("literal.nft"),
-                &format!("{e}\n"),
-            ),
+            Ok((nft, _)) => check("literal.nft", "literal.err", &nft),
+            Err(e) => check("literal.err", "literal.nft", &format!("{e}\n")),
         }
     }
-    assert!(failures.is_empty(), "{}", failures.join("\n"));
+    assert_all(&failures);
 }

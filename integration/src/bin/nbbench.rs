@@ -14,37 +14,17 @@
 
 use std::time::Duration;
 
-use nftbalance_integration::netns::Netns;
 use nftbalance_integration::topology::{lan_hosts, Backend, Topology, SERVER};
 use nftbalance_integration::{bench_spec as spec, target_binary};
-use serde_json::Value;
 
 const ROUNDS: usize = 9;
 const SECONDS: u64 = 2;
 const PREFIXES: u32 = 100_000;
 
-fn load_nft(ns: &Netns, text: &str) {
-    let out = ns.exec("nft", &["-f", "-"], Some(text.as_bytes()));
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
 fn delivered(topo: &Topology) -> u64 {
-    let text = topo
-        .server
-        .ok("nft", &["-j", "list", "table", "inet", "sink"]);
-    let doc: Value = serde_json::from_str(&text).unwrap();
-    doc["nftables"]
-        .as_array()
-        .unwrap()
+    topo.server
+        .rule_counters(&["table", "inet", "sink"])
         .iter()
-        .filter_map(|o| o.get("rule"))
-        .flat_map(|r| r["expr"].as_array().unwrap())
-        .filter_map(|e| e.get("counter"))
-        .map(|c| c["packets"].as_u64().unwrap())
         .sum()
 }
 
@@ -57,7 +37,7 @@ fn data_path_topology(setup: impl Fn(&Topology)) -> Topology {
         "sysctl",
         &["-qw", "net.netfilter.nf_conntrack_udp_timeout=1"],
     );
-    load_nft(&topo.server, "table inet sink {\n chain input { type filter hook input priority 0;\n  udp dport 1024-65535 counter drop\n }\n}\n");
+    topo.server.load_nft("table inet sink {\n chain input { type filter hook input priority 0;\n  udp dport 1024-65535 counter drop\n }\n}\n");
     for isp in &topo.isps {
         isp.ok("nft", &["delete", "table", "inet", "bcp38"]);
     }
@@ -117,7 +97,7 @@ fn install(topo: &Topology, setup: &Setup) {
         }
         Setup::Nft(text) => {
             topo.router.ok("nft", &["flush", "ruleset"]);
-            load_nft(&topo.router, text);
+            topo.router.load_nft(text);
         }
         Setup::Apply(spec) => {
             topo.router.ok("nft", &["flush", "ruleset"]);

@@ -1,5 +1,5 @@
 //! Network-namespace lab for the probe tests. Every test builds its own namespaces
-//! (`nbt-<tag>-<pid>-<n>`, the shared `nftbalance-testns` guard) and deletes them on drop, also when the test panics; nothing is
+//! (`nftbalance_testns::Netns`, deleted on drop, also when the test panics); nothing is
 //! changed in the root namespace. Tests fail loudly without root; they never skip.
 //!
 //! ```text
@@ -17,46 +17,7 @@
 
 use std::net::TcpListener;
 
-/// A network namespace created for this test; deleted on drop (by the shared guard).
-#[derive(Debug)]
-pub struct Netns {
-    pub name: String,
-    guard: nftbalance_testns::Netns,
-}
-
-impl Netns {
-    pub fn new(tag: &str) -> Netns {
-        let guard = nftbalance_testns::Netns::new(tag);
-        Netns {
-            name: guard.name().to_string(),
-            guard,
-        }
-    }
-
-    /// Runs `f` on a fresh thread that has entered this namespace (sockets opened there stay
-    /// bound to it). Panics inside `f` are propagated.
-    pub fn run<T: Send>(&self, f: impl FnOnce() -> T + Send) -> T {
-        self.guard.run(f)
-    }
-
-    /// Runs a command inside the namespace (`ip netns exec`); returns stdout, panics on failure.
-    pub fn exec(&self, args: &[&str]) -> String {
-        self.guard.ok(args[0], &args[1..])
-    }
-
-    /// `ip -n <ns> <args>`, panics on failure.
-    pub fn ip(&self, args: &str) -> String {
-        let args: Vec<&str> = args.split_whitespace().collect();
-        self.guard.ok("ip", &args)
-    }
-
-    pub fn nft(&self, script: &str) {
-        let path = std::env::temp_dir().join(format!("{}.nft", self.name));
-        std::fs::write(&path, script).expect("write nft file");
-        self.exec(&["nft", "-f", path.to_str().unwrap()]);
-        let _ = std::fs::remove_file(path);
-    }
-}
+use nftbalance_testns::Netns;
 
 /// The router, two providers and a server (see the module docs).
 #[derive(Debug)]
@@ -80,71 +41,61 @@ impl Lab {
         let providers = [Netns::new("isp1"), Netns::new("isp2")];
         let server = Netns::new("srv");
         for ns in [&router, &providers[0], &providers[1], &server] {
-            ns.ip("link set lo up");
             // no duplicate address detection: otherwise the link-local addresses stay
             // tentative for ~2 s and neighbour discovery from addresses not on the link
             // (the server's loopback address) stalls until then; static IPv6 addresses survive
             // a link going down (by default the kernel flushes them, and nobody here re-adds
             // them as a network manager would)
-            ns.exec(&[
-                "sysctl",
-                "-qw",
+            ns.sysctl(&[
                 "net.ipv6.conf.all.accept_dad=0",
                 "net.ipv6.conf.default.accept_dad=0",
                 "net.ipv6.conf.all.keep_addr_on_down=1",
                 "net.ipv6.conf.default.keep_addr_on_down=1",
             ]);
         }
-        router.exec(&[
-            "sysctl",
-            "-qw",
+        router.sysctl(&[
             "net.ipv4.conf.all.rp_filter=0",
             "net.ipv4.conf.default.rp_filter=0",
         ]);
-        server.ip("addr add 10.9.9.9/32 dev lo");
-        server.ip("addr add fd00:9::9/128 dev lo nodad");
+        server.cmd("ip addr add 10.9.9.9/32 dev lo");
+        server.cmd("ip addr add fd00:9::9/128 dev lo nodad");
         for (k, p) in providers.iter().enumerate() {
             let i = k + 1;
-            router.ip(&format!(
-                "link add up{i} type veth peer name dn netns {}",
-                p.name
+            router.cmd(&format!(
+                "ip link add up{i} type veth peer name dn netns {}",
+                p.name()
             ));
-            p.ip(&format!(
-                "link add srv type veth peer name s{i} netns {}",
-                server.name
+            p.cmd(&format!(
+                "ip link add srv type veth peer name s{i} netns {}",
+                server.name()
             ));
-            router.ip(&format!("addr add 10.{i}.0.1/24 dev up{i}"));
-            router.ip(&format!("addr add fd00:{i}::1/64 dev up{i} nodad"));
-            p.ip(&format!("addr add 10.{i}.0.2/24 dev dn"));
-            p.ip(&format!("addr add fd00:{i}::2/64 dev dn nodad"));
-            p.ip(&format!("addr add 10.3.{i}.1/24 dev srv"));
-            p.ip(&format!("addr add fd00:3:{i}::1/64 dev srv nodad"));
-            server.ip(&format!("addr add 10.3.{i}.2/24 dev s{i}"));
-            server.ip(&format!("addr add fd00:3:{i}::2/64 dev s{i} nodad"));
-            router.ip(&format!("link set up{i} up"));
-            p.ip("link set dn up");
-            p.ip("link set srv up");
-            server.ip(&format!("link set s{i} up"));
-            p.exec(&[
-                "sysctl",
-                "-qw",
-                "net.ipv4.ip_forward=1",
-                "net.ipv6.conf.all.forwarding=1",
-            ]);
-            p.ip(&format!("route add 10.9.9.0/24 via 10.3.{i}.2"));
-            p.ip(&format!("-6 route add fd00:9::/64 via fd00:3:{i}::2"));
-            server.ip(&format!("route add 10.{i}.0.0/24 via 10.3.{i}.1"));
-            server.ip(&format!("-6 route add fd00:{i}::/64 via fd00:3:{i}::1"));
+            router.cmd(&format!("ip addr add 10.{i}.0.1/24 dev up{i}"));
+            router.cmd(&format!("ip addr add fd00:{i}::1/64 dev up{i} nodad"));
+            p.cmd(&format!("ip addr add 10.{i}.0.2/24 dev dn"));
+            p.cmd(&format!("ip addr add fd00:{i}::2/64 dev dn nodad"));
+            p.cmd(&format!("ip addr add 10.3.{i}.1/24 dev srv"));
+            p.cmd(&format!("ip addr add fd00:3:{i}::1/64 dev srv nodad"));
+            server.cmd(&format!("ip addr add 10.3.{i}.2/24 dev s{i}"));
+            server.cmd(&format!("ip addr add fd00:3:{i}::2/64 dev s{i} nodad"));
+            router.cmd(&format!("ip link set up{i} up"));
+            p.cmd("ip link set dn up");
+            p.cmd("ip link set srv up");
+            server.cmd(&format!("ip link set s{i} up"));
+            p.sysctl(&["net.ipv4.ip_forward=1", "net.ipv6.conf.all.forwarding=1"]);
+            p.cmd(&format!("ip route add 10.9.9.0/24 via 10.3.{i}.2"));
+            p.cmd(&format!("ip -6 route add fd00:9::/64 via fd00:3:{i}::2"));
+            server.cmd(&format!("ip route add 10.{i}.0.0/24 via 10.3.{i}.1"));
+            server.cmd(&format!("ip -6 route add fd00:{i}::/64 via fd00:3:{i}::1"));
             let table = 100 + i;
-            router.ip(&format!(
-                "route add default via 10.{i}.0.2 dev up{i} table {table}"
+            router.cmd(&format!(
+                "ip route add default via 10.{i}.0.2 dev up{i} table {table}"
             ));
-            router.ip(&format!(
-                "-6 route add default via fd00:{i}::2 dev up{i} table {table}"
+            router.cmd(&format!(
+                "ip -6 route add default via fd00:{i}::2 dev up{i} table {table}"
             ));
-            router.ip(&format!("rule add fwmark {i} lookup {table}"));
-            router.ip(&format!("-6 rule add fwmark {i} lookup {table}"));
-            p.nft(
+            router.cmd(&format!("ip rule add fwmark {i} lookup {table}"));
+            router.cmd(&format!("ip -6 rule add fwmark {i} lookup {table}"));
+            p.load_nft(
                 "table inet probe {\n\
                  \tcounter to_server { }\n\
                  \tchain tally {\n\
@@ -174,8 +125,7 @@ impl Lab {
 
     /// Packets provider `i` (1 or 2) forwarded to the server address so far.
     pub fn forwarded(&self, i: usize) -> u64 {
-        let text =
-            self.providers[i - 1].exec(&["nft", "list", "counter", "inet", "probe", "to_server"]);
+        let text = self.providers[i - 1].nft(&["list", "counter", "inet", "probe", "to_server"]);
         let after = text
             .split("packets ")
             .nth(1)
@@ -189,11 +139,11 @@ impl Lab {
 
     /// Provider `i` drops everything it would forward (after counting it); its links stay up.
     pub fn provider_drops_all(&self, i: usize) {
-        self.providers[i - 1].exec(&["nft", "add", "rule", "inet", "probe", "cut", "drop"]);
+        self.providers[i - 1].nft(&["add", "rule", "inet", "probe", "cut", "drop"]);
     }
 
     /// Provider `i` forwards again.
     pub fn provider_forwards(&self, i: usize) {
-        self.providers[i - 1].exec(&["nft", "flush", "chain", "inet", "probe", "cut"]);
+        self.providers[i - 1].nft(&["flush", "chain", "inet", "probe", "cut"]);
     }
 }

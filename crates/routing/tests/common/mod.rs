@@ -1,7 +1,7 @@
-//! Network-namespace sandbox for the routing tests. Every test works in namespaces it creates
-//! itself (`nbt-<tag>-<pid>-<n>`, the shared `nftbalance-testns` guard) and deletes on drop, also when the test panics. Tests fail
-//! loudly when they cannot create a namespace (they need root); they never skip. The root
-//! namespace's rules and routes are never touched: every `ip` runs with `-n`, and every
+//! The routing tests' namespaces and topology. Every test works in namespaces it creates itself
+//! (`nftbalance_testns::Netns`, deleted on drop, also when the test panics). Tests fail loudly
+//! when they cannot create a namespace (they need root); they never skip. The root
+//! namespace's rules and routes are never touched: every `ip` runs inside the namespace, and every
 //! netlink socket is opened on a thread that has entered the test's namespace.
 #![allow(dead_code)]
 
@@ -13,52 +13,48 @@ use nftbalance_routing::{
 };
 use nftbalance_spec::Spec;
 
-/// A network namespace created for this test; deleted on drop (by the shared guard).
-#[derive(Debug)]
-pub struct Netns {
-    pub name: String,
-    guard: nftbalance_testns::Netns,
+use nftbalance_testns::Netns;
+
+/// A namespace for a routing test: the shared guard, without duplicate address detection, so
+/// that addresses and their routes exist at once and the routing listings compared by the
+/// tests do not change under them.
+pub fn netns(tag: &str) -> Netns {
+    let ns = Netns::new(tag);
+    ns.sysctl(&[
+        "net.ipv6.conf.all.accept_dad=0",
+        "net.ipv6.conf.default.accept_dad=0",
+    ]);
+    ns
 }
 
-impl Netns {
-    pub fn new(tag: &str) -> Netns {
-        let guard = nftbalance_testns::Netns::new(tag);
-        let ns = Netns {
-            name: guard.name().to_string(),
-            guard,
-        };
-        // No duplicate address detection: addresses and their routes exist at once, so the
-        // routing listings compared by the tests do not change under them.
-        ns.exec(&[
-            "sh",
-            "-c",
-            "echo 0 > /proc/sys/net/ipv6/conf/all/accept_dad && \
-             echo 0 > /proc/sys/net/ipv6/conf/default/accept_dad",
-        ]);
-        ns
-    }
-
-    /// Runs `f` on a fresh thread that has entered this namespace (sockets opened there stay
-    /// bound to it). Panics inside `f` are propagated.
-    pub fn run<T: Send>(&self, f: impl FnOnce() -> T + Send) -> T {
-        self.guard.run(f)
-    }
-
-    /// `ip netns exec NS ARGS...`; panics on failure.
-    pub fn exec(&self, args: &[&str]) -> String {
-        self.guard.ok(args[0], &args[1..])
-    }
-
-    /// `ip -n NS ARGS...`; panics on failure, returns stdout.
-    pub fn ip(&self, args: &[&str]) -> String {
-        self.guard.ok("ip", args)
-    }
-
+/// The routing tests' topology and the crate's calls, run in a test namespace.
+pub trait RoutingNs {
     /// `ip -n NS [-6] -batch FILE` of the given text.
-    pub fn ip_batch(&self, v6: bool, text: &str) {
-        let path = std::env::temp_dir().join(format!("{}-{}.ip", self.name, v6 as u8));
+    fn ip_batch(&self, v6: bool, text: &str);
+    /// An interface `name` (a veth whose peer `name`p stays in the namespace too), up, with
+    /// its addresses.
+    fn iface(&self, name: &str, addrs: &[&str]);
+    /// Interfaces for every gateway of a spec: its addresses (host routes) and a link route to
+    /// its next hops, so that `via` is reachable.
+    fn gateway_ifaces(&self, spec: &Spec);
+    /// Every rule and route of the namespace, as `ip` lists them (both families, all tables).
+    fn routing(&self) -> String;
+    /// The owned part, as `ip` lists it: rules in the owned priority range, routes of proto 110.
+    fn owned(&self) -> String;
+    /// The crate's calls, each on a thread that has entered the namespace.
+    fn install(&self, plan: &RoutingPlan) -> Result<ApplyReport, Error>;
+    fn apply(&self, plan: &RoutingPlan) -> Result<ApplyReport, Error>;
+    fn links(&self) -> Links;
+    fn read_owned(&self) -> OwnedState;
+    fn restore(&self, snapshot: &OwnedState) -> Result<Vec<String>, Error>;
+    fn flush(&self) -> Result<(usize, usize), Error>;
+}
+
+impl RoutingNs for Netns {
+    fn ip_batch(&self, v6: bool, text: &str) {
+        let path = std::env::temp_dir().join(format!("{}-{}.ip", self.name(), v6 as u8));
         std::fs::write(&path, text).unwrap();
-        let mut args = vec!["-n", &self.name];
+        let mut args = vec!["-n", self.name()];
         if v6 {
             args.push("-6");
         }
@@ -72,9 +68,7 @@ impl Netns {
         );
     }
 
-    /// An interface `name` (a veth whose peer `name`p stays in the namespace too), up, with
-    /// its addresses.
-    pub fn iface(&self, name: &str, addrs: &[&str]) {
+    fn iface(&self, name: &str, addrs: &[&str]) {
         let peer = format!("{name}p");
         self.ip(&["link", "add", name, "type", "veth", "peer", "name", &peer]);
         self.ip(&["link", "set", &peer, "up"]);
@@ -88,9 +82,7 @@ impl Netns {
         }
     }
 
-    /// Interfaces for every gateway of a spec: its addresses (host routes) and a link route to
-    /// its next hops, so that `via` is reachable.
-    pub fn gateway_ifaces(&self, spec: &Spec) {
+    fn gateway_ifaces(&self, spec: &Spec) {
         for g in &spec.gateways {
             let mut addrs = Vec::new();
             if let Some(a) = g.address {
@@ -119,8 +111,7 @@ impl Netns {
         }
     }
 
-    /// Every rule and route of the namespace, as `ip` lists them (both families, all tables).
-    pub fn routing(&self) -> String {
+    fn routing(&self) -> String {
         [
             self.ip(&["-4", "rule", "show"]),
             self.ip(&["-6", "rule", "show"]),
@@ -130,8 +121,7 @@ impl Netns {
         .join("--\n")
     }
 
-    /// The owned part, as `ip` lists it: rules in the owned priority range, routes of proto 110.
-    pub fn owned(&self) -> String {
+    fn owned(&self) -> String {
         let rules = |v6: bool| {
             let mut args = vec!["rule", "show"];
             if v6 {
@@ -155,7 +145,7 @@ impl Netns {
         .join("--\n")
     }
 
-    pub fn install(&self, plan: &RoutingPlan) -> Result<ApplyReport, Error> {
+    fn install(&self, plan: &RoutingPlan) -> Result<ApplyReport, Error> {
         self.run(|| {
             let sock = Socket::open()?;
             let links = Links::read(&sock)?;
@@ -163,7 +153,7 @@ impl Netns {
         })
     }
 
-    pub fn apply(&self, plan: &RoutingPlan) -> Result<ApplyReport, Error> {
+    fn apply(&self, plan: &RoutingPlan) -> Result<ApplyReport, Error> {
         self.run(|| {
             let sock = Socket::open()?;
             let links = Links::read(&sock)?;
@@ -171,35 +161,23 @@ impl Netns {
         })
     }
 
-    pub fn links(&self) -> Links {
+    fn links(&self) -> Links {
         self.run(|| Links::read(&Socket::open().unwrap()).unwrap())
     }
 
-    pub fn read_owned(&self) -> OwnedState {
+    fn read_owned(&self) -> OwnedState {
         self.run(|| read_owned(&Socket::open().unwrap()).unwrap())
     }
 
-    pub fn restore(&self, snapshot: &OwnedState) -> Result<Vec<String>, Error> {
+    fn restore(&self, snapshot: &OwnedState) -> Result<Vec<String>, Error> {
         self.run(|| restore(&Socket::open()?, snapshot))
     }
 
-    pub fn flush(&self) -> Result<(usize, usize), Error> {
+    fn flush(&self) -> Result<(usize, usize), Error> {
         self.run(|| flush(&Socket::open()?))
     }
 }
 
 pub fn spec(json: &str) -> Spec {
     Spec::from_json(json).unwrap_or_else(|e| panic!("bad test spec: {e}"))
-}
-
-/// Lines that differ, for assertion messages.
-pub fn diff(a: &str, b: &str) -> String {
-    let mut out = String::new();
-    for l in a.lines().filter(|l| !b.lines().any(|x| x == *l)) {
-        out.push_str(&format!("- {l}\n"));
-    }
-    for l in b.lines().filter(|l| !a.lines().any(|x| x == *l)) {
-        out.push_str(&format!("+ {l}\n"));
-    }
-    out
 }
