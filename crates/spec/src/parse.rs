@@ -48,8 +48,8 @@ impl Unimplemented {
     fn message(self) -> &'static str {
         match self {
             Unimplemented::Policies => {
-                "not implemented yet: the ruleset compiler does not act on policies \
-                 (issue 16), so the spec is refused rather than applied without them"
+                "not implemented yet: the ruleset compiler does not act on policies or \
+                 last resorts (issue 16), so the spec is refused rather than applied without them"
             }
             Unimplemented::HealthQuality => {
                 "not implemented yet: watch does not act on this health check (issue 16), \
@@ -1916,6 +1916,304 @@ mod tests {
         let all = vec![gw; 100_000].join(",");
         let e = errors(&format!(r#"{{"gateways":[{all}]}}"#));
         assert_eq!(e, ["gateways: 100000 gateways; at most 64 are supported"]);
+    }
+
+    const THREE: &str = r#""gateways":[
+        {"name":"fibre","interface":"eth1","mark":1,"weight":3,"route_table":101},
+        {"name":"dsl","interface":"eth2","mark":2,"weight":2,"route_table":102},
+        {"name":"lte","interface":"wwan0","mark":3,"route_table":103}]"#;
+
+    /// Errors of `{THREE, rest}`, parsed with every part of issue 16 accepted.
+    fn ahead_errors(rest: &str) -> Vec<String> {
+        match Spec::from_json_including_unimplemented(&format!("{{{THREE}{rest}}}")) {
+            Ok(_) => Vec::new(),
+            Err(e) => e.0.iter().map(ToString::to_string).collect(),
+        }
+    }
+
+    fn health_errors(health: &str) -> Vec<String> {
+        ahead_errors(&format!(
+            r#","balance":{{}},"hooks":{{"on_change":["/bin/true"]}},
+               "policies":{{}},"watch":{{}},
+               "gateways":[{{"name":"a","interface":"eth1","mark":1,"route_table":101,
+                             "health":{health}}}]"#
+        ))
+    }
+
+    #[test]
+    fn policy_members_are_checked() {
+        let e = ahead_errors(
+            r#","policies":{
+                "p":{"members":[
+                    {"gateway":"fibre","tier":0},
+                    {"gateway":"dsl","tier":17,"weight":0},
+                    {"gateway":"fibre","weight":1001},
+                    {"gateway":"nope"}]},
+                "empty":{"members":[]},
+                "1bad":{"members":[{"gateway":"lte"}],"method":"fastest","last_resort":"drop"}}"#,
+        );
+        assert_eq!(
+            e,
+            [
+                "policies.p.members[0].tier: 0 is out of range: use 1 to 16",
+                "policies.p.members[1].tier: 17 is out of range: use 1 to 16",
+                "policies.p.members[1].weight: 0 is out of range: use 1 to 1000",
+                "policies.p.members[2].weight: 1001 is out of range: use 1 to 1000",
+                "policies.p.members[3].gateway: \"nope\" is not a gateway; expected one of: fibre, dsl, lte",
+                "policies.p.members[2].gateway: \"fibre\" is already used by policies.p.members[0]",
+                "policies.empty.members: no members: name at least one gateway",
+                "policies.1bad: \"1bad\" is not a valid name: use 1 to 32 characters, a letter first, then letters, digits, '_' or '-'",
+                "policies.1bad.method: \"fastest\" is not a method; expected round-robin, random or source-hash",
+                "policies.1bad.last_resort: \"drop\" is not a last resort; expected keep-last, main-table or unreachable",
+            ]
+        );
+    }
+
+    #[test]
+    fn member_weight_defaults_to_the_gateways() {
+        let s = Spec::from_json_including_unimplemented(&format!(
+            r#"{{{THREE},"policies":{{"p":{{"members":[{{"gateway":"fibre"}},{{"gateway":"lte","tier":2,"weight":9}}]}}}}}}"#
+        ))
+        .unwrap();
+        let p = &s.policies["p"];
+        assert_eq!((p.members[0].tier, p.members[0].weight), (1, 3));
+        assert_eq!((p.members[1].tier, p.members[1].weight), (2, 9));
+    }
+
+    #[test]
+    fn selectors_name_defined_policies_and_not_a_gateway_too() {
+        let e = ahead_errors(
+            r#","policies":{"p":{"members":[{"gateway":"lte"}]}},
+               "balance":{"forward":[{"policy":"q"},{"policy":"p","gateway":"dsl"},{"policy":"p"}],
+                          "local":[{"policy":7}]}"#,
+        );
+        assert_eq!(
+            e,
+            [
+                "balance.forward[0].policy: \"q\" is not a policy; expected one of: p",
+                "balance.forward[1]: policy and gateway together: a gateway pin is a policy of its own; keep one of them",
+                "balance.local[0].policy: expected a string, found a number",
+            ]
+        );
+        let e = ahead_errors(r#","balance":{"forward":[{"policy":"q"}]}"#);
+        assert_eq!(
+            e,
+            ["balance.forward[0].policy: \"q\" is not a policy: define it in policies"]
+        );
+        // A policies field that is not an object is one error, not one per selector.
+        let e = ahead_errors(r#","policies":[],"balance":{"forward":[{"policy":"q"}]}"#);
+        assert_eq!(
+            e,
+            ["policies: expected an object of policies by name, found an array"]
+        );
+    }
+
+    #[test]
+    fn quality_thresholds_recover_stricter_than_they_fail() {
+        assert_eq!(
+            health_errors(
+                r#"{"targets":["192.0.2.1","192.0.2.2"],"reliability":2,"window":30,
+                    "max_loss":20,"recover_loss":5,"max_latency":"300ms",
+                    "recover_latency":"150ms","hold_down":"2m"}"#
+            ),
+            Vec::<String>::new()
+        );
+        let e = health_errors(
+            r#"{"targets":["192.0.2.1"],"reliability":2,"window":101,
+                "max_loss":20,"recover_loss":20,"max_latency":"300ms","recover_latency":"1s",
+                "hold_down":"2d"}"#,
+        );
+        assert_eq!(
+            e,
+            [
+                "gateways[0].health.reliability: 2 is more than the 1 target given",
+                "gateways[0].health.window: 101 is out of range: use 1 to 100",
+                "gateways[0].health.hold_down: \"2d\" is out of range: use 0s to 1d",
+                "gateways[0].health.recover_loss: 20% is not below max_loss (20%): recovery must be stricter than failure, or a gateway at the threshold flaps",
+                "gateways[0].health.recover_latency: 1s is not below max_latency (300ms): recovery must be stricter than failure, or a gateway at the threshold flaps",
+            ]
+        );
+        let e = health_errors(
+            r#"{"targets":["192.0.2.1"],"reliability":0,"recover_loss":5,"max_loss":101,
+                "recover_latency":"10ms","window":5}"#,
+        );
+        assert_eq!(
+            e,
+            [
+                "gateways[0].health.reliability: 0 targets would make every round a success; use 1 or more",
+                "gateways[0].health.max_loss: 101 is out of range: use 0 to 100 (percent)",
+            ]
+        );
+        let e = health_errors(
+            r#"{"targets":["192.0.2.1"],"recover_loss":5,"recover_latency":"10ms","window":5}"#,
+        );
+        assert_eq!(
+            e,
+            [
+                "gateways[0].health.recover_loss: without max_loss: give the loss that marks the gateway down as well",
+                "gateways[0].health.recover_latency: without max_latency: give the latency that marks the gateway down as well",
+                "gateways[0].health.window: window sets the rounds max_loss and max_latency look at; give one of them",
+            ]
+        );
+        let e = health_errors(
+            r#"{"targets":["192.0.2.1"],"timeout":"500ms","max_latency":"500ms","hold_down":"1x"}"#,
+        );
+        assert_eq!(
+            e,
+            [
+                "gateways[0].health.hold_down: \"1x\" is not a duration (e.g. \"500ms\", \"90s\", \"10m\", \"1h30m\", \"1d\")",
+                "gateways[0].health.max_latency: 500ms is not below the timeout (500ms): a probe that slow has already failed",
+            ]
+        );
+    }
+
+    #[test]
+    fn target_kinds() {
+        let s = Spec::from_json_including_unimplemented(
+            r#"{"gateways":[{"name":"a","interface":"eth1","mark":1,"route_table":101,
+                "health":{"targets":["dns://192.0.2.53/example.com","192.0.2.1",
+                                     "http://[2001:db8::80]:8080/ok","192.0.2.1:443"],
+                          "reliability":4}}]}"#,
+        )
+        .unwrap();
+        let h = s.gateways[0].health.as_ref().unwrap();
+        assert_eq!(h.targets.len(), 2);
+        assert_eq!(h.queries.len(), 2);
+        assert_eq!(h.target_count(), 4);
+        let e = health_errors(
+            r#"{"targets":["ftp://192.0.2.1/x","dns://192.0.2.53","http://example.com/",
+                           "example.com","icmp://192.0.2.1"]}"#,
+        );
+        assert_eq!(
+            e,
+            [
+                "gateways[0].health.targets[0]: \"ftp://\" is not a kind of target; use an address (ICMP echo), address:port (TCP connect), dns://address/name (DNS query) or http://address/path (HTTP GET)",
+                "gateways[0].health.targets[1]: \"dns://192.0.2.53\": name the record to ask for after the address (dns://192.0.2.53/example.com)",
+                "gateways[0].health.targets[2]: \"http://example.com/\": \"example.com\" is not an IP address (with an optional port; IPv6 in brackets, e.g. [2001:db8::1]:8080): host names are not resolved",
+                "gateways[0].health.targets[3]: \"example.com\" is not a target: write an address for ICMP echo (\"198.51.100.1\") or address:port for a TCP connect (\"198.51.100.1:443\", \"[2001:db8::1]:443\")",
+                "gateways[0].health.targets[4]: \"icmp://\" is not a kind of target; use an address (ICMP echo), address:port (TCP connect), dns://address/name (DNS query) or http://address/path (HTTP GET)",
+            ]
+        );
+        let e = errors(
+            r#"{"family":"ip","gateways":[{"name":"a","interface":"eth1","mark":1,"route_table":101,
+                "health":{"targets":["http://[2001:db8::80]/"]}}]}"#,
+        );
+        assert_eq!(
+            e,
+            ["gateways[0].health.targets[0]: http://[2001:db8::80]/ is IPv6, but the spec's family is ip"]
+        );
+    }
+
+    #[test]
+    fn hooks_name_an_absolute_program() {
+        let hooks = |h: &str| ahead_errors(&format!(r#","hooks":{h}"#));
+        assert_eq!(
+            hooks(r#"{"on_change":["/usr/local/sbin/x","a b",""],"timeout":"30s"}"#),
+            Vec::<String>::new()
+        );
+        assert_eq!(
+            hooks(r#"{"on_change":["notify.sh","a\u0000b"],"timeout":"0s"}"#),
+            [
+                "hooks.on_change[0]: \"notify.sh\" is a relative path: hooks run without a shell or PATH search, so name the program from / (e.g. \"/usr/local/sbin/uplink-changed\")",
+                "hooks.on_change[1]: \"a\\0b\" holds a NUL byte",
+                "hooks.timeout: \"0s\" is out of range: use 100ms to 1h",
+            ]
+        );
+        assert_eq!(
+            hooks(r#"{"on_change":[""]}"#),
+            ["hooks.on_change[0]: \"\" is an empty path: hooks run without a shell or PATH search, so name the program from / (e.g. \"/usr/local/sbin/uplink-changed\")"]
+        );
+        assert_eq!(
+            hooks(r#"{"on_change":[]}"#),
+            ["hooks.on_change: empty: name the program to run, e.g. [\"/usr/local/sbin/uplink-changed\"]"]
+        );
+        assert_eq!(hooks("{}"), ["hooks.on_change: missing (required)"]);
+        let s = Spec::from_json_including_unimplemented(&format!(
+            r#"{{{THREE},"hooks":{{"on_change":["/bin/true"]}}}}"#
+        ))
+        .unwrap();
+        assert_eq!(s.hooks.unwrap().timeout_ms, 10_000);
+    }
+
+    /// While a part of issue 16 is not implemented, the program refuses it by path, and only
+    /// once everything else is right; messages do not offer it.
+    #[test]
+    fn unimplemented_parts_are_refused_by_path_not_ignored() {
+        let text = format!(
+            r#"{{{THREE},
+                "policies":{{"p":{{"members":[{{"gateway":"lte"}}]}}}},
+                "balance":{{"forward":[{{"policy":"p"}}]}},
+                "watch":{{"all_down":"unreachable"}},
+                "hooks":{{"on_change":["/bin/true"]}}}}"#
+        );
+        let refused = Spec::from_json(&text);
+        if POLICIES_IMPLEMENTED && HOOKS_IMPLEMENTED {
+            assert!(refused.is_ok());
+            return;
+        }
+        let e: Vec<String> = refused.unwrap_err().0.iter().map(|e| e.to_string()).collect();
+        let paths: Vec<&str> = e.iter().map(|m| m.split(':').next().unwrap()).collect();
+        assert_eq!(
+            paths,
+            ["policies", "hooks", "balance.forward[0].policy", "watch.all_down"]
+        );
+        assert!(e[0].contains("not implemented yet"), "{e:?}");
+        // Another mistake hides the refusals: fix it first.
+        let e = errors(&text.replace(r#""mark":3"#, r#""mark":0"#));
+        assert_eq!(e, ["gateways[2].mark: 0 is reserved for \"not balanced\""]);
+        // And the messages do not offer what would be refused.
+        let e = errors(&format!(r#"{{{THREE},"watch":{{"all_down":"x"}},"polices":{{}}}}"#));
+        assert_eq!(
+            e,
+            [
+                "polices: unknown field; expected one of: table, family, mark_mask, gateways, balance, snat, watch",
+                "watch.all_down: \"x\" is not a policy; expected keep-last or main-table",
+            ]
+        );
+        let h = errors(
+            r#"{"gateways":[{"name":"a","interface":"eth1","mark":1,"route_table":101,
+                "health":{"targets":["dns://192.0.2.53/a.b"],"hold_down":"1s"}}]}"#,
+        );
+        assert_eq!(
+            h.iter().map(|m| m.split(':').next().unwrap()).collect::<Vec<_>>(),
+            ["gateways[0].health.hold_down", "gateways[0].health.targets[0]"]
+        );
+    }
+
+    #[test]
+    fn specs_without_issue_16_fields_serialize_as_before() {
+        let text = r#"{"gateways":[{"name":"a","interface":"eth1","mark":1,"route_table":101,
+            "health":{"targets":["192.0.2.1"]}}],"balance":{"forward":[{"gateway":"a"}]}}"#;
+        let s = Spec::from_json(text).unwrap();
+        let json = serde_json::to_string(&s).unwrap();
+        assert_eq!(
+            json,
+            r#"{"table":"nftbalance","family":"inet","mark_mask":"0xffffffff","gateways":[{"name":"a","interface":"eth1","mark":"0x1","weight":1,"route_table":101,"health":{"targets":["192.0.2.1"],"interval":"2s","timeout":"1s","up":2,"down":3}}],"balance":{"method":"round-robin","forward":[{"gateway":"a"}],"local":[],"exclude":[],"hash_seed":"0x6e667462"},"snat":true}"#
+        );
+    }
+
+    #[test]
+    fn issue_16_fields_serialize_to_a_spec_that_parses_back_the_same() {
+        let text = format!(
+            r#"{{{THREE},
+                "policies":{{"p":{{"members":[{{"gateway":"lte","tier":2}},{{"gateway":"dsl"}}],
+                               "last_resort":"unreachable"}}}},
+                "balance":{{"forward":[{{"policy":"p"}}]}},
+                "hooks":{{"on_change":["/bin/true","x"],"timeout":"1500ms"}}}}"#
+        )
+        .replace(
+            r#""route_table":101}"#,
+            r#""route_table":101,"health":{"targets":["http://192.0.2.80:8080/x?y=1",
+                "192.0.2.1","dns://[2001:db8::53]/a.b."],"reliability":3,"window":5,
+                "max_loss":30,"recover_loss":10,"max_latency":"250ms","recover_latency":"100ms",
+                "hold_down":"90s"}}"#,
+        );
+        let s = Spec::from_json_including_unimplemented(&text).unwrap();
+        let json = serde_json::to_string_pretty(&s).unwrap();
+        let again = Spec::from_json_including_unimplemented(&json).unwrap();
+        assert_eq!(again, s, "{json}");
+        assert!(json.contains(r#""hold_down": "90s""#), "{json}");
+        assert!(json.contains(r#""timeout": "1500ms""#), "{json}");
     }
 
     #[test]
