@@ -1021,7 +1021,10 @@ impl Cx {
                 let count = targets.as_ref().map(|(t, q)| t.len() + q.len());
                 match count {
                     _ if n == 0 => {
-                        self.err(p, "0 targets would make every round a success; use 1 or more");
+                        self.err(
+                            p,
+                            "0 targets would make every round a success; use 1 or more",
+                        );
                         None
                     }
                     Some(count) if n as usize > count => {
@@ -1604,7 +1607,7 @@ struct Thresholds {
 
 /// Milliseconds as a duration a user would write: "1s", "250ms".
 fn show_ms(ms: u32) -> String {
-    if ms % 1000 == 0 {
+    if ms.is_multiple_of(1000) {
         format_duration(ms / 1000)
     } else {
         format!("{ms}ms")
@@ -2151,18 +2154,30 @@ mod tests {
             assert!(refused.is_ok());
             return;
         }
-        let e: Vec<String> = refused.unwrap_err().0.iter().map(|e| e.to_string()).collect();
+        let e: Vec<String> = refused
+            .unwrap_err()
+            .0
+            .iter()
+            .map(|e| e.to_string())
+            .collect();
         let paths: Vec<&str> = e.iter().map(|m| m.split(':').next().unwrap()).collect();
         assert_eq!(
             paths,
-            ["policies", "hooks", "balance.forward[0].policy", "watch.all_down"]
+            [
+                "policies",
+                "hooks",
+                "balance.forward[0].policy",
+                "watch.all_down"
+            ]
         );
         assert!(e[0].contains("not implemented yet"), "{e:?}");
         // Another mistake hides the refusals: fix it first.
         let e = errors(&text.replace(r#""mark":3"#, r#""mark":0"#));
         assert_eq!(e, ["gateways[2].mark: 0 is reserved for \"not balanced\""]);
         // And the messages do not offer what would be refused.
-        let e = errors(&format!(r#"{{{THREE},"watch":{{"all_down":"x"}},"polices":{{}}}}"#));
+        let e = errors(&format!(
+            r#"{{{THREE},"watch":{{"all_down":"x"}},"polices":{{}}}}"#
+        ));
         assert_eq!(
             e,
             [
@@ -2175,8 +2190,13 @@ mod tests {
                 "health":{"targets":["dns://192.0.2.53/a.b"],"hold_down":"1s"}}]}"#,
         );
         assert_eq!(
-            h.iter().map(|m| m.split(':').next().unwrap()).collect::<Vec<_>>(),
-            ["gateways[0].health.hold_down", "gateways[0].health.targets[0]"]
+            h.iter()
+                .map(|m| m.split(':').next().unwrap())
+                .collect::<Vec<_>>(),
+            [
+                "gateways[0].health.hold_down",
+                "gateways[0].health.targets[0]"
+            ]
         );
     }
 

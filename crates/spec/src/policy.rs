@@ -113,7 +113,9 @@ mod tests {
 
     #[test]
     fn selectors_without_policy_use_the_default_of_every_gateway_in_tier_one() {
-        let s = spec(r#","balance":{"method":"random","forward":[{}]},"watch":{"all_down":"main-table"}"#);
+        let s = spec(
+            r#","balance":{"method":"random","forward":[{}]},"watch":{"all_down":"main-table"}"#,
+        );
         let key = s.policy_of(&s.balance.forward[0]);
         assert_eq!(key, PolicyKey::Default);
         assert_eq!(

@@ -46,7 +46,9 @@ pub(crate) fn parse(text: &str) -> Result<Target, TargetError> {
     if let Some((scheme, rest)) = text.split_once("://") {
         return match scheme {
             "dns" => dns(rest).map(Target::Query).map_err(TargetError::Malformed),
-            "http" => http(rest).map(Target::Query).map_err(TargetError::Malformed),
+            "http" => http(rest)
+                .map(Target::Query)
+                .map_err(TargetError::Malformed),
             _ => Err(TargetError::UnknownKind(scheme.to_string())),
         };
     }
@@ -182,7 +184,9 @@ mod tests {
     fn addresses_keep_their_kinds() {
         assert_eq!(
             parse("198.51.100.1"),
-            Ok(Target::Probe(HealthTarget::Icmp("198.51.100.1".parse().unwrap())))
+            Ok(Target::Probe(HealthTarget::Icmp(
+                "198.51.100.1".parse().unwrap()
+            )))
         );
         assert_eq!(
             parse("[2001:db8::1]:443"),
