@@ -6,10 +6,14 @@ mod model;
 pub mod name;
 mod nft_keywords;
 mod parse;
+mod policy;
+mod target;
 
 pub use model::{
-    format_duration, AllDown, Balance, Family, Gateway, Health, HealthTarget, Method, PortRange,
-    Protocol, Selector, SelectorKind, Spec, Sticky, Watch, DEFAULT_HASH_SEED, DEFAULT_MARK_MASK,
-    DEFAULT_TABLE, MAX_WEIGHT,
+    format_duration, AllDown, Balance, Family, Gateway, Health, HealthTarget, Hooks, Member,
+    Method, Policy, PolicyKey, PortRange, Protocol, QueryTarget, Selector, SelectorKind, Spec,
+    Sticky, Watch, DEFAULT_HASH_SEED, DEFAULT_MARK_MASK, DEFAULT_TABLE, MAX_TIER, MAX_WEIGHT,
 };
-pub use parse::{SpecError, SpecErrors};
+pub use parse::{
+    SpecError, SpecErrors, HEALTH_QUALITY_IMPLEMENTED, HOOKS_IMPLEMENTED, POLICIES_IMPLEMENTED,
+};
