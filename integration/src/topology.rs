@@ -92,8 +92,9 @@ impl Topology {
         topo
     }
 
+    /// Sysctls, then the LAN, the server and each uplink: one piece each.
     fn wire(&self) {
-        let (r, lan, srv) = (&self.router, &self.lan, &self.server);
+        let r = &self.router;
         for ns in [r, &self.server].into_iter().chain(&self.isps) {
             for key in ["net.ipv4.ip_forward=1", "net.ipv6.conf.all.forwarding=1"] {
                 ns.ok("sysctl", &["-qw", key]);
@@ -108,6 +109,25 @@ impl Topology {
             r.ok("sysctl", &["-qw", key]);
         }
 
+        self.wire_lan();
+        self.wire_server();
+        for k in 0..self.isps.len() {
+            self.wire_uplink(k);
+        }
+        let first = &self.uplinks[0];
+        r.ok(
+            "ip",
+            &["route", "add", "default", "via", &first.gateway.to_string()],
+        );
+        r.ok(
+            "ip",
+            &["-6", "route", "add", "default", "via", &first.gateway6],
+        );
+    }
+
+    /// LAN <-> router, addresses and default routes of the LAN hosts.
+    fn wire_lan(&self) {
+        let (r, lan) = (&self.router, &self.lan);
         // LAN <-> router.
         lan.ok(
             "ip",
@@ -139,7 +159,10 @@ impl Topology {
         lan.cmd("ip link set eth0 up");
         lan.cmd("ip route add default via 192.168.1.1");
         lan.cmd("ip -6 route add default via fd00:1::1");
+    }
 
+    fn wire_server(&self) {
+        let srv = &self.server;
         // Server addresses.
         for a in [SERVER, SERVER_EXCLUDED] {
             srv.ok("ip", &["addr", "add", &format!("{a}/32"), "dev", "lo"]);
@@ -148,171 +171,165 @@ impl Topology {
             "ip",
             &["addr", "add", &format!("{SERVER6}/128"), "dev", "lo"],
         );
+    }
 
-        for (k, (isp, up)) in self.isps.iter().zip(&self.uplinks).enumerate() {
-            let i = k + 1;
-            // router <-> provider
-            r.ok(
-                "ip",
-                &[
-                    "link",
-                    "add",
-                    &up.interface,
-                    "type",
-                    "veth",
-                    "peer",
-                    "name",
-                    "rtr",
-                    "netns",
-                    isp.name(),
-                ],
-            );
-            r.ok(
-                "ip",
-                &[
-                    "addr",
-                    "add",
-                    &format!("{}/24", up.address),
-                    "dev",
-                    &up.interface,
-                ],
-            );
-            r.ok(
-                "ip",
-                &[
-                    "addr",
-                    "add",
-                    &format!("{}/64", up.address6),
-                    "dev",
-                    &up.interface,
-                    "nodad",
-                ],
-            );
-            r.ok("ip", &["link", "set", &up.interface, "up"]);
-            isp.ok(
-                "ip",
-                &["addr", "add", &format!("{}/24", up.gateway), "dev", "rtr"],
-            );
-            isp.ok(
-                "ip",
-                &[
-                    "addr",
-                    "add",
-                    &format!("{}/64", up.gateway6),
-                    "dev",
-                    "rtr",
-                    "nodad",
-                ],
-            );
-            isp.cmd("ip link set rtr up");
-            // provider <-> server
-            let ifname = format!("isp{i}");
-            isp.ok(
-                "ip",
-                &[
-                    "link",
-                    "add",
-                    "wan",
-                    "type",
-                    "veth",
-                    "peer",
-                    "name",
-                    &ifname,
-                    "netns",
-                    srv.name(),
-                ],
-            );
-            isp.ok(
-                "ip",
-                &["addr", "add", &format!("172.31.{i}.1/30"), "dev", "wan"],
-            );
-            isp.ok(
-                "ip",
-                &[
-                    "addr",
-                    "add",
-                    &format!("2001:db8:f{i}::1/64"),
-                    "dev",
-                    "wan",
-                    "nodad",
-                ],
-            );
-            isp.cmd("ip link set wan up");
-            srv.ok(
-                "ip",
-                &["addr", "add", &format!("172.31.{i}.2/30"), "dev", &ifname],
-            );
-            srv.ok(
-                "ip",
-                &[
-                    "addr",
-                    "add",
-                    &format!("2001:db8:f{i}::2/64"),
-                    "dev",
-                    &ifname,
-                    "nodad",
-                ],
-            );
-            srv.ok("ip", &["link", "set", &ifname, "up"]);
-            isp.ok(
-                "ip",
-                &[
-                    "route",
-                    "add",
-                    "198.51.100.0/24",
-                    "via",
-                    &format!("172.31.{i}.2"),
-                ],
-            );
-            isp.ok(
-                "ip",
-                &[
-                    "-6",
-                    "route",
-                    "add",
-                    "2001:db8:ff::/64",
-                    "via",
-                    &format!("2001:db8:f{i}::2"),
-                ],
-            );
-            srv.ok(
-                "ip",
-                &[
-                    "route",
-                    "add",
-                    &format!("100.0.{i}.0/24"),
-                    "via",
-                    &format!("172.31.{i}.1"),
-                ],
-            );
-            srv.ok(
-                "ip",
-                &[
-                    "-6",
-                    "route",
-                    "add",
-                    &format!("2001:db8:{i}::/64"),
-                    "via",
-                    &format!("2001:db8:f{i}::1"),
-                ],
-            );
-            // Ingress filtering: only this uplink's addresses may come from the router.
-            let bcp38 = format!(
-                "table inet bcp38 {{\n chain forward {{ type filter hook forward priority 0;\n  \
-                 iifname \"rtr\" ip saddr != 100.0.{i}.0/24 counter drop\n  \
-                 iifname \"rtr\" ip6 saddr != 2001:db8:{i}::/64 counter drop\n }}\n}}\n"
-            );
-            isp.load_nft(&bcp38);
-        }
-        let first = &self.uplinks[0];
+    /// Router <-> provider `k`, provider <-> server.
+    fn wire_uplink(&self, k: usize) {
+        let (r, srv) = (&self.router, &self.server);
+        let (isp, up) = (&self.isps[k], &self.uplinks[k]);
+        let i = k + 1;
+        // router <-> provider
         r.ok(
             "ip",
-            &["route", "add", "default", "via", &first.gateway.to_string()],
+            &[
+                "link",
+                "add",
+                &up.interface,
+                "type",
+                "veth",
+                "peer",
+                "name",
+                "rtr",
+                "netns",
+                isp.name(),
+            ],
         );
         r.ok(
             "ip",
-            &["-6", "route", "add", "default", "via", &first.gateway6],
+            &[
+                "addr",
+                "add",
+                &format!("{}/24", up.address),
+                "dev",
+                &up.interface,
+            ],
         );
+        r.ok(
+            "ip",
+            &[
+                "addr",
+                "add",
+                &format!("{}/64", up.address6),
+                "dev",
+                &up.interface,
+                "nodad",
+            ],
+        );
+        r.ok("ip", &["link", "set", &up.interface, "up"]);
+        isp.ok(
+            "ip",
+            &["addr", "add", &format!("{}/24", up.gateway), "dev", "rtr"],
+        );
+        isp.ok(
+            "ip",
+            &[
+                "addr",
+                "add",
+                &format!("{}/64", up.gateway6),
+                "dev",
+                "rtr",
+                "nodad",
+            ],
+        );
+        isp.cmd("ip link set rtr up");
+        // provider <-> server
+        let ifname = format!("isp{i}");
+        isp.ok(
+            "ip",
+            &[
+                "link",
+                "add",
+                "wan",
+                "type",
+                "veth",
+                "peer",
+                "name",
+                &ifname,
+                "netns",
+                srv.name(),
+            ],
+        );
+        isp.ok(
+            "ip",
+            &["addr", "add", &format!("172.31.{i}.1/30"), "dev", "wan"],
+        );
+        isp.ok(
+            "ip",
+            &[
+                "addr",
+                "add",
+                &format!("2001:db8:f{i}::1/64"),
+                "dev",
+                "wan",
+                "nodad",
+            ],
+        );
+        isp.cmd("ip link set wan up");
+        srv.ok(
+            "ip",
+            &["addr", "add", &format!("172.31.{i}.2/30"), "dev", &ifname],
+        );
+        srv.ok(
+            "ip",
+            &[
+                "addr",
+                "add",
+                &format!("2001:db8:f{i}::2/64"),
+                "dev",
+                &ifname,
+                "nodad",
+            ],
+        );
+        srv.ok("ip", &["link", "set", &ifname, "up"]);
+        isp.ok(
+            "ip",
+            &[
+                "route",
+                "add",
+                "198.51.100.0/24",
+                "via",
+                &format!("172.31.{i}.2"),
+            ],
+        );
+        isp.ok(
+            "ip",
+            &[
+                "-6",
+                "route",
+                "add",
+                "2001:db8:ff::/64",
+                "via",
+                &format!("2001:db8:f{i}::2"),
+            ],
+        );
+        srv.ok(
+            "ip",
+            &[
+                "route",
+                "add",
+                &format!("100.0.{i}.0/24"),
+                "via",
+                &format!("172.31.{i}.1"),
+            ],
+        );
+        srv.ok(
+            "ip",
+            &[
+                "-6",
+                "route",
+                "add",
+                &format!("2001:db8:{i}::/64"),
+                "via",
+                &format!("2001:db8:f{i}::1"),
+            ],
+        );
+        // Ingress filtering: only this uplink's addresses may come from the router.
+        let bcp38 = format!(
+            "table inet bcp38 {{\n chain forward {{ type filter hook forward priority 0;\n  \
+             iifname \"rtr\" ip saddr != 100.0.{i}.0/24 counter drop\n  \
+             iifname \"rtr\" ip6 saddr != 2001:db8:{i}::/64 counter drop\n }}\n}}\n"
+        );
+        isp.load_nft(&bcp38);
     }
 
     /// Per-uplink tables and rules set by hand, the way `nftbalance apply` sets them (local
