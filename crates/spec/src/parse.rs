@@ -335,6 +335,32 @@ impl Cx {
         }
     }
 
+    /// A non-empty array of at most [`MAX_GATEWAYS`] items; `empty` says what is missing.
+    fn bounded_list<'v>(
+        &mut self,
+        v: &'v Value,
+        path: &str,
+        noun: &str,
+        empty: &str,
+    ) -> Option<&'v Vec<Value>> {
+        let items = self.array(v, path)?;
+        if items.is_empty() {
+            self.err(path, empty);
+            return None;
+        }
+        if items.len() > MAX_GATEWAYS {
+            self.err(
+                path,
+                format!(
+                    "{} {noun}; at most {MAX_GATEWAYS} are supported",
+                    items.len()
+                ),
+            );
+            return None;
+        }
+        Some(items)
+    }
+
     /// A 32-bit number: a JSON number, or a string in hex ("0xff00") or decimal.
     fn u32(&mut self, v: &Value, path: &str) -> Option<u32> {
         let parsed = match v {
@@ -549,21 +575,8 @@ impl Cx {
         path: &str,
         gateways: Option<&[Gateway]>,
     ) -> Option<Vec<Member>> {
-        let items = self.array(v, path)?;
-        if items.is_empty() {
-            self.err(path, "no members: name at least one gateway");
-            return None;
-        }
-        if items.len() > MAX_GATEWAYS {
-            self.err(
-                path,
-                format!(
-                    "{} members; at most {MAX_GATEWAYS} are supported",
-                    items.len()
-                ),
-            );
-            return None;
-        }
+        let items =
+            self.bounded_list(v, path, "members", "no members: name at least one gateway")?;
         let before = self.errors.len();
         let parsed: Vec<Option<Member>> = items
             .iter()
@@ -820,21 +833,8 @@ impl Cx {
         family: Family,
         mask: u32,
     ) -> Option<Vec<Gateway>> {
-        let items = self.array(v, path)?;
-        if items.is_empty() {
-            self.err(path, "no gateways: name at least one uplink");
-            return None;
-        }
-        if items.len() > MAX_GATEWAYS {
-            self.err(
-                path,
-                format!(
-                    "{} gateways; at most {MAX_GATEWAYS} are supported",
-                    items.len()
-                ),
-            );
-            return None;
-        }
+        let items =
+            self.bounded_list(v, path, "gateways", "no gateways: name at least one uplink")?;
         let before = self.errors.len();
         let parsed: Vec<Option<Gateway>> = items
             .iter()
