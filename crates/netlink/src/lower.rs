@@ -41,14 +41,13 @@
 
 use std::collections::HashMap;
 
+use nftbalance_nftnl::{
+    datatype, interval_elements, set_flags, udata_set, value, BaseChain, Batch, BuildError,
+    ByteOrder, ByteorderOp, Chain, ChainType, CmpOp, CtKey, DynsetOp, ElemData, Expr, Family, Hook,
+    Interval, IntervalElements, IntervalLayout, MetaKey, NatKind, NumgenKind, PayloadBase, Policy,
+    Register, Rule, SetData, SetElem, SetRef, SetSpec, Table, Udata, Verdict,
+};
 use nftbalance_ruleset as m;
-
-use crate::expr::{ByteorderOp, CmpOp, CtKey, DynsetOp, Expr, MetaKey, NatKind, NumgenKind};
-use crate::expr::{PayloadBase, Register, SetRef, Verdict};
-use crate::objects::{interval_elements, Interval, IntervalElements, IntervalLayout};
-use crate::objects::{value, BaseChain, ByteOrder, Chain, ChainType, ElemData, Family, Hook};
-use crate::objects::{Policy, SetData, SetElem, SetSpec, Table, Udata};
-use crate::{datatype, set_flags, udata_set, Batch, BuildError, Rule};
 
 const R1: Register = Register::R1;
 const R2: Register = Register::R2;
@@ -240,7 +239,7 @@ impl Ty {
             Ty::NfProto => (datatype::NFPROTO, 1, ByteOrder::Host),
             Ty::L4Proto => (datatype::INET_PROTOCOL, 1, ByteOrder::Big),
             Ty::CtState => (datatype::CT_STATE, 4, ByteOrder::Host),
-            Ty::Verdict => (crate::NFT_DATA_VERDICT, 0, ByteOrder::Host),
+            Ty::Verdict => (nftbalance_nftnl::NFT_DATA_VERDICT, 0, ByteOrder::Host),
         }
     }
 }
@@ -387,7 +386,7 @@ fn ct_key(k: m::CtKey) -> CtKey {
 }
 
 fn ct_state_bits(states: &[m::CtState]) -> u32 {
-    use crate::expr::ct_state;
+    use nftbalance_nftnl::ct_state;
     states
         .iter()
         .map(|s| match s {
@@ -1105,7 +1104,7 @@ impl RuleCx<'_, '_> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::elem_flags;
+    use nftbalance_nftnl::elem_flags;
     use std::net::Ipv4Addr;
 
     fn keys(elems: &[SetElem]) -> Vec<(Vec<u8>, bool, bool)> {

@@ -14,13 +14,12 @@ use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use std::io;
 
+use nftbalance_nftnl::consts::*;
+use nftbalance_nftnl::{parse_attrs, set_flags, BuildError, Socket};
 use nftbalance_ruleset::{ChainType as ModelChainType, Counting, Hook as ModelHook, Ruleset};
 
 use crate::align::{align, Step};
-use crate::consts::*;
-use crate::set_flags;
-use crate::socket::parse_attrs;
-use crate::{lower, BuildError, Socket, NFT_DATA_VERDICT};
+use crate::lower;
 
 /// Set attributes that define a set; the rest are identity or kernel bookkeeping. Userdata
 /// is not among them: it holds nft's display hints (byte order, typeof), which the kernel

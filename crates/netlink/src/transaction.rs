@@ -5,7 +5,7 @@
 use std::fmt;
 use std::io;
 
-use crate::{Batch, BatchError, BuildError, Commit, ObjectError, Socket};
+use nftbalance_nftnl::{Batch, BatchError, BuildError, Commit, ObjectError, Socket};
 
 /// Attempts before giving up when other programs keep committing.
 pub const MAX_ATTEMPTS: usize = 5;

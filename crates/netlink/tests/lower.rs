@@ -2,16 +2,13 @@
 //! netlink batch, programs exactly the ruleset that `nft -f` of its golden dump programs; the
 //! replace is idempotent; foreign tables are never touched; the delete batch is idempotent.
 
-mod common;
-
 use std::path::{Path, PathBuf};
 
-use common::assert_same_ruleset;
 use nftbalance_netlink::lower::{delete_batch, replace_batch};
 use nftbalance_netlink::{Batch, Commit, Socket};
 use nftbalance_ruleset::{compile, Ruleset};
 use nftbalance_spec::Spec;
-use nftbalance_testns::Netns;
+use nftbalance_testns::{assert_same_ruleset, Netns};
 
 fn fixtures() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fixtures")

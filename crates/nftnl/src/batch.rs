@@ -133,7 +133,7 @@ impl Batch {
 
     /// Each object message with its label: (label, message type without the subsystem,
     /// attributes after the nfgenmsg header). For comparing a batch with what the kernel holds.
-    pub(crate) fn messages(&self) -> Vec<(&str, u16, &[u8])> {
+    pub fn messages(&self) -> Vec<(&str, u16, &[u8])> {
         let mut out = Vec::with_capacity(self.msgs.len());
         for (m, raw) in self
             .msgs

@@ -1,15 +1,12 @@
 //! Root test: `table ip` and `table ip6` (no nfproto guards, family-specific payload offsets)
 //! programmed through the crate match `nft -f` of the same text.
 
-mod common;
-
-use common::assert_same_ruleset;
-use nftbalance_netlink::{
+use nftbalance_nftnl::{
     datatype, interval_elements, priority, set_flags, value, Batch, ByteOrder, Chain, ChainType,
     CmpOp, Commit, Expr, Family, Hook, Interval, IntervalLayout, MetaKey, NatKind, PayloadBase,
     Policy, Register, Rule, SetSpec, Socket, Table, Udata, Verdict,
 };
-use nftbalance_testns::Netns;
+use nftbalance_testns::{assert_same_ruleset, Netns};
 
 const R1: Register = Register::R1;
 

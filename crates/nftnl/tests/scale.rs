@@ -2,17 +2,14 @@
 //! over many NEWSETELEM messages in one batch) and compared with `nft -f` of the same set.
 //! Prints both timings (run with `--nocapture` to see them).
 
-mod common;
-
 use std::fmt::Write;
 use std::time::Instant;
 
-use common::assert_same_ruleset;
-use nftbalance_netlink::{
+use nftbalance_nftnl::{
     datatype, interval_elements, set_flags, Batch, ByteOrder, Commit, Family, Interval,
     IntervalLayout, SetSpec, Socket, Table, Udata,
 };
-use nftbalance_testns::Netns;
+use nftbalance_testns::{assert_same_ruleset, Netns};
 
 const N: u32 = 100_000;
 

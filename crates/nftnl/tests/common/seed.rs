@@ -1,7 +1,7 @@
 //! The ruleset of `tests/data/seed.nft`, rebuilt with the crate's API, message for message in the
 //! order `nft -f` sends it (as shown by `nft --debug=netlink` / `--debug=mnl`).
 
-use nftbalance_netlink::{
+use nftbalance_nftnl::{
     ct_state, datatype, interval_elements, priority, set_flags, udata_set, value, Batch, ByteOrder,
     ByteorderOp, Chain, ChainType, CmpOp, CtKey, DynsetOp, ElemData, Expr, Family, Hook, Interval,
     IntervalLayout, MetaKey, NatKind, NumgenKind, PayloadBase, Policy, Register, Rule, SetData,

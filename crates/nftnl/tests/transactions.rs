@@ -4,7 +4,7 @@
 mod common;
 
 use common::seed::{seed_batch, seed_nft, TABLE};
-use nftbalance_netlink::{
+use nftbalance_nftnl::{
     priority, Batch, BatchError, Chain, ChainType, Commit, Expr, Family, Hook, Policy, Rule,
     Socket, Table, Verdict,
 };

@@ -3,10 +3,9 @@
 
 mod common;
 
-use common::assert_same_ruleset;
 use common::seed::{seed_batch, seed_nft};
-use nftbalance_netlink::{Commit, Socket};
-use nftbalance_testns::Netns;
+use nftbalance_nftnl::{Commit, Socket};
+use nftbalance_testns::{assert_same_ruleset, Netns};
 
 #[test]
 fn seed_ruleset_matches_nft() {

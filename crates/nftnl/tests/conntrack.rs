@@ -4,7 +4,7 @@
 
 use std::net::UdpSocket;
 
-use nftbalance_netlink::{conntrack, Socket};
+use nftbalance_nftnl::{conntrack, Socket};
 use nftbalance_testns::Netns;
 
 const MARKS: &str = "table inet ctmark {

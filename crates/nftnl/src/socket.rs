@@ -119,7 +119,7 @@ impl Socket {
 
     /// A dump request (`NLM_F_DUMP`) of nf_tables message type `msg_type` for `family`, with
     /// filter attributes; returns each reply's attributes (after the nfgenmsg header).
-    pub(crate) fn dump(
+    pub fn dump(
         &self,
         msg_type: u16,
         family: u8,
@@ -143,7 +143,7 @@ impl Socket {
     /// reply's payload (the 4-byte nfgenmsg header, then the attributes) as it arrives, so
     /// that large dumps (conntrack tables) are not buffered. An error from `each` stops
     /// reading; the rest of the dump is discarded before the next request.
-    pub(crate) fn dump_each(
+    pub fn dump_each(
         &self,
         nl_type: u16,
         family: u8,
@@ -376,7 +376,7 @@ pub(crate) fn parse_messages(buf: &[u8]) -> impl Iterator<Item = RawMsg<'_>> {
 
 /// Splits a netlink attribute stream into (type, value) pairs (type includes the nested /
 /// byte-order bits).
-pub(crate) fn parse_attrs(buf: &[u8]) -> Vec<(u16, &[u8])> {
+pub fn parse_attrs(buf: &[u8]) -> Vec<(u16, &[u8])> {
     let mut out = Vec::new();
     let mut off = 0usize;
     while let (Some(len), Some(t)) = (u16_at(buf, off), u16_at(buf, off + 2)) {
