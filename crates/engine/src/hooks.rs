@@ -289,20 +289,24 @@ impl HookRunner {
             return;
         };
         let mut queue = lock(&shared.queue);
-        if queue.events.len() >= shared.capacity {
-            if let Some(old) = queue.events.pop_front() {
-                shared.dropped.fetch_add(1, Ordering::Relaxed);
-                log::warn!(
-                    "table {}: hook queue full ({} events waiting): not running the hook for {}",
-                    shared.hook.table,
-                    shared.capacity,
-                    old.describe()
-                );
-            }
-        }
+        let dropped = if queue.events.len() >= shared.capacity {
+            queue.events.pop_front()
+        } else {
+            None
+        };
         queue.events.push_back(event);
         drop(queue);
         shared.wake.notify_one();
+        // Logged after the lock is released: the hook thread never waits for the logger.
+        if let Some(old) = dropped {
+            shared.dropped.fetch_add(1, Ordering::Relaxed);
+            log::warn!(
+                "table {}: hook queue full ({} events waiting): not running the hook for {}",
+                shared.hook.table,
+                shared.capacity,
+                old.describe()
+            );
+        }
     }
 
     /// How many events were dropped because the queue was full.
@@ -706,6 +710,18 @@ mod tests {
         };
         g.detail = "a\0b".into();
         assert!(env(&HookEvent::Gateway(g)).contains(&"NFTBALANCE_DETAIL=ab".to_string()));
+    }
+
+    #[test]
+    fn the_readme_documents_exactly_these_variables() {
+        let readme = include_str!("../../../README.md");
+        let rows: Vec<&str> = readme
+            .lines()
+            .filter_map(|l| l.strip_prefix("| `NFTBALANCE_"))
+            .filter_map(|l| l.split('`').next())
+            .collect();
+        let names: Vec<String> = rows.iter().map(|r| format!("NFTBALANCE_{r}")).collect();
+        assert_eq!(names, HOOK_VARIABLES);
     }
 
     #[test]
