@@ -460,7 +460,7 @@ fn run_hook(hook: &Hook, event: &HookEvent, stop: &AtomicBool) {
         Ending::TimedOut(s) => (
             false,
             format!(
-                "still running at its timeout ({} ms): killed its process group{}",
+                "not finished at its timeout ({} ms): killed its process group{}",
                 hook.timeout.as_millis(),
                 s.map(|s| format!(" ({})", describe(&s)))
                     .unwrap_or_default()

@@ -243,7 +243,7 @@ fn a_hook_past_its_timeout_is_killed_with_its_children_and_the_next_runs_right_a
     let log = logged("hook-timeout");
     assert!(
         log.iter().any(|l| l.starts_with("WARN ")
-            && l.ends_with("gateway slow up -> down: still running at its timeout (300 ms): killed its process group (killed by signal 9)")),
+            && l.ends_with("gateway slow up -> down: not finished at its timeout (300 ms): killed its process group (killed by signal 9)")),
         "{log:?}"
     );
 }
