@@ -8,6 +8,7 @@ pub mod apply;
 pub mod backend;
 pub mod decide;
 pub mod files;
+pub mod hooks;
 pub mod inspect;
 pub mod journal;
 pub mod lock;
