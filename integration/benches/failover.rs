@@ -42,12 +42,7 @@ fn measure(out: &Path) {
     for n in SIZES {
         let spec = nftbalance_spec::Spec::from_json(&bench_spec(n, true)).expect("bench spec");
         let all = compile_with(&spec, &Availability::default());
-        let one_down = compile_with(
-            &spec,
-            &Availability {
-                unavailable: ["isp2".to_string()].into(),
-            },
-        );
+        let one_down = compile_with(&spec, &Availability::without(["isp2".to_string()].into()));
         run(&|| lower::replace_batch(&all));
         // Each update goes from what the table holds to the other ruleset.
         let mut live_is_all = true;

@@ -127,9 +127,7 @@ pub fn check(spec: &Spec, backend: BackendKind, say: &Say) -> anyhow::Result<Don
     for w in plan.skipped(&links) {
         (say.warn)(&w.to_string());
     }
-    let availability = Availability {
-        unavailable: plan.unroutable_gateways(&links),
-    };
+    let availability = Availability::without(plan.unroutable_gateways(&links));
     let summary = backend.backend().check(spec, &availability)?;
     Ok(Done { summary })
 }
@@ -189,7 +187,7 @@ pub(crate) fn apply_locked(
     let b = backend.backend();
     let result = b
         .generation()
-        .and_then(|generation| journal.routing_done(&availability.unavailable, generation))
+        .and_then(|generation| journal.routing_done(&availability, generation))
         .and_then(|()| b.replace(spec, &availability));
     match result {
         Ok(done) => {
@@ -232,14 +230,10 @@ fn availability_with_watch(
     say: &Say,
 ) -> Availability {
     let Some(watch) = WatchState::of_running_watch(&files.state(), netns_cookie()) else {
-        return Availability {
-            unavailable: unrouted.clone(),
-        };
+        return Availability::without(unrouted.clone());
     };
     let in_force = Applied::read(&files.applied())
-        .map(|a| Availability {
-            unavailable: a.unavailable,
-        })
+        .map(|a| a.availability())
         .unwrap_or_default();
     let a = decide::availability(spec, &watch.observed(), unrouted, &in_force);
     let down: Vec<&str> = a
@@ -272,6 +266,7 @@ fn record_applied(
         backend,
         spec: source.to_string(),
         unavailable: availability.unavailable.clone(),
+        kept: availability.kept.clone(),
         netns_cookie: netns_cookie(),
         at: state::now(),
         pid: std::process::id(),

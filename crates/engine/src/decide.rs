@@ -4,12 +4,15 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use nftbalance_health::State;
+use nftbalance_ruleset::policy::{in_use, InUse};
 use nftbalance_ruleset::Availability;
 use nftbalance_spec::{AllDown, Spec};
 
 /// The gateways that get no new connections: those without routes (`unrouted`) and those the
 /// probes found down. When that is every gateway and `watch.all_down` is keep-last, the split
 /// in force (`in_force`) stays: a probe target may be what failed, not every uplink at once.
+/// A named policy whose members are all out and whose `last_resort` is keep-last keeps the
+/// members it used in force.
 pub fn availability(
     spec: &Spec,
     observed: &BTreeMap<String, State>,
@@ -22,18 +25,29 @@ pub fn availability(
             unavailable.insert(g.name.clone());
         }
     }
+    let known = |n: &String| spec.gateways.iter().any(|g| &g.name == n);
     let all = spec.gateways.iter().all(|g| unavailable.contains(&g.name));
     if all && spec.watch.all_down == AllDown::KeepLast {
         // Only names of this spec: an edited spec may have dropped some.
-        let kept = in_force
-            .unavailable
-            .iter()
-            .filter(|n| spec.gateways.iter().any(|g| &g.name == *n))
-            .cloned()
-            .collect();
-        return Availability { unavailable: kept };
+        let mut kept = in_force.clone();
+        kept.unavailable.retain(known);
+        return kept;
     }
-    Availability { unavailable }
+    let mut wanted = Availability::without(unavailable);
+    for (name, policy) in &spec.policies {
+        if policy.last_resort != AllDown::KeepLast {
+            continue;
+        }
+        if let InUse::LastResort(_) = in_use(name, policy, &wanted) {
+            let before = in_use(name, policy, in_force);
+            let members: BTreeSet<String> =
+                before.members().iter().map(|m| m.gateway.clone()).collect();
+            if !members.is_empty() {
+                wanted.kept.insert(name.clone(), members);
+            }
+        }
+    }
+    wanted
 }
 
 #[cfg(test)]
@@ -62,12 +76,8 @@ mod tests {
     fn cases() {
         use State::*;
         let none = Availability::default();
-        let b_out = Availability {
-            unavailable: names(&["b"]),
-        };
-        let gone_a = Availability {
-            unavailable: names(&["gone", "a"]),
-        };
+        let b_out = Availability::without(names(&["b"]));
+        let gone_a = Availability::without(names(&["gone", "a"]));
         // (all_down, observed, unrouted, in force, wanted unavailable)
         type Case<'a> = (
             &'a str,
@@ -127,5 +137,35 @@ mod tests {
                 "{all_down} {observed:?} {unrouted:?}"
             );
         }
+    }
+
+    /// A keep-last policy whose members are all out keeps the members it used in force; the
+    /// other policies and gateways are unaffected.
+    #[test]
+    fn a_keep_last_policy_keeps_its_members_in_force() {
+        use State::*;
+        let s = Spec::from_json_including_unimplemented(
+            r#"{"gateways":[
+                {"name":"a","interface":"eth1","mark":1,"route_table":101},
+                {"name":"b","interface":"eth2","mark":2,"route_table":102},
+                {"name":"c","interface":"eth3","mark":3,"route_table":103}],
+               "policies":{
+                 "keep":{"members":[{"gateway":"a"},{"gateway":"b","tier":2}],"last_resort":"keep-last"},
+                 "main":{"members":[{"gateway":"a"}],"last_resort":"main-table"}}}"#,
+        )
+        .unwrap();
+        let b_only = Availability::without(names(&["a"]));
+        let got = availability(
+            &s,
+            &states(&[("a", Down), ("b", Down)]),
+            &names(&[]),
+            &b_only,
+        );
+        assert_eq!(got.unavailable, names(&["a", "b"]));
+        assert_eq!(got.kept.get("keep"), Some(&names(&["b"])), "{got:?}");
+        assert_eq!(got.kept.get("main"), None, "main-table keeps nothing");
+        // Once a member is back, nothing is kept.
+        let got = availability(&s, &states(&[("a", Down)]), &names(&[]), &got);
+        assert!(got.kept.is_empty(), "{got:?}");
     }
 }

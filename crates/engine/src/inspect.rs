@@ -21,14 +21,10 @@ use crate::{decide, probe_once};
 fn expected_availability(spec: &Spec, unrouted: &BTreeSet<String>) -> Availability {
     let files = TableFiles::of(spec);
     match WatchState::of_running_watch(&files.state(), netns_cookie()) {
-        None => Availability {
-            unavailable: unrouted.clone(),
-        },
+        None => Availability::without(unrouted.clone()),
         Some(watch) => {
             let in_force = Applied::read(&files.applied())
-                .map(|a| Availability {
-                    unavailable: a.unavailable,
-                })
+                .map(|a| a.availability())
                 .unwrap_or_default();
             decide::availability(spec, &watch.observed(), unrouted, &in_force)
         }

@@ -20,7 +20,7 @@
 //! which a later namespace may get again; the journal also keeps the namespace's cookie, and
 //! one from another namespace is removed unsettled.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context};
@@ -49,6 +49,9 @@ struct Record {
     routing_before: WireRouting,
     /// Set once the routing is in: the gateways the ruleset is compiled without.
     unavailable: Option<BTreeSet<String>>,
+    /// With it: the members keep-last policies kept (see [`Availability::kept`]).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    kept: BTreeMap<String, BTreeSet<String>>,
     /// The nftables generation when the routing was in (backends that have one).
     #[serde(default)]
     generation: Option<u32>,
@@ -87,6 +90,7 @@ impl Journal {
                 routes: routes.iter().map(|m| hex(m)).collect(),
             },
             unavailable: None,
+            kept: BTreeMap::new(),
             generation: None,
         };
         let j = Journal { path, record };
@@ -100,10 +104,11 @@ impl Journal {
     /// nothing has been committed since.
     pub fn routing_done(
         &mut self,
-        unavailable: &BTreeSet<String>,
+        availability: &Availability,
         generation: Option<u32>,
     ) -> anyhow::Result<()> {
-        self.record.unavailable = Some(unavailable.clone());
+        self.record.unavailable = Some(availability.unavailable.clone());
+        self.record.kept = availability.kept.clone();
         self.record.generation = generation;
         self.write()
     }
@@ -155,7 +160,8 @@ pub struct Interrupted {
     pub spec: Spec,
     backend: BackendKind,
     before: routing::OwnedState,
-    unavailable: Option<BTreeSet<String>>,
+    /// The availability the ruleset was compiled for, once the routing was in.
+    availability: Option<Availability>,
     generation: Option<u32>,
     netns_cookie: Option<u64>,
 }
@@ -195,7 +201,10 @@ impl Interrupted {
             spec,
             backend: r.backend,
             before,
-            unavailable: r.unavailable,
+            availability: r.unavailable.map(|unavailable| Availability {
+                unavailable,
+                kept: r.kept,
+            }),
             generation: r.generation,
             netns_cookie: r.netns_cookie,
         })
@@ -217,13 +226,11 @@ impl Interrupted {
             }
         }
         let rsock = routing::Socket::open().context("opening the rtnetlink socket")?;
-        let forward = match &self.unavailable {
+        let forward = match &self.availability {
             None => false,
-            Some(unavailable) => self.backend.backend().complete_interrupted(
+            Some(availability) => self.backend.backend().complete_interrupted(
                 &self.spec,
-                &Availability {
-                    unavailable: unavailable.clone(),
-                },
+                availability,
                 self.generation,
             )?,
         };
@@ -308,12 +315,15 @@ mod tests {
         )
         .unwrap();
         let early = Interrupted::read(&path).unwrap();
-        assert_eq!(early.unavailable, None, "no rules before the routing step");
+        assert_eq!(early.availability, None, "no rules before the routing step");
         assert_eq!(early.spec.gateways[0].name, "isp1");
-        j.routing_done(&["isp1".to_string()].into(), Some(7))
+        j.routing_done(&Availability::without(["isp1".to_string()].into()), Some(7))
             .unwrap();
         let late = Interrupted::read(&path).unwrap();
-        assert_eq!(late.unavailable, Some(["isp1".to_string()].into()));
+        assert_eq!(
+            late.availability,
+            Some(Availability::without(["isp1".to_string()].into()))
+        );
         assert_eq!(late.generation, Some(7));
         assert_eq!(late.pid, std::process::id());
         j.finish().unwrap();

@@ -8,6 +8,7 @@ use std::path::Path;
 
 use anyhow::Context;
 use nftbalance_health::State;
+use nftbalance_ruleset::Availability;
 use serde::{Deserialize, Serialize};
 
 use crate::files::write_atomically;
@@ -145,6 +146,9 @@ pub struct Applied {
     pub spec: String,
     /// Gateways the committed ruleset gives no new connections.
     pub unavailable: BTreeSet<String>,
+    /// Per keep-last policy with no usable member, the members it kept using.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub kept: BTreeMap<String, BTreeSet<String>>,
     /// The network namespace it was applied in.
     pub netns_cookie: Option<u64>,
     /// Unix seconds of the commit.
@@ -154,6 +158,14 @@ pub struct Applied {
 }
 
 impl Applied {
+    /// The availability the committed ruleset was compiled for.
+    pub fn availability(&self) -> Availability {
+        Availability {
+            unavailable: self.unavailable.clone(),
+            kept: self.kept.clone(),
+        }
+    }
+
     pub fn write(&self, path: &Path) -> anyhow::Result<()> {
         Versioned::write(self, path)
     }
@@ -246,6 +258,7 @@ mod tests {
             backend: BackendKind::Nftables,
             spec: "{}".into(),
             unavailable: ["isp2".to_string()].into(),
+            kept: BTreeMap::new(),
             netns_cookie: None,
             at: 3,
             pid: 4,

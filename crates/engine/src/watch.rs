@@ -114,9 +114,7 @@ impl Session {
             .filter(|a| a.spec == self.source && a.backend == BackendKind::Nftables);
         let adopted = match rs_if_applied {
             Some(a) => {
-                let availability = Availability {
-                    unavailable: a.unavailable,
-                };
+                let availability = a.availability();
                 let rs = ruleset::compile_with(&self.spec, &availability);
                 read::diff(&nft_socket()?, &rs)?
                     .is_empty()
@@ -202,9 +200,7 @@ impl Session {
                 }
             }
         }
-        self.in_force = Availability {
-            unavailable: a.unavailable,
-        };
+        self.in_force = a.availability();
         self.current = Some(ruleset::compile_with(&self.spec, &self.in_force));
         Ok(changed)
     }
@@ -398,6 +394,7 @@ impl Session {
             backend: BackendKind::Nftables,
             spec: self.source.clone(),
             unavailable: self.in_force.unavailable.clone(),
+            kept: self.in_force.kept.clone(),
             netns_cookie: netns_cookie(),
             at: state::now(),
             pid: std::process::id(),

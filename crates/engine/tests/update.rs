@@ -21,9 +21,7 @@ fn spec() -> Spec {
 fn without(names: &[&str]) -> Ruleset {
     ruleset::compile_with(
         &spec(),
-        &Availability {
-            unavailable: names.iter().map(|n| n.to_string()).collect(),
-        },
+        &Availability::without(names.iter().map(|n| n.to_string()).collect()),
     )
 }
 
@@ -77,12 +75,8 @@ fn a_commit_to_our_table_between_build_and_send_makes_the_retry_replace_it() {
         // (which replaces only the split's chains) would never put right.
         let mut edited = spec();
         edited.balance.exclude = vec!["10.0.0.0/8".parse().unwrap()];
-        let rs = ruleset::compile_with(
-            &edited,
-            &Availability {
-                unavailable: ["isp3".to_string()].into(),
-            },
-        );
+        let rs =
+            ruleset::compile_with(&edited, &Availability::without(["isp3".to_string()].into()));
         replace(other, &rs);
     });
     assert_eq!(how, Updated::Replaced, "a stale delta was re-sent");

@@ -17,6 +17,8 @@ pub enum LegacyError {
     Ipv6(String),
     #[error("source-hash needs HMARK, which overwrites the whole packet mark; with mark_mask {0:#x} that would clobber other users' bits. Use the nftables backend, or the full mask")]
     HmarkWithMask(u32),
+    #[error("the iptables backend has no policies ({0}): their tiers change at failover, which watch does only on nftables; use the nftables backend")]
+    Policies(String),
 }
 
 /// The tool's chains per table, in creation order: (table, chains).
@@ -254,6 +256,12 @@ fn describe(g: &Gateway) -> String {
 fn check(spec: &Spec) -> Result<(), LegacyError> {
     if spec.family == Family::Ip6 {
         return Err(LegacyError::Ipv6("family ip6".into()));
+    }
+    if let Some(name) = spec.policies.keys().next() {
+        return Err(LegacyError::Policies(format!("policies.{name}")));
+    }
+    if spec.watch.all_down == nftbalance_spec::AllDown::Unreachable {
+        return Err(LegacyError::Policies("watch.all_down: unreachable".into()));
     }
     for (i, g) in spec.gateways.iter().enumerate() {
         if g.address6.is_some() || g.via6.is_some() {

@@ -42,7 +42,7 @@
 use std::collections::HashMap;
 
 use nftbalance_nftnl::{
-    datatype, interval_elements, set_flags, udata_set, value, BaseChain, Batch, BuildError,
+    datatype, interval_elements, reject, set_flags, udata_set, value, BaseChain, Batch, BuildError,
     ByteOrder, ByteorderOp, Chain, ChainType, CmpOp, CtKey, DynsetOp, ElemData, Expr, Family, Hook,
     Interval, IntervalElements, IntervalLayout, MetaKey, NatKind, NumgenKind, PayloadBase, Policy,
     Register, Rule, SetData, SetElem, SetRef, SetSpec, Table, Udata, Verdict,
@@ -1095,6 +1095,14 @@ impl RuleCx<'_, '_> {
                 proto_max: None,
             }),
             m::Stmt::Counter => self.push(Expr::Counter),
+            m::Stmt::Reject(m::Reject::TcpReset) => self.push(Expr::Reject {
+                kind: reject::TCP_RST,
+                code: 0,
+            }),
+            m::Stmt::Reject(m::Reject::IcmpxHostUnreachable) => self.push(Expr::Reject {
+                kind: reject::ICMPX_UNREACH,
+                code: reject::ICMPX_HOST_UNREACH,
+            }),
             m::Stmt::Verdict(v) => self.push(Expr::Verdict(verdict(v))),
         }
         Ok(())

@@ -149,6 +149,13 @@ pub mod set_flags {
 }
 
 /// Table flags (`enum nft_table_flags`), for [`crate::Table::flags`].
+/// `enum nft_reject_types` and `enum nft_reject_inet_code` (linux/netfilter/nf_tables.h).
+pub mod reject {
+    pub const TCP_RST: u32 = 1;
+    pub const ICMPX_UNREACH: u32 = 2;
+    pub const ICMPX_HOST_UNREACH: u8 = 2;
+}
+
 pub mod table_flags {
     /// `NFT_TABLE_F_DORMANT`
     pub const DORMANT: u32 = 0x1;

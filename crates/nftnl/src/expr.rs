@@ -446,6 +446,13 @@ pub enum Expr {
     Verdict(Verdict),
     /// `counter`
     Counter,
+    /// `reject type T code C`: `NFT_REJECT_*` type and its ICMP(x) code.
+    Reject {
+        /// `NFT_REJECT_TCP_RST` (1) or `NFT_REJECT_ICMPX_UNREACH` (2)
+        kind: u32,
+        /// for ICMPX, e.g. `NFT_REJECT_ICMPX_HOST_UNREACH` (2); 0 for a TCP reset
+        code: u8,
+    },
 }
 
 fn cstring(s: &str) -> Result<CString, BuildError> {
@@ -486,6 +493,7 @@ impl Expr {
             Expr::Masquerade { .. } => c"masq",
             Expr::Immediate { .. } | Expr::Verdict(_) => c"immediate",
             Expr::Counter => c"counter",
+            Expr::Reject { .. } => c"reject",
         }
     }
 
@@ -726,6 +734,10 @@ impl Expr {
                 }
             }
             Expr::Counter => {}
+            Expr::Reject { kind, code } => {
+                e.set_u32(sys::NFTNL_EXPR_REJECT_TYPE, *kind);
+                e.set_u8(sys::NFTNL_EXPR_REJECT_CODE, *code);
+            }
         }
         Ok(e)
     }
@@ -847,6 +859,7 @@ mod tests {
             },
             Expr::Verdict(Verdict::Jump("balance".into())),
             Expr::Counter,
+            Expr::Reject { kind: 1, code: 0 },
         ];
         for e in &exprs {
             e.to_nl().unwrap_or_else(|err| panic!("{e:?}: {err}"));

@@ -261,6 +261,10 @@ impl NlExpr {
         // this expression kind and stores the plain integer.
         unsafe { sys::nftnl_expr_set_u32(self.0.as_ptr(), attr as u16, v) }
     }
+    pub(crate) fn set_u8(&mut self, attr: u32, v: u8) {
+        // SAFETY: as for `set_u32`, for u8-typed attributes (reject codes).
+        unsafe { sys::nftnl_expr_set_u8(self.0.as_ptr(), attr as u16, v) }
+    }
     pub(crate) fn set_u64(&mut self, attr: u32, v: u64) {
         // SAFETY: as for `set_u32`, for u64-typed attributes (timeouts).
         unsafe { sys::nftnl_expr_set_u64(self.0.as_ptr(), attr as u16, v) }

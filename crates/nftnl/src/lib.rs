@@ -56,7 +56,7 @@ mod socket;
 use std::fmt;
 
 pub use batch::{Batch, BatchError, Commit, ObjectError, Rule, ELEMENTS_PER_MESSAGE_BYTES};
-pub use consts::{datatype, elem_flags, set_flags, table_flags, NFT_DATA_VERDICT};
+pub use consts::{datatype, elem_flags, reject, set_flags, table_flags, NFT_DATA_VERDICT};
 pub use expr::{
     ct_state, ByteorderOp, CmpOp, CtKey, DynsetOp, Expr, MetaKey, NatKind, NumgenKind, PayloadBase,
     Register, SetRef, Verdict,

@@ -1,10 +1,10 @@
 //! Spec -> ruleset. The semantics of the balancer live here; renderers only spell them.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 
 use ipnet::IpNet;
-use nftbalance_spec::{Family, Gateway, Method, Selector, SelectorKind, Spec};
+use nftbalance_spec::{AllDown, Family, Gateway, Method, Protocol, Selector, SelectorKind, Spec};
 
 use crate::model::*;
 
@@ -22,6 +22,10 @@ pub mod names {
     pub const SNAT_V4: &str = "snat_v4";
     pub const SNAT_V6: &str = "snat_v6";
 
+    /// Chain of a named policy: its split over the active tier, or its last resort.
+    pub fn policy(name: &str) -> String {
+        format!("policy_{name}")
+    }
     /// Chain that sends a pinned selector's connections through one gateway.
     pub fn pin(gateway: &str) -> String {
         format!("pin_{gateway}")
@@ -70,6 +74,19 @@ pub struct Availability {
     /// missing, or they are down. Their ingress marks and SNAT stay, so connections already
     /// on them, and inbound ones, keep working.
     pub unavailable: BTreeSet<String>,
+    /// Per named policy whose `last_resort` is keep-last and whose members are all
+    /// unavailable: the members it keeps splitting over (the ones in use before).
+    pub kept: BTreeMap<String, BTreeSet<String>>,
+}
+
+impl Availability {
+    /// Every gateway but `unavailable` may take new connections; nothing kept.
+    pub fn without(unavailable: BTreeSet<String>) -> Availability {
+        Availability {
+            unavailable,
+            kept: BTreeMap::new(),
+        }
+    }
 }
 
 /// Compiles a spec for the gateways that are available. With none available, balanced
@@ -81,6 +98,7 @@ pub fn compile_with(spec: &Spec, availability: &Availability) -> Ruleset {
 
 struct Compiler<'s> {
     spec: &'s Spec,
+    availability: &'s Availability,
     /// The gateways that take new connections, in spec order.
     live: Vec<&'s Gateway>,
     marks: Marks,
@@ -293,6 +311,22 @@ fn chunked(base: &str, selections: Vec<Rule>) -> (Vec<Rule>, Vec<Chain>) {
     (jumps, chains)
 }
 
+/// Refuse at once: a TCP reset for TCP, ICMP(v6) host unreachable for the rest, so clients
+/// fail fast instead of waiting for a timeout.
+fn unreachable() -> Vec<Rule> {
+    vec![
+        rule(
+            vec![Match::Cmp {
+                left: Expr::Meta(MetaKey::L4Proto),
+                negate: false,
+                right: Value::L4Proto(Protocol::Tcp),
+            }],
+            vec![Stmt::Reject(Reject::TcpReset)],
+        ),
+        rule(vec![], vec![Stmt::Reject(Reject::IcmpxHostUnreachable)]),
+    ]
+}
+
 fn ret() -> Stmt {
     Stmt::Verdict(Verdict::Return)
 }
@@ -342,9 +376,10 @@ fn merged(nets: &[IpNet], v6: bool) -> Vec<IpNet> {
 }
 
 impl<'s> Compiler<'s> {
-    fn new(spec: &'s Spec, availability: &Availability) -> Self {
+    fn new(spec: &'s Spec, availability: &'s Availability) -> Self {
         Compiler {
             spec,
+            availability,
             live: spec
                 .gateways
                 .iter()
@@ -381,6 +416,7 @@ impl<'s> Compiler<'s> {
         chains.extend(prerouting_selectors);
         chains.extend(output_selectors);
         chains.extend(self.pins());
+        chains.extend(self.policy_chains());
         if !self.marks.full() {
             chains.extend(self.per_gateway_chains());
         }
@@ -628,8 +664,9 @@ impl<'s> Compiler<'s> {
 
     /// One selector becomes one rule per IP version its addresses allow.
     fn selection(&self, s: &Selector, kind: SelectorKind) -> Vec<Rule> {
-        let target = match &s.gateway {
-            Some(g) if self.is_live(g) => names::pin(g),
+        let target = match (&s.policy, &s.gateway) {
+            (Some(p), _) => names::policy(p),
+            (None, Some(g)) if self.is_live(g) => names::pin(g),
             _ => names::BALANCE.into(),
         };
         let has = |nets: &[IpNet], v6: bool| nets.iter().any(|n| matches!(n, IpNet::V6(_)) == v6);
@@ -762,6 +799,9 @@ impl<'s> Compiler<'s> {
         }
         let split_at = rules.len();
         rules.extend(self.split());
+        if self.live.is_empty() && self.spec.watch.all_down == AllDown::Unreachable {
+            rules.extend(unreachable());
+        }
         if let Some(r) = rules.get_mut(split_at) {
             r.doc = Some("split: one expression mapped over the weight ranges");
         }
@@ -794,18 +834,23 @@ impl<'s> Compiler<'s> {
 
     /// The connection mark from one numgen/jhash expression over the weight ranges.
     fn split(&self) -> Vec<Rule> {
-        let gateways = &self.live;
-        match gateways.as_slice() {
+        let members: Vec<(&Gateway, u32)> = self.live.iter().map(|g| (*g, g.weight)).collect();
+        self.split_over(&members, self.spec.balance.method)
+    }
+
+    /// The split over these gateways with these weights, by `method`.
+    fn split_over(&self, gateways: &[(&Gateway, u32)], method: Method) -> Vec<Rule> {
+        match gateways {
             [] => return Vec::new(),
-            [only] => return vec![rule(vec![], vec![self.marks.set_ct(only.mark)])],
+            [(only, _)] => return vec![rule(vec![], vec![self.marks.set_ct(only.mark)])],
             _ => {}
         }
-        let modulus: u32 = gateways.iter().map(|g| g.weight).sum();
+        let modulus: u32 = gateways.iter().map(|(_, w)| w).sum();
         let mut start = 0;
         let entries: Vec<(Value, Value)> = gateways
             .iter()
-            .map(|g| {
-                let end = start + g.weight - 1;
+            .map(|&(g, weight)| {
+                let end = start + weight - 1;
                 let key = Value::range(Value::Int(start), Value::Int(end));
                 start = end + 1;
                 let data = if self.marks.full() {
@@ -817,9 +862,9 @@ impl<'s> Compiler<'s> {
             })
             .collect();
         let b = &self.spec.balance;
-        let keys: Vec<Expr> = match b.method {
+        let keys: Vec<Expr> = match method {
             Method::RoundRobin | Method::Random => vec![Expr::Numgen {
-                mode: if b.method == Method::Random {
+                mode: if method == Method::Random {
                     NumgenMode::Random
                 } else {
                     NumgenMode::Inc
@@ -851,6 +896,30 @@ impl<'s> Compiler<'s> {
                     Stmt::VerdictMap { key, map }
                 };
                 rule(vec![], vec![stmt])
+            })
+            .collect()
+    }
+
+    /// One chain per named policy: the split over the members in use, or its last resort
+    /// (nothing marked: the main table; or refused at once: unreachable).
+    fn policy_chains(&self) -> Vec<Chain> {
+        (self.spec.policies.iter())
+            .map(|(name, p)| {
+                let mut rules = self.guards();
+                let in_use = crate::policy::in_use(name, p, self.availability);
+                let members: Vec<(&Gateway, u32)> = (in_use.members().iter())
+                    .filter_map(|m| Some((self.spec.gateway(&m.gateway)?, m.weight)))
+                    .collect();
+                rules.extend(self.split_over(&members, p.method));
+                if in_use == crate::policy::InUse::LastResort(AllDown::Unreachable) {
+                    rules.extend(unreachable());
+                }
+                Chain {
+                    name: names::policy(name),
+                    base: None,
+                    rules,
+                    doc: "a policy's new connections: its active tier, or its last resort",
+                }
             })
             .collect()
     }
@@ -1229,6 +1298,85 @@ mod tests {
         assert!(small.chains.iter().all(|c| !c.name.contains("selectors")));
     }
 
+    /// Issue 16: a policy's chain splits over its active tier and falls back to its last
+    /// resort; the default policy's chain is untouched by named policies.
+    #[test]
+    fn policy_chains_follow_the_active_tier_and_the_last_resort() {
+        let s = Spec::from_json(
+            &std::fs::read_to_string(concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/../../fixtures/specs/policies-last-resort.json"
+            ))
+            .unwrap(),
+        )
+        .unwrap();
+        let chain = |down: &[&str], name: &str| -> Vec<String> {
+            let a = Availability::without(down.iter().map(|n| n.to_string()).collect());
+            let rs = compile_with(&s, &a);
+            let c = rs.chain(&names::policy(name)).unwrap();
+            c.rules.iter().skip(1).map(crate::nft::rule).collect()
+        };
+        assert_eq!(chain(&[], "voip"), ["ct mark set 0x00000002"]);
+        assert_eq!(
+            chain(&["dsl"], "voip"),
+            ["ct mark set 0x00000001"],
+            "tier 2"
+        );
+        assert_eq!(
+            chain(&["dsl", "fibre"], "voip"),
+            [
+                "meta l4proto tcp reject with tcp reset",
+                "reject with icmpx host-unreachable"
+            ],
+            "unreachable"
+        );
+        assert!(
+            chain(&["fibre", "dsl", "lte"], "web").is_empty(),
+            "main-table"
+        );
+        let web = chain(&["fibre", "dsl"], "web");
+        assert!(
+            web.iter().all(|r| r == "ct mark set 0x00000003"),
+            "lte alone: {web:?}"
+        );
+        // Kept by keep-last (decided by the engine).
+        let mut kept = Availability::without(["dsl".to_string(), "fibre".to_string()].into());
+        kept.kept.insert("voip".into(), ["dsl".to_string()].into());
+        let keep = Spec {
+            policies: s
+                .policies
+                .iter()
+                .map(|(n, p)| {
+                    let mut p = p.clone();
+                    p.last_resort = AllDown::KeepLast;
+                    (n.clone(), p)
+                })
+                .collect(),
+            ..s.clone()
+        };
+        let rs = compile_with(&keep, &kept);
+        let voip: Vec<String> = (rs.chain("policy_voip").unwrap().rules.iter().skip(1))
+            .map(crate::nft::rule)
+            .collect();
+        assert_eq!(voip, ["ct mark set 0x00000002"]);
+        // The default policy: every gateway, all_down unreachable when none is left.
+        let rs = compile_with(
+            &s,
+            &Availability::without(["fibre", "dsl", "lte"].map(String::from).into()),
+        );
+        let balance: Vec<String> = rs
+            .chain(names::BALANCE)
+            .unwrap()
+            .rules
+            .iter()
+            .map(crate::nft::rule)
+            .collect();
+        assert!(
+            balance.contains(&"reject with icmpx host-unreachable".to_string()),
+            "{balance:?}"
+        );
+    }
+
     /// Issue 15: status finds counters by the compiler's key, so every counter rule of the
     /// account chain names its gateway and what it counts, once each.
     #[test]
@@ -1262,9 +1410,8 @@ mod tests {
             r#"{{"gateways":[{}],"balance":{{"forward":[{{"iif":"eth9","gateway":"g1"}},{{"iif":"eth8"}}]}}}}"#,
             gateways(&[3, 2, 1])
         ));
-        let down = |names: &[&str]| Availability {
-            unavailable: names.iter().map(|n| n.to_string()).collect(),
-        };
+        let down =
+            |names: &[&str]| Availability::without(names.iter().map(|n| n.to_string()).collect());
         let text = crate::nft::render(&compile_with(&s, &down(&["g1"])));
         assert!(
             text.contains("ct mark set numgen inc mod 4 map { 0-2 : 0x00000001, 3 : 0x00000003 }"),

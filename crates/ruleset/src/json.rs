@@ -131,6 +131,10 @@ fn stmt(s: &Stmt) -> Json {
         Stmt::Masquerade => json!({ "masquerade": null }),
         Stmt::Counter => json!({ "counter": null }),
         Stmt::Verdict(v) => verdict(v),
+        Stmt::Reject(Reject::TcpReset) => json!({ "reject": { "type": "tcp reset" } }),
+        Stmt::Reject(Reject::IcmpxHostUnreachable) => {
+            json!({ "reject": { "type": "icmpx", "expr": "host-unreachable" } })
+        }
     }
 }
 

@@ -281,6 +281,17 @@ pub enum Stmt {
     /// `counter`: packets and bytes of the packets that reach it.
     Counter,
     Verdict(Verdict),
+    /// `reject`: answer the packet at once so the client fails fast.
+    Reject(Reject),
+}
+
+/// How `reject` answers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reject {
+    /// `reject with tcp reset` (TCP packets only).
+    TcpReset,
+    /// `reject with icmpx host-unreachable`: ICMP or ICMPv6, as the packet's family needs.
+    IcmpxHostUnreachable,
 }
 
 /// A rule: all matches, then the statements in order.

@@ -178,6 +178,8 @@ fn stmt(s: &Stmt) -> String {
         Stmt::Masquerade => "masquerade".into(),
         Stmt::Counter => "counter".into(),
         Stmt::Verdict(v) => verdict(v),
+        Stmt::Reject(Reject::TcpReset) => "reject with tcp reset".into(),
+        Stmt::Reject(Reject::IcmpxHostUnreachable) => "reject with icmpx host-unreachable".into(),
     }
 }
 

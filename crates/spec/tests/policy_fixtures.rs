@@ -44,8 +44,8 @@ fn policy_examples_parse_and_round_trip() {
     }
 }
 
-/// Until the compiler and watch act on them, the program refuses these specs, every
-/// refusal naming its JSON path; none is a validation error.
+/// Until the compiler and watch act on all of them, the program refuses what they do not
+/// act on yet, every refusal naming its JSON path; none is a validation error.
 #[test]
 fn policy_examples_are_refused_by_the_program_until_implemented() {
     if POLICIES_IMPLEMENTED && HEALTH_QUALITY_IMPLEMENTED && HOOKS_IMPLEMENTED {
@@ -53,7 +53,9 @@ fn policy_examples_are_refused_by_the_program_until_implemented() {
     }
     for file in fixtures() {
         let text = fs::read_to_string(&file).unwrap();
-        let errors = Spec::from_json(&text).expect_err(&file.display().to_string());
+        let Err(errors) = Spec::from_json(&text) else {
+            continue;
+        };
         for e in &errors.0 {
             assert!(
                 e.to_string().contains(": not implemented yet: "),
