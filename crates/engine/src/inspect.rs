@@ -117,8 +117,8 @@ fn states(spec: &Spec, state_file: &std::path::Path) -> States {
         .iter()
         .map(|g| {
             let s = match probe_once(spec, g) {
-                Some((true, _)) => "up",
-                Some((false, _)) => "down",
+                Some(r) if r.answer.is_some() => "up",
+                Some(_) => "down",
                 None => "unchecked",
             };
             (s.to_string(), None)

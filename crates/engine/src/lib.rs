@@ -19,7 +19,7 @@ use std::time::Duration;
 
 pub use backend::{Backend, BackendKind};
 use nftbalance_health as health;
-use nftbalance_spec::{Gateway, HealthTarget, Spec};
+use nftbalance_spec::{Gateway, Health, HealthTarget, QueryTarget, Spec};
 
 /// Where the engine's messages go: the binary prints them, watch logs them.
 pub struct Say<'a> {
@@ -45,32 +45,73 @@ impl std::fmt::Debug for Say<'_> {
     }
 }
 
-/// One probe round of a gateway: through its interface, with its mark and source address.
-/// None for a gateway without health checks.
-pub fn probe_once(spec: &Spec, g: &Gateway) -> Option<(bool, String)> {
-    let h = g.health.as_ref()?;
-    let targets = h
-        .targets
-        .iter()
-        .map(|t| match t {
-            HealthTarget::Icmp(a) => health::Target::Icmp(*a),
-            HealthTarget::Tcp(s) => health::Target::Tcp(*s),
-        })
-        .collect();
+/// One probe round of a gateway.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Round {
+    /// The round's round-trip time when at least `reliability` targets answered; `None` when
+    /// it failed.
+    pub answer: Option<Duration>,
+    /// What happened, for logs and the state file.
+    pub detail: String,
+}
+
+/// The probe of a gateway's health section: every target (ICMP and TCP, then DNS and HTTP,
+/// each in spec order) through its interface, with its mark and source address.
+pub fn gateway_probe(spec: &Spec, g: &Gateway, h: &Health) -> health::Probe {
+    let probes = h.targets.iter().map(|t| match t {
+        HealthTarget::Icmp(a) => health::Target::Icmp(*a),
+        HealthTarget::Tcp(s) => health::Target::Tcp(*s),
+    });
+    let queries = h.queries.iter().map(|q| match q {
+        QueryTarget::Dns { server, name } => health::Target::Dns {
+            server: *server,
+            name: name.clone(),
+        },
+        QueryTarget::Http { addr, path } => health::Target::Http {
+            addr: *addr,
+            path: path.clone(),
+        },
+    });
     let source = g
         .address
         .map(std::net::IpAddr::V4)
         .or(g.address6.map(std::net::IpAddr::V6));
-    let p = health::Probe {
+    health::Probe {
         interface: g.interface.clone(),
         mark: g.mark & spec.mark_mask,
         source,
-        targets,
+        targets: probes.chain(queries).collect(),
+        reliability: h.reliability,
         timeout: Duration::from_millis(h.timeout_ms.into()),
-    };
-    let outcome = health::probe(&p);
-    let detail = outcome
-        .reason()
-        .unwrap_or_else(|| format!("answered in {} ms", outcome.elapsed.as_millis()));
-    Some((outcome.ok, detail))
+    }
+}
+
+/// What the quality tracker of a gateway acts on: its health section's thresholds.
+pub fn thresholds(h: &Health) -> health::Thresholds {
+    let ms = |v: u32| Duration::from_millis(v.into());
+    health::Thresholds {
+        up: h.up,
+        down: h.down,
+        window: h.window,
+        max_loss: h.max_loss,
+        recover_loss: h.recover_loss,
+        max_latency: h.max_latency_ms.map(ms),
+        recover_latency: h.recover_latency_ms.map(ms),
+        hold_down: ms(h.hold_down_ms),
+    }
+}
+
+/// One probe round of a gateway (see [`gateway_probe`]). None for a gateway without health
+/// checks.
+pub fn probe_once(spec: &Spec, g: &Gateway) -> Option<Round> {
+    let h = g.health.as_ref()?;
+    let outcome = health::probe(&gateway_probe(spec, g, h));
+    let detail = outcome.reason().unwrap_or_else(|| {
+        let rtt = outcome.rtt.unwrap_or(outcome.elapsed);
+        format!("answered in {} ms", rtt.as_millis())
+    });
+    Some(Round {
+        answer: outcome.rtt,
+        detail,
+    })
 }

@@ -51,6 +51,13 @@ pub struct GatewayState {
     /// Unix seconds of the last change of `state`.
     pub since: u64,
     pub last_probe: String,
+    /// Failed probe rounds in the health window, percent; none before the first round or
+    /// without health checks.
+    #[serde(default)]
+    pub loss: Option<u8>,
+    /// Median round-trip time of the window's answered rounds, milliseconds.
+    #[serde(default)]
+    pub rtt_ms: Option<u32>,
 }
 
 /// A file of this module: JSON with a `version` field.
@@ -205,6 +212,8 @@ mod tests {
                 available: true,
                 since: 1,
                 last_probe: "no answer".into(),
+                loss: Some(30),
+                rtt_ms: Some(12),
             }],
             pending: Some("waiting for the lock".into()),
         }
@@ -224,6 +233,18 @@ mod tests {
             WatchState::read(&path).unwrap().observed()["isp1"],
             State::Down
         );
+        std::fs::remove_file(&path).unwrap();
+    }
+
+    #[test]
+    fn a_state_file_without_loss_and_rtt_still_reads() {
+        let path = temp("no-quality");
+        let text = r#"{"version":2,"family":"inet","table":"t","pid":1,"netns_cookie":null,
+            "updated":1,"gateways":[{"name":"isp1","state":"up","checked":true,
+            "available":true,"since":1,"last_probe":"answered in 3 ms"}]}"#;
+        std::fs::write(&path, text).unwrap();
+        let g = &WatchState::read(&path).unwrap().gateways[0];
+        assert_eq!((g.loss, g.rtt_ms), (None, None));
         std::fs::remove_file(&path).unwrap();
     }
 

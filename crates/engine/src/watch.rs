@@ -27,7 +27,7 @@ use crate::files::{netns_cookie, TableFiles};
 use crate::journal::Interrupted;
 use crate::lock::{LockError, TableLock};
 use crate::state::{self, Applied, GatewayState, WatchState};
-use crate::{decide, probe_once, BackendKind, Say};
+use crate::{decide, probe_once, thresholds, BackendKind, Round, Say};
 
 /// How long a failover waits for another nftbalance's lock before it retries later: short,
 /// so that probing, logging and the state file go on meanwhile.
@@ -58,7 +58,8 @@ struct Session {
     source: String,
     files: TableFiles,
     state_file: PathBuf,
-    trackers: Vec<health::Tracker>,
+    /// Per gateway: its health from the probe rounds (a gateway without checks stays up).
+    qualities: Vec<health::Quality>,
     details: Vec<String>,
     since: Vec<u64>,
     /// What the table holds as far as watch knows; None after a flush (watch then idles).
@@ -73,16 +74,21 @@ struct Session {
 impl Session {
     fn new(spec: Spec, source: String, files: TableFiles, state_file: PathBuf) -> Session {
         let n = spec.gateways.len();
-        let trackers = spec
+        let now = Instant::now();
+        let qualities = spec
             .gateways
             .iter()
             .map(|g| match &g.health {
-                Some(h) => health::Tracker::new(h.up, h.down),
-                None => health::Tracker::starting_as(health::State::Up, 1, 1),
+                Some(h) => health::Quality::new(thresholds(h), now),
+                None => health::Quality::starting_as(
+                    health::State::Up,
+                    health::Thresholds::consecutive(1, 1, 1),
+                    now,
+                ),
             })
             .collect();
         Session {
-            trackers,
+            qualities,
             details: vec![String::new(); n],
             since: vec![state::now(); n],
             current: None,
@@ -213,16 +219,16 @@ impl Session {
                 continue;
             };
             if let Some(h) = &g.health {
-                let mut t = self.trackers[j].clone();
-                t.set_thresholds(h.up, h.down);
-                next.trackers[i] = t;
+                let mut q = self.qualities[j].clone();
+                q.set_thresholds(thresholds(h));
+                next.qualities[i] = q;
             }
             next.details[i] = self.details[j].clone();
             next.since[i] = self.since[j];
         }
         self.spec = next.spec;
         self.source = next.source;
-        self.trackers = next.trackers;
+        self.qualities = next.qualities;
         self.details = next.details;
         self.since = next.since;
     }
@@ -231,28 +237,36 @@ impl Session {
         self.spec
             .gateways
             .iter()
-            .zip(&self.trackers)
-            .map(|(g, t)| (g.name.clone(), t.state()))
+            .zip(&self.qualities)
+            .map(|(g, q)| (g.name.clone(), q.state()))
             .collect()
     }
 
     /// A probe result; on a state change the state file is written at once (before the
     /// table changes: `status` shows what was observed even if the change is pending).
-    fn record(&mut self, i: usize, ok: bool, detail: String) -> bool {
-        self.details[i] = detail;
-        let Some(t) = self.trackers[i].record(ok) else {
+    fn record(&mut self, i: usize, round: Round) -> bool {
+        let now = Instant::now();
+        let q = &mut self.qualities[i];
+        let change = q.record(round.answer, now);
+        self.details[i] = match q.good_since() {
+            // Down, good again, in its hold-down: say so in `status`
+            Some(since) => format!(
+                "{}; recovering: good for {} ms of hold_down {} ms",
+                round.detail,
+                now.saturating_duration_since(since).as_millis(),
+                q.thresholds().hold_down.as_millis()
+            ),
+            None => round.detail,
+        };
+        let Some(t) = change else {
             return false;
         };
         let g = &self.spec.gateways[i];
         self.since[i] = state::now();
         log::warn!(
-            "gateway {} ({}): {} -> {} after {} {} ({})",
+            "gateway {} ({}): {t} ({})",
             g.name,
             g.interface,
-            t.from,
-            t.to,
-            t.streak,
-            if ok { "successes" } else { "failures" },
             self.details[i]
         );
         if t.to == health::State::Down && g.flush_conntrack {
@@ -413,11 +427,17 @@ impl Session {
             .enumerate()
             .map(|(i, g)| GatewayState {
                 name: g.name.clone(),
-                state: self.trackers[i].state().as_str().to_string(),
+                state: self.qualities[i].state().as_str().to_string(),
                 checked: g.health.is_some(),
                 available: self.current.is_some() && !self.in_force.unavailable.contains(&g.name),
                 since: self.since[i],
                 last_probe: self.details[i].clone(),
+                loss: g.health.as_ref().and(self.qualities[i].loss_percent()),
+                rtt_ms: g
+                    .health
+                    .as_ref()
+                    .and(self.qualities[i].median_rtt())
+                    .map(|d| u32::try_from(d.as_millis()).unwrap_or(u32::MAX)),
             })
             .collect();
         let doc = WatchState {
@@ -444,7 +464,7 @@ fn is_unusable_lock(e: &anyhow::Error) -> bool {
 }
 
 /// Probes every checked gateway on its own interval until `stop`.
-fn start_probers(spec: &Spec, stop: &Arc<AtomicBool>) -> mpsc::Receiver<(usize, bool, String)> {
+fn start_probers(spec: &Spec, stop: &Arc<AtomicBool>) -> mpsc::Receiver<(usize, Round)> {
     let (tx, rx) = mpsc::channel();
     for (i, g) in spec.gateways.iter().enumerate() {
         let Some(h) = &g.health else { continue };
@@ -453,8 +473,8 @@ fn start_probers(spec: &Spec, stop: &Arc<AtomicBool>) -> mpsc::Receiver<(usize, 
         thread::spawn(move || {
             while !stop.load(Ordering::Relaxed) {
                 let started = Instant::now();
-                if let Some((ok, detail)) = probe_once(&spec, &g) {
-                    if tx.send((i, ok, detail)).is_err() {
+                if let Some(round) = probe_once(&spec, &g) {
+                    if tx.send((i, round)).is_err() {
                         return;
                     }
                 }
@@ -515,8 +535,8 @@ pub fn run(
                 break;
             }
             match results.recv_timeout(Duration::from_millis(100)) {
-                Ok((i, ok, detail)) => {
-                    session.record(i, ok, detail);
+                Ok((i, round)) => {
+                    session.record(i, round);
                 }
                 Err(mpsc::RecvTimeoutError::Timeout) => {}
                 Err(mpsc::RecvTimeoutError::Disconnected) => {

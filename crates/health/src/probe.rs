@@ -4,7 +4,8 @@ use std::collections::hash_map::RandomState;
 use std::fmt;
 use std::hash::{BuildHasher, Hasher};
 use std::io;
-use std::net::{IpAddr, SocketAddr, SocketAddrV6, UdpSocket};
+use std::io::{Read, Write};
+use std::net::{IpAddr, SocketAddr, SocketAddrV6, TcpStream, UdpSocket};
 use std::os::fd::{AsFd, BorrowedFd};
 use std::sync::atomic::{AtomicU16, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -14,6 +15,7 @@ use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use socket2::{Domain, Protocol, SockAddr, Socket, Type};
 
 use crate::icmp::{self, Expect, Verdict, COOKIE_LEN};
+use crate::{dns, http};
 
 /// One health probe of one gateway: every target is tried through the gateway's uplink.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -27,19 +29,38 @@ pub struct Probe {
     /// The gateway's source address. Used for the targets of its address family; targets of
     /// the other family get the address the kernel chooses for the route.
     pub source: Option<IpAddr>,
-    /// What to probe; the probe succeeds if any of them answers.
+    /// What to probe, all at once.
     pub targets: Vec<Target>,
+    /// How many targets must answer for the probe to succeed (0 is taken as 1; more than
+    /// there are targets never succeeds).
+    pub reliability: u32,
     /// Budget for the whole probe (all targets are probed at once within it).
     pub timeout: Duration,
 }
 
 /// A probe target.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum Target {
     /// ICMP echo (ICMPv6 echo for an IPv6 address); answered by a matching echo reply.
     Icmp(IpAddr),
     /// TCP connect; answered when the handshake completes (the connection is then reset).
     Tcp(SocketAddr),
+    /// A UDP DNS query for `name` (type A, recursion desired, a random id); answered by a
+    /// response with our id and question and rcode NOERROR or NXDOMAIN (see [`crate::dns`]'s
+    /// `classify` for why those two).
+    Dns { server: SocketAddr, name: String },
+    /// `GET path HTTP/1.1` over TCP; answered by a status line `HTTP/1.x 2xx` or `3xx`.
+    Http { addr: SocketAddr, path: String },
+}
+
+impl Target {
+    /// The address the target is probed at.
+    pub fn addr(&self) -> IpAddr {
+        match self {
+            Target::Icmp(a) => *a,
+            Target::Tcp(s) | Target::Dns { server: s, .. } | Target::Http { addr: s, .. } => s.ip(),
+        }
+    }
 }
 
 impl fmt::Display for Target {
@@ -47,6 +68,8 @@ impl fmt::Display for Target {
         match self {
             Target::Icmp(a) => write!(f, "icmp {a}"),
             Target::Tcp(a) => write!(f, "tcp {a}"),
+            Target::Dns { server, name } => write!(f, "dns {server} {name}"),
+            Target::Http { addr, path } => write!(f, "http {addr}{path}"),
         }
     }
 }
@@ -75,7 +98,7 @@ pub enum TargetResult {
     Answered(Duration),
     /// It did not answer: the reason (a socket error, an ICMP error, or no answer in time).
     Failed(String),
-    /// Still outstanding when another target had answered (the probe returns at once).
+    /// Still outstanding when enough other targets had answered (the probe returns then).
     NotAwaited,
 }
 
@@ -91,10 +114,14 @@ pub struct TargetOutcome {
 /// The outcome of [`probe`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ProbeOutcome {
-    /// Some target answered within the timeout.
+    /// At least [`Probe::reliability`] targets answered within the timeout.
     pub ok: bool,
-    /// Time from the start until the first answer, or until every target had failed.
+    /// Time from the start until enough targets had answered, or until too many had failed
+    /// for that, or the timeout.
     pub elapsed: Duration,
+    /// The round-trip time of the round: when it succeeded, the `reliability`-th fastest
+    /// answer (the time the round took to succeed); `None` when it failed.
+    pub rtt: Option<Duration>,
     /// Per target, in the order of [`Probe::targets`].
     pub targets: Vec<TargetOutcome>,
 }
@@ -120,18 +147,23 @@ impl ProbeOutcome {
         Some(parts.join("; "))
     }
 
-    /// The first target that answered, with its round-trip time.
-    pub fn answered_by(&self) -> Option<(Target, Duration)> {
-        self.targets.iter().find_map(|t| match t.result {
-            TargetResult::Answered(rtt) => Some((t.target, rtt)),
+    /// The first target (in [`Probe::targets`] order) that answered, with its round-trip time.
+    pub fn answered_by(&self) -> Option<(&Target, Duration)> {
+        self.answered().next()
+    }
+
+    /// Every target that answered, with its round-trip time.
+    pub fn answered(&self) -> impl Iterator<Item = (&Target, Duration)> {
+        self.targets.iter().filter_map(|t| match t.result {
+            TargetResult::Answered(rtt) => Some((&t.target, rtt)),
             _ => None,
         })
     }
 }
 
 /// Probes all targets of `p` concurrently through the uplink (see [`Probe`]) and returns as soon
-/// as one answers, or when every target has failed, or when `p.timeout` has passed, whichever
-/// comes first. Never blocks longer than the timeout (plus scheduling slack); never fails:
+/// as `p.reliability` of them have answered, or when so many have failed that the rest cannot
+/// make up the number, or when `p.timeout` has passed, whichever comes first. Never blocks longer than the timeout (plus scheduling slack); never fails:
 /// errors (no such interface, no route, permission) are failed targets with a reason.
 /// ICMP uses [`IcmpSocket::Auto`].
 pub fn probe(p: &Probe) -> ProbeOutcome {
@@ -142,12 +174,15 @@ pub fn probe(p: &Probe) -> ProbeOutcome {
 pub fn probe_with(p: &Probe, icmp_socket: IcmpSocket) -> ProbeOutcome {
     let start = Instant::now();
     let deadline = start + p.timeout;
+    let needed = p.reliability.max(1) as usize;
     let mut results: Vec<Option<TargetResult>> = vec![None; p.targets.len()];
     let mut pending: Vec<(usize, Active)> = Vec::new();
     for (i, t) in p.targets.iter().enumerate() {
         let started = match t {
             Target::Icmp(dst) => start_icmp(p, *dst, icmp_socket),
             Target::Tcp(dst) => start_tcp(p, *dst, start),
+            Target::Dns { server, name } => start_dns(p, *server, name),
+            Target::Http { addr, path } => start_http(p, *addr, path),
         };
         match started {
             Ok(Started::Done(r)) => results[i] = Some(r),
@@ -155,11 +190,16 @@ pub fn probe_with(p: &Probe, icmp_socket: IcmpSocket) -> ProbeOutcome {
             Err(reason) => results[i] = Some(TargetResult::Failed(reason)),
         }
     }
-    let mut ok = results
-        .iter()
-        .any(|r| matches!(r, Some(TargetResult::Answered(_))));
+    let answers = |results: &[Option<TargetResult>]| {
+        results
+            .iter()
+            .filter(|r| matches!(r, Some(TargetResult::Answered(_))))
+            .count()
+    };
+    let mut ok = answers(&results) >= needed;
 
-    while !ok && !pending.is_empty() {
+    // Wait while enough answers are still possible.
+    while !ok && answers(&results) + pending.len() >= needed && !pending.is_empty() {
         let now = Instant::now();
         if now >= deadline {
             break;
@@ -188,24 +228,36 @@ pub fn probe_with(p: &Probe, icmp_socket: IcmpSocket) -> ProbeOutcome {
                 .collect()
         };
         let mut still = Vec::with_capacity(pending.len());
-        for ((i, a), ev) in pending.into_iter().zip(revents) {
+        for ((i, mut a), ev) in pending.into_iter().zip(revents) {
             if ev.is_empty() {
                 still.push((i, a));
                 continue;
             }
             match a.ready(start) {
-                Some(r) => {
-                    ok |= matches!(r, TargetResult::Answered(_));
-                    results[i] = Some(r);
-                }
+                Some(r) => results[i] = Some(r),
                 None => still.push((i, a)),
             }
         }
         pending = still;
+        ok = answers(&results) >= needed;
     }
     let elapsed = start.elapsed();
+    let rtt = ok
+        .then(|| {
+            let mut rtts: Vec<Duration> = results
+                .iter()
+                .filter_map(|r| match r {
+                    Some(TargetResult::Answered(d)) => Some(*d),
+                    _ => None,
+                })
+                .collect();
+            rtts.sort_unstable();
+            rtts.get(needed - 1).copied()
+        })
+        .flatten();
+    let timed_out = Instant::now() >= deadline;
     for (i, _) in pending {
-        results[i] = Some(if ok {
+        results[i] = Some(if ok || !timed_out {
             TargetResult::NotAwaited
         } else {
             TargetResult::Failed(format!("no answer within {:?}", p.timeout))
@@ -214,12 +266,13 @@ pub fn probe_with(p: &Probe, icmp_socket: IcmpSocket) -> ProbeOutcome {
     ProbeOutcome {
         ok,
         elapsed,
+        rtt,
         targets: p
             .targets
             .iter()
             .zip(results)
             .map(|(t, r)| TargetOutcome {
-                target: *t,
+                target: t.clone(),
                 result: r.unwrap_or(TargetResult::NotAwaited),
             })
             .collect(),
@@ -243,33 +296,157 @@ enum Active {
         cookie: [u8; COOKIE_LEN],
     },
     Tcp(Socket),
+    /// A connected UDP socket (only the server's datagrams reach it) and the query sent.
+    Dns {
+        sock: UdpSocket,
+        query: Vec<u8>,
+    },
+    Http(Http),
+}
+
+/// An HTTP probe, in the order of its steps.
+enum Http {
+    /// The TCP handshake is under way; the request waits.
+    Connecting { sock: Socket, request: Vec<u8> },
+    /// Connected: sending what is left of the request.
+    Sending { stream: TcpStream, left: Vec<u8> },
+    /// Request sent: reading until the status line is complete.
+    Reading { stream: TcpStream, head: Vec<u8> },
+    /// Decided (a transient step while `ready` moves between the others).
+    Done,
+}
+
+/// Whether a connect on a non-blocking socket that poll reported ready has completed.
+fn connected(s: &Socket) -> Result<(), String> {
+    match s.take_error() {
+        Ok(None) => s
+            .peer_addr()
+            .map(|_| ())
+            .map_err(|e| format!("connect: {e}")),
+        Ok(Some(e)) | Err(e) => Err(format!("connect: {e}")),
+    }
+}
+
+impl Http {
+    /// Moves as far as the socket allows: `Some` when the target is decided.
+    fn advance(&mut self, start: Instant) -> Option<TargetResult> {
+        loop {
+            match std::mem::replace(self, Http::Done) {
+                Http::Connecting { sock, request } => {
+                    if let Err(reason) = connected(&sock) {
+                        return Some(TargetResult::Failed(reason));
+                    }
+                    *self = Http::Sending {
+                        stream: TcpStream::from(sock),
+                        left: request,
+                    };
+                }
+                Http::Sending {
+                    mut stream,
+                    mut left,
+                } => match stream.write(&left) {
+                    Ok(n) if n == left.len() => {
+                        *self = Http::Reading {
+                            stream,
+                            head: Vec::new(),
+                        }
+                    }
+                    Ok(n) => {
+                        left.drain(..n);
+                        *self = Http::Sending { stream, left };
+                        return None;
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                        *self = Http::Sending { stream, left };
+                        return None;
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {
+                        *self = Http::Sending { stream, left }
+                    }
+                    Err(e) => return Some(TargetResult::Failed(format!("send: {e}"))),
+                },
+                Http::Reading {
+                    mut stream,
+                    mut head,
+                } => {
+                    let mut buf = [0u8; 512];
+                    let eof = match stream.read(&mut buf) {
+                        Ok(0) => true,
+                        Ok(n) => {
+                            head.extend_from_slice(&buf[..n]);
+                            false
+                        }
+                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                            *self = Http::Reading { stream, head };
+                            return None;
+                        }
+                        Err(e) if e.kind() == io::ErrorKind::Interrupted => {
+                            *self = Http::Reading { stream, head };
+                            continue;
+                        }
+                        Err(e) => return Some(TargetResult::Failed(format!("receive: {e}"))),
+                    };
+                    match http::status(&head, eof) {
+                        http::Status::Incomplete => *self = Http::Reading { stream, head },
+                        http::Status::Good(_) => {
+                            return Some(TargetResult::Answered(start.elapsed()))
+                        }
+                        http::Status::Bad(why) => return Some(TargetResult::Failed(why)),
+                    }
+                }
+                Http::Done => return Some(TargetResult::Failed("probe already decided".into())),
+            }
+        }
+    }
 }
 
 impl Active {
     fn fd(&self) -> BorrowedFd<'_> {
         match self {
-            Active::Icmp { sock, .. } => sock.as_fd(),
-            Active::Tcp(s) => s.as_fd(),
+            Active::Icmp { sock, .. } | Active::Dns { sock, .. } => sock.as_fd(),
+            Active::Tcp(s) | Active::Http(Http::Connecting { sock: s, .. }) => s.as_fd(),
+            Active::Http(Http::Sending { stream, .. } | Http::Reading { stream, .. }) => {
+                stream.as_fd()
+            }
+            Active::Http(Http::Done) => unreachable!("a decided probe is not polled"),
         }
     }
 
     fn events(&self) -> PollFlags {
         match self {
-            Active::Icmp { .. } => PollFlags::POLLIN,
+            Active::Icmp { .. } | Active::Dns { .. } => PollFlags::POLLIN,
             Active::Tcp(_) => PollFlags::POLLOUT,
+            Active::Http(Http::Connecting { .. } | Http::Sending { .. }) => PollFlags::POLLOUT,
+            Active::Http(_) => PollFlags::POLLIN,
         }
     }
 
     /// Handles readiness: `Some` when the target is decided.
-    fn ready(&self, start: Instant) -> Option<TargetResult> {
+    fn ready(&mut self, start: Instant) -> Option<TargetResult> {
         match self {
-            Active::Tcp(s) => Some(match s.take_error() {
-                Ok(None) => match s.peer_addr() {
-                    Ok(_) => TargetResult::Answered(start.elapsed()),
-                    Err(e) => TargetResult::Failed(format!("connect: {e}")),
-                },
-                Ok(Some(e)) | Err(e) => TargetResult::Failed(format!("connect: {e}")),
+            Active::Tcp(s) => Some(match connected(s) {
+                Ok(()) => TargetResult::Answered(start.elapsed()),
+                Err(reason) => TargetResult::Failed(reason),
             }),
+            Active::Http(h) => h.advance(start),
+            Active::Dns { sock, query } => {
+                let mut buf = [0u8; 1500];
+                loop {
+                    let n = match sock.recv(&mut buf) {
+                        Ok(n) => n,
+                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => return None,
+                        Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                        Err(e) => return Some(TargetResult::Failed(format!("receive: {e}"))),
+                    };
+                    match dns::classify(&buf[..n], query) {
+                        dns::Answer::Answered => {
+                            return Some(TargetResult::Answered(start.elapsed()))
+                        }
+                        dns::Answer::Refused(why) => return Some(TargetResult::Failed(why)),
+                        dns::Answer::Other => continue,
+                    }
+                }
+            }
             Active::Icmp {
                 sock,
                 v4_header,
@@ -428,6 +605,47 @@ fn start_icmp(p: &Probe, dst: IpAddr, kind: IcmpSocket) -> Result<Started, Strin
     }))
 }
 
+fn start_dns(p: &Probe, server: SocketAddr, name: &str) -> Result<Started, String> {
+    let query = dns::query((random() & 0xffff) as u16, name)?;
+    let sock = Socket::new(domain_of(server.ip()), Type::DGRAM, Some(Protocol::UDP))
+        .map_err(|e| format!("socket: {e}"))?;
+    setup(p, &sock, server.ip())?;
+    // connected: the kernel delivers only the server's datagrams, and an ICMP port
+    // unreachable ends the target at once (ECONNREFUSED)
+    let to = dest(p, server.ip(), server.port());
+    sock.connect(&SockAddr::from(to))
+        .map_err(|e| format!("connect: {e}"))?;
+    let sock = UdpSocket::from(sock);
+    loop {
+        match sock.send(&query) {
+            Ok(_) => break,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(format!("send: {e}")),
+        }
+    }
+    Ok(Started::Pending(Active::Dns { sock, query }))
+}
+
+fn start_http(p: &Probe, addr: SocketAddr, path: &str) -> Result<Started, String> {
+    let sock = Socket::new(domain_of(addr.ip()), Type::STREAM, Some(Protocol::TCP))
+        .map_err(|e| format!("socket: {e}"))?;
+    setup(p, &sock, addr.ip())?;
+    // as for TCP: a reset when we close, never a TIME_WAIT socket per interval
+    sock.set_linger(Some(Duration::ZERO))
+        .map_err(|e| format!("set linger: {e}"))?;
+    let request = http::request(&http::host(addr), path);
+    let to = dest(p, addr.ip(), addr.port());
+    match sock.connect(&SockAddr::from(to)) {
+        Ok(()) => {}
+        Err(e) if e.raw_os_error() == Some(Errno::EINPROGRESS as i32) => {}
+        Err(e) => return Err(format!("connect: {e}")),
+    }
+    Ok(Started::Pending(Active::Http(Http::Connecting {
+        sock,
+        request,
+    })))
+}
+
 static SEQ: AtomicU16 = AtomicU16::new(1);
 static NONCE: AtomicU64 = AtomicU64::new(0);
 
@@ -456,6 +674,7 @@ mod tests {
             mark: 0,
             source: None,
             targets: vec![],
+            reliability: 1,
             timeout: Duration::from_secs(5),
         });
         assert!(!out.ok);
@@ -468,6 +687,7 @@ mod tests {
         let out = ProbeOutcome {
             ok: false,
             elapsed: Duration::from_millis(500),
+            rtt: None,
             targets: vec![
                 TargetOutcome {
                     target: Target::Icmp("192.0.2.1".parse().unwrap()),
@@ -493,6 +713,7 @@ mod tests {
             mark: 0,
             source: None,
             targets: vec![Target::Tcp("127.0.0.1:9".parse().unwrap())],
+            reliability: 1,
             timeout: Duration::from_millis(200),
         });
         assert!(!out.ok);

@@ -30,10 +30,7 @@ fn server_targets() -> Vec<Target> {
 
 /// A probe of uplink `i` (interface up<i>, mark i, source 10.<i>.0.1 / fd00:<i>::1 by family).
 fn uplink(i: u32, target: Target, timeout: Duration) -> Probe {
-    let v6 = match target {
-        Target::Icmp(a) => a.is_ipv6(),
-        Target::Tcp(a) => a.is_ipv6(),
-    };
+    let v6 = target.addr().is_ipv6();
     let source = if v6 {
         ip(&format!("fd00:{i}::1"))
     } else {
@@ -44,6 +41,7 @@ fn uplink(i: u32, target: Target, timeout: Duration) -> Probe {
         mark: i,
         source: Some(source),
         targets: vec![target],
+        reliability: 1,
         timeout,
     }
 }
@@ -106,7 +104,7 @@ fn probes_leave_through_the_uplink_they_test() {
         let other = 3 - i as usize;
         let (before, before_other) = (lab.forwarded(i as usize), lab.forwarded(other));
         for t in server_targets() {
-            let out = run(&lab, &uplink(i, t, OK_TIMEOUT));
+            let out = run(&lab, &uplink(i, t.clone(), OK_TIMEOUT));
             assert_ok(&out, &format!("uplink {i}, {t}"));
         }
         // ICMP: 1 packet each; TCP: SYN, ACK, RST each (at least)
@@ -130,7 +128,7 @@ fn probes_leave_through_the_uplink_they_test() {
     // through uplink 1) has no route; uplink 1's interface with mark 2 neither
     for (iface, mark) in [("up2", 1), ("up1", 2)] {
         for t in [Target::Icmp(ip(SERVER4)), tcp(SERVER6, PORT)] {
-            let mut p = uplink(mark, t, DEAD_TIMEOUT);
+            let mut p = uplink(mark, t.clone(), DEAD_TIMEOUT);
             p.interface = iface.into();
             p.source = None;
             let out = run(&lab, &p);
@@ -145,22 +143,22 @@ fn dead_link_fails_only_its_uplink_and_recovers() {
     // carrier loss: the provider's end goes down, the router's interface stays configured
     lab.providers[1].cmd("ip link set dn down");
     for t in server_targets() {
-        let out = run(&lab, &uplink(2, t, DEAD_TIMEOUT));
+        let out = run(&lab, &uplink(2, t.clone(), DEAD_TIMEOUT));
         let reason = assert_failed(&out, DEAD_TIMEOUT, &format!("uplink 2 carrier down, {t}"));
         eprintln!("uplink 2 carrier down, {t}: {reason}");
-        assert_ok(&run(&lab, &uplink(1, t, OK_TIMEOUT)), "uplink 1");
+        assert_ok(&run(&lab, &uplink(1, t.clone(), OK_TIMEOUT)), "uplink 1");
     }
     lab.providers[1].cmd("ip link set dn up");
     for t in server_targets() {
-        assert_recovers(&lab, &uplink(2, t, OK_TIMEOUT));
+        assert_recovers(&lab, &uplink(2, t.clone(), OK_TIMEOUT));
     }
     // administratively down on the router: no route through it at all
     lab.router.cmd("ip link set up2 down");
     for t in server_targets() {
-        let out = run(&lab, &uplink(2, t, DEAD_TIMEOUT));
+        let out = run(&lab, &uplink(2, t.clone(), DEAD_TIMEOUT));
         let reason = assert_failed(&out, DEAD_TIMEOUT, &format!("up2 admin down, {t}"));
         eprintln!("up2 admin down, {t}: {reason}");
-        assert_ok(&run(&lab, &uplink(1, t, OK_TIMEOUT)), "uplink 1");
+        assert_ok(&run(&lab, &uplink(1, t.clone(), OK_TIMEOUT)), "uplink 1");
     }
 }
 
@@ -170,10 +168,10 @@ fn dead_upstream_behind_a_live_link_is_detected() {
     lab.provider_drops_all(2);
     let before = lab.forwarded(2);
     for t in server_targets() {
-        let out = run(&lab, &uplink(2, t, DEAD_TIMEOUT));
+        let out = run(&lab, &uplink(2, t.clone(), DEAD_TIMEOUT));
         let reason = assert_failed(&out, DEAD_TIMEOUT, &format!("uplink 2 upstream dead, {t}"));
         assert!(reason.contains("no answer within 400ms"), "{reason}");
-        assert_ok(&run(&lab, &uplink(1, t, OK_TIMEOUT)), "uplink 1");
+        assert_ok(&run(&lab, &uplink(1, t.clone(), OK_TIMEOUT)), "uplink 1");
     }
     // the link is up and the probes did reach the provider: it is the upstream that is dead
     let link = lab.router.cmd("ip -br link show up2");
@@ -184,7 +182,7 @@ fn dead_upstream_behind_a_live_link_is_detected() {
     );
     lab.provider_forwards(2);
     for t in server_targets() {
-        assert_recovers(&lab, &uplink(2, t, OK_TIMEOUT));
+        assert_recovers(&lab, &uplink(2, t.clone(), OK_TIMEOUT));
     }
 }
 
@@ -223,7 +221,7 @@ fn timeouts_errors_and_any_target_answering() {
     p.timeout = OK_TIMEOUT;
     let out = run(&lab, &p);
     assert_ok(&out, "one live target");
-    assert_eq!(out.answered_by().unwrap().0, tcp(SERVER4, PORT));
+    assert_eq!(out.answered_by().unwrap().0, &tcp(SERVER4, PORT));
     assert!(out.elapsed < OK_TIMEOUT, "{:?}", out.elapsed);
     assert_eq!(out.targets[0].result, TargetResult::NotAwaited);
 
@@ -249,7 +247,7 @@ fn ping_sockets_work_through_the_uplink_too() {
     lab.router.sysctl(&["net.ipv4.ping_group_range=0 0"]);
     for t in [Target::Icmp(ip(SERVER4)), Target::Icmp(ip(SERVER6))] {
         let before = lab.forwarded(2);
-        let p = uplink(2, t, OK_TIMEOUT);
+        let p = uplink(2, t.clone(), OK_TIMEOUT);
         let out = lab.router.run(|| probe_with(&p, IcmpSocket::Datagram));
         assert_ok(&out, &format!("ping socket {t}"));
         assert_eq!(
@@ -260,7 +258,7 @@ fn ping_sockets_work_through_the_uplink_too() {
     }
     lab.provider_drops_all(2);
     for t in [Target::Icmp(ip(SERVER4)), Target::Icmp(ip(SERVER6))] {
-        let p = uplink(2, t, DEAD_TIMEOUT);
+        let p = uplink(2, t.clone(), DEAD_TIMEOUT);
         let out = lab.router.run(|| probe_with(&p, IcmpSocket::Datagram));
         assert_failed(&out, DEAD_TIMEOUT, "ping socket, upstream dead");
     }

@@ -151,11 +151,10 @@ impl AllDown {
 /// again only once it is within every `recover_*` (or, where none is given, within the
 /// `max_*`), and takes new connections only after staying so for `hold_down`.
 ///
-/// Targets are kept in two lists, not one enum of four kinds: `targets` holds what `watch`
-/// probes today and `queries` the DNS and HTTP checks it does not run yet. The engine matches
-/// on [`HealthTarget`] exhaustively, so a new variant there would have to change it now; the
-/// engineer who implements the probes merges the two (and the engine's match) in one change.
-/// Serialized as one `targets` list (ICMP/TCP first, then DNS/HTTP, each in spec order).
+/// Targets are kept in two lists: `targets` (ICMP echo, TCP connect) and `queries` (DNS and
+/// HTTP). The engine merges both into the health crate's one `Target` enum of four kinds
+/// (`nftbalance_engine::gateway_probe`), ICMP/TCP first, then DNS/HTTP, as they are
+/// serialized: one `targets` list, each kind in spec order.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Health {
     pub targets: Vec<HealthTarget>,
@@ -287,8 +286,9 @@ impl Serialize for HealthTarget {
 /// A target that must answer a query, not only be reachable (issue 16).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum QueryTarget {
-    /// `dns://address[:port]/name`: a UDP query for `name` (type A) gets an answer (any
-    /// rcode: the server answering is what is measured).
+    /// `dns://address[:port]/name`: a UDP query for `name` (type A) gets an answer, NOERROR
+    /// or NXDOMAIN (the server answered the question; other rcodes, such as REFUSED or
+    /// SERVFAIL, fail the target).
     Dns { server: SocketAddr, name: String },
     /// `http://address[:port]/path`: an HTTP/1.1 GET of `path` is answered 2xx or 3xx.
     Http { addr: SocketAddr, path: String },

@@ -23,7 +23,7 @@ pub const POLICIES_IMPLEMENTED: bool = true;
 /// As [`POLICIES_IMPLEMENTED`], for what `watch` must do: the health fields `reliability`,
 /// `window`, `max_loss`, `recover_loss`, `max_latency`, `recover_latency`, `hold_down`, and
 /// `dns://` and `http://` targets.
-pub const HEALTH_QUALITY_IMPLEMENTED: bool = false;
+pub const HEALTH_QUALITY_IMPLEMENTED: bool = true;
 /// As [`POLICIES_IMPLEMENTED`], for `hooks` (run by `watch`; the program must also call
 /// [`Spec::hook_problems`] then).
 pub const HOOKS_IMPLEMENTED: bool = false;
@@ -2187,10 +2187,15 @@ mod tests {
                 "watch.all_down: \"x\" is not a last resort; expected keep-last, main-table or unreachable",
             ]
         );
-        let h = errors(
-            r#"{"gateways":[{"name":"a","interface":"eth1","mark":1,"route_table":101,
-                "health":{"targets":["dns://192.0.2.53/a.b"],"hold_down":"1s"}}]}"#,
-        );
+        let health = r#"{"gateways":[{"name":"a","interface":"eth1","mark":1,"route_table":101,
+                "health":{"targets":["dns://192.0.2.53/a.b"],"hold_down":"1s"}}]}"#;
+        if HEALTH_QUALITY_IMPLEMENTED {
+            let s = Spec::from_json(health).unwrap();
+            let h = s.gateways[0].health.as_ref().unwrap();
+            assert_eq!((h.hold_down_ms, h.queries.len()), (1000, 1));
+            return;
+        }
+        let h = errors(health);
         assert_eq!(
             h.iter()
                 .map(|m| m.split(':').next().unwrap())

@@ -12,10 +12,18 @@
 //! route via provider i (IPv4 and IPv6). Providers forward 10.9.9.0/24 and fd00:9::/64 to the
 //! server (which owns only .9 / ::9, so .10 / ::10 are silent black holes) and count what they
 //! forward to 10.9.9.9 / fd00:9::9 in the named counter `inet probe to_server`. The server
-//! listens on TCP 8080 (IPv4 and IPv6).
+//! listens on TCP 8080 (IPv4 and IPv6) and never answers there; [`Lab::dns_responder`] and
+//! [`Lab::http_responder`] answer DNS on port 53 and HTTP on port 80 (IPv4 and IPv6), each in
+//! threads of the test process over sockets opened inside the server namespace, stopped when
+//! the [`Responder`] is dropped.
 #![allow(dead_code)]
 
-use std::net::TcpListener;
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream, UdpSocket};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::Duration;
 
 use nftbalance_testns::Netns;
 
@@ -34,6 +42,91 @@ pub const SERVER6: &str = "fd00:9::9";
 pub const DEAD4: &str = "10.9.9.10";
 pub const DEAD6: &str = "fd00:9::10";
 pub const PORT: u16 = 8080;
+pub const DNS_PORT: u16 = 53;
+pub const HTTP_PORT: u16 = 80;
+/// How late the responders answer `slow.test` and `/slow`.
+pub const SLOW: Duration = Duration::from_millis(300);
+/// How often a responder thread looks at its stop flag.
+const POLL: Duration = Duration::from_millis(20);
+
+/// Responder threads; stopped and joined on drop (also when the test panics).
+#[derive(Debug)]
+pub struct Responder {
+    stop: Arc<AtomicBool>,
+    threads: Vec<JoinHandle<()>>,
+    /// HTTP: every request received, as text.
+    pub requests: Arc<Mutex<Vec<String>>>,
+}
+
+impl Drop for Responder {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        for t in self.threads.drain(..) {
+            let _ = t.join();
+        }
+    }
+}
+
+/// The DNS answer the responder gives to `query`: by name, `slow.test` (NOERROR after
+/// [`SLOW`]), `refused.test` (REFUSED), `nx.test` (NXDOMAIN), anything else NOERROR; no
+/// records. `None` for what is not a query.
+fn dns_answer(query: &[u8]) -> Option<(Vec<u8>, String)> {
+    let mut at = 12;
+    let mut labels = Vec::new();
+    loop {
+        let len = *query.get(at)? as usize;
+        at += 1;
+        if len == 0 {
+            break;
+        }
+        labels.push(String::from_utf8_lossy(query.get(at..at + len)?).to_lowercase());
+        at += len;
+    }
+    let name = labels.join(".");
+    let end = at + 4;
+    let mut answer = query.get(..end)?.to_vec();
+    let rcode = match name.as_str() {
+        "refused.test" => 5,
+        "nx.test" => 3,
+        _ => 0,
+    };
+    answer[2] = 0x80 | (query[2] & 0x01); // QR, RD as asked
+    answer[3] = 0x80 | rcode; // RA
+    answer[6..12].fill(0);
+    Some((answer, name))
+}
+
+fn http_answer(request: &str) -> (&'static str, bool) {
+    let path = request.split(' ').nth(1).unwrap_or("");
+    match path {
+        "/slow" => ("200 OK", true),
+        "/missing" => ("404 Not Found", false),
+        "/moved" => ("302 Found", false),
+        _ => ("204 No Content", false),
+    }
+}
+
+fn serve_http(mut conn: TcpStream, requests: &Mutex<Vec<String>>) {
+    conn.set_nonblocking(false).unwrap();
+    conn.set_read_timeout(Some(Duration::from_secs(1))).unwrap();
+    let mut head = Vec::new();
+    let mut buf = [0u8; 1024];
+    while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+        match conn.read(&mut buf) {
+            Ok(0) | Err(_) => return,
+            Ok(n) => head.extend_from_slice(&buf[..n]),
+        }
+    }
+    let request = String::from_utf8_lossy(&head).into_owned();
+    let (status, slow) = http_answer(&request);
+    requests.lock().unwrap().push(request);
+    if slow {
+        std::thread::sleep(SLOW);
+    }
+    let _ = conn.write_all(
+        format!("HTTP/1.1 {status}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n").as_bytes(),
+    );
+}
 
 impl Lab {
     pub fn new() -> Lab {
@@ -121,6 +214,87 @@ impl Lab {
             server,
             _listeners: listeners,
         }
+    }
+
+    /// DNS on port 53 of the server's addresses (see [`dns_answer`]).
+    pub fn dns_responder(&self) -> Responder {
+        let sockets = self.server.run(|| {
+            [SERVER4, SERVER6].map(|a| {
+                UdpSocket::bind((a, DNS_PORT)).unwrap_or_else(|e| panic!("bind {a}:53: {e}"))
+            })
+        });
+        let stop = Arc::new(AtomicBool::new(false));
+        let threads = sockets
+            .into_iter()
+            .map(|sock| {
+                let stop = stop.clone();
+                std::thread::spawn(move || {
+                    sock.set_read_timeout(Some(POLL)).unwrap();
+                    let mut buf = [0u8; 512];
+                    while !stop.load(Ordering::Relaxed) {
+                        let Ok((n, from)) = sock.recv_from(&mut buf) else {
+                            continue;
+                        };
+                        let Some((answer, name)) = dns_answer(&buf[..n]) else {
+                            continue;
+                        };
+                        if name == "slow.test" {
+                            std::thread::sleep(SLOW);
+                        }
+                        let _ = sock.send_to(&answer, from);
+                    }
+                })
+            })
+            .collect();
+        Responder {
+            stop,
+            threads,
+            requests: Arc::default(),
+        }
+    }
+
+    /// HTTP on port 80 of the server's addresses: `/slow` 200 after [`SLOW`], `/missing` 404,
+    /// `/moved` 302, anything else 204. One request at a time.
+    pub fn http_responder(&self) -> Responder {
+        let listeners = self.server.run(|| {
+            [SERVER4, SERVER6].map(|a| {
+                let l = TcpListener::bind((a, HTTP_PORT))
+                    .unwrap_or_else(|e| panic!("listen {a}:80: {e}"));
+                l.set_nonblocking(true).unwrap();
+                l
+            })
+        });
+        let stop = Arc::new(AtomicBool::new(false));
+        let requests: Arc<Mutex<Vec<String>>> = Arc::default();
+        let threads = listeners
+            .into_iter()
+            .map(|l| {
+                let (stop, requests) = (stop.clone(), requests.clone());
+                std::thread::spawn(move || {
+                    while !stop.load(Ordering::Relaxed) {
+                        match l.accept() {
+                            Ok((conn, _)) => serve_http(conn, &requests),
+                            Err(_) => std::thread::sleep(POLL),
+                        }
+                    }
+                })
+            })
+            .collect();
+        Responder {
+            stop,
+            threads,
+            requests,
+        }
+    }
+
+    /// Provider `i` drops `tenths` in 10 of the packets it would forward to the server's IPv4
+    /// address, at random (`numgen random`), after counting them.
+    pub fn provider_drops_share(&self, i: usize, tenths: u32) {
+        let n = tenths.to_string();
+        self.providers[i - 1].nft(&[
+            "add", "rule", "inet", "probe", "cut", "ip", "daddr", SERVER4, "numgen", "random",
+            "mod", "10", "<", &n, "drop",
+        ]);
     }
 
     /// Packets provider `i` (1 or 2) forwarded to the server address so far.
