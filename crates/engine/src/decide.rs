@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use nftbalance_health::State;
 use nftbalance_ruleset::policy::{in_use, InUse};
 use nftbalance_ruleset::Availability;
-use nftbalance_spec::{AllDown, Spec};
+use nftbalance_spec::{AllDown, PolicyKey, Spec};
 
 /// The gateways that get no new connections: those without routes (`unrouted`) and those the
 /// probes found down. When that is every gateway and `watch.all_down` is keep-last, the split
@@ -48,6 +48,27 @@ pub fn availability(
         }
     }
     wanted
+}
+
+/// The policies whose active tier or members in use differ between two availabilities: the
+/// default policy and every named one (pins follow the default policy's members).
+pub fn policy_changes(
+    spec: &Spec,
+    before: &Availability,
+    after: &Availability,
+) -> Vec<(PolicyKey, InUse, InUse)> {
+    let keys = std::iter::once(PolicyKey::Default)
+        .chain(spec.policies.keys().cloned().map(PolicyKey::Named));
+    keys.filter_map(|key| {
+        let policy = spec.resolve_policy(&key)?;
+        let name = match &key {
+            PolicyKey::Named(n) => n.as_str(),
+            _ => "",
+        };
+        let (was, now) = (in_use(name, &policy, before), in_use(name, &policy, after));
+        (was != now).then_some((key, was, now))
+    })
+    .collect()
 }
 
 #[cfg(test)]

@@ -19,15 +19,28 @@ use nftbalance_health as health;
 use nftbalance_netlink::{conntrack, read};
 use nftbalance_routing as routing;
 use nftbalance_ruleset::{self as ruleset, Availability, Ruleset};
-use nftbalance_spec::Spec;
+use nftbalance_spec::{PolicyKey, Spec};
 
 use crate::apply::{self, route_socket};
 use crate::backend::{nft_socket, update_table, Updated};
 use crate::files::{netns_cookie, TableFiles};
+use crate::hooks::{self, GatewayChange, HookEvent, HookRunner, PolicyChange};
 use crate::journal::Interrupted;
 use crate::lock::{LockError, TableLock};
 use crate::state::{self, Applied, GatewayState, WatchState};
 use crate::{decide, probe_once, thresholds, BackendKind, Round, Say};
+
+fn policy_label(key: &PolicyKey) -> String {
+    match key {
+        PolicyKey::Default => "(default)".into(),
+        PolicyKey::Named(n) => n.clone(),
+        PolicyKey::Pin(g) => format!("(pin:{g})"),
+    }
+}
+
+fn tier_text(tier: Option<u8>) -> String {
+    tier.map_or_else(|| "none".into(), |t| t.to_string())
+}
 
 /// How long a failover waits for another nftbalance's lock before it retries later: short,
 /// so that probing, logging and the state file go on meanwhile.
@@ -54,6 +67,8 @@ fn stamp(path: &Path) -> Option<(SystemTime, u64)> {
 /// The live state of a watch session.
 struct Session {
     spec: Spec,
+    /// Runs `hooks.on_change` for each transition, never blocking the session.
+    hooks: Arc<HookRunner>,
     /// The spec's text (what apply journals and records).
     source: String,
     files: TableFiles,
@@ -72,7 +87,13 @@ struct Session {
 }
 
 impl Session {
-    fn new(spec: Spec, source: String, files: TableFiles, state_file: PathBuf) -> Session {
+    fn new(
+        spec: Spec,
+        source: String,
+        files: TableFiles,
+        state_file: PathBuf,
+        hooks: Arc<HookRunner>,
+    ) -> Session {
         let n = spec.gateways.len();
         let now = Instant::now();
         let qualities = spec
@@ -97,6 +118,7 @@ impl Session {
             pending: None,
             failures: 0,
             next_attempt: Instant::now(),
+            hooks,
             spec,
             source,
             files,
@@ -213,7 +235,19 @@ impl Session {
 
     /// Takes a new spec, keeping the observed state of gateways it still has.
     fn adopt(&mut self, spec: Spec, source: String) {
-        let mut next = Session::new(spec, source, self.files.clone(), self.state_file.clone());
+        if spec.hooks != self.spec.hooks || spec.table != self.spec.table {
+            match hooks::check_hooks(&spec).and_then(|()| Ok(HookRunner::for_spec(&spec)?)) {
+                Ok(runner) => self.hooks = Arc::new(runner),
+                Err(e) => log::error!("the new spec's hooks: {e:#}; keeping the running ones"),
+            }
+        }
+        let mut next = Session::new(
+            spec,
+            source,
+            self.files.clone(),
+            self.state_file.clone(),
+            self.hooks.clone(),
+        );
         for (i, g) in next.spec.gateways.iter().enumerate() {
             let Some(j) = self.spec.gateways.iter().position(|o| o.name == g.name) else {
                 continue;
@@ -263,6 +297,17 @@ impl Session {
         };
         let g = &self.spec.gateways[i];
         self.since[i] = state::now();
+        let q = &self.qualities[i];
+        self.hooks.fire(HookEvent::Gateway(GatewayChange {
+            name: g.name.clone(),
+            interface: g.interface.clone(),
+            from: t.from,
+            to: t.to,
+            since: self.since[i],
+            detail: self.details[i].clone(),
+            loss_percent: q.loss_percent().map(u32::from),
+            rtt_ms: q.median_rtt().map(|d| d.as_millis() as u32),
+        }));
         log::warn!(
             "gateway {} ({}): {t} ({})",
             g.name,
@@ -396,10 +441,36 @@ impl Session {
             },
             started.elapsed().as_millis()
         );
+        self.fire_policy_changes(&wanted);
         self.current = Some(next);
         self.in_force = wanted;
         self.record_applied();
         Ok(changed)
+    }
+
+    /// One hook event per policy whose active tier or members change with `wanted`.
+    fn fire_policy_changes(&self, wanted: &Availability) {
+        for (key, was, now) in decide::policy_changes(&self.spec, &self.in_force, wanted) {
+            let members: Vec<String> = now.members().iter().map(|m| m.gateway.clone()).collect();
+            log::warn!(
+                "policy {}: tier {} -> {} ({})",
+                policy_label(&key),
+                tier_text(was.tier()),
+                tier_text(now.tier()),
+                if members.is_empty() {
+                    "its last resort".to_string()
+                } else {
+                    members.join(", ")
+                }
+            );
+            self.hooks.fire(HookEvent::Policy(PolicyChange {
+                policy: key,
+                from_tier: was.tier(),
+                to_tier: now.tier(),
+                members,
+                since: state::now(),
+            }));
+        }
     }
 
     fn record_applied(&mut self) {
@@ -504,7 +575,9 @@ pub fn run(
     loop {
         let files = TableFiles::of(&spec);
         let file = state_file.clone().unwrap_or_else(|| files.state());
-        let mut session = Session::new(spec.clone(), source.clone(), files, file);
+        hooks::check_hooks(&spec)?;
+        let runner = Arc::new(HookRunner::for_spec(&spec).context("starting the hook runner")?);
+        let mut session = Session::new(spec.clone(), source.clone(), files, file, runner);
         session.start()?;
         log::warn!(
             "watching {} gateways of table {} {}",
@@ -522,7 +595,10 @@ pub fn run(
             }
             if control.reload.swap(false, Ordering::Relaxed) {
                 stop.store(true, Ordering::Relaxed);
-                match read_spec() {
+                match read_spec().and_then(|(new, text)| {
+                    hooks::check_hooks(&new)?;
+                    Ok((new, text))
+                }) {
                     Ok((new, text)) => {
                         log::warn!("reload: applying the spec file again");
                         (spec, source) = (new, text);

@@ -26,7 +26,7 @@ pub const POLICIES_IMPLEMENTED: bool = true;
 pub const HEALTH_QUALITY_IMPLEMENTED: bool = true;
 /// As [`POLICIES_IMPLEMENTED`], for `hooks` (run by `watch`; the program must also call
 /// [`Spec::hook_problems`] then).
-pub const HOOKS_IMPLEMENTED: bool = false;
+pub const HOOKS_IMPLEMENTED: bool = true;
 
 /// A part of issue 16 that the spec describes but the compiler or `watch` may not act on yet.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
