@@ -3,7 +3,7 @@
 use std::path::Path;
 use std::process::ExitCode;
 
-use nftbalance_engine::inspect::{self, ConntrackUsage, Status};
+use nftbalance_engine::inspect::{self, ConntrackUsage, PolicyStatus, Status};
 
 use crate::{load_spec, privilege, write_stdout};
 
@@ -27,6 +27,18 @@ fn state_cell(state: &str, available: Option<bool>) -> String {
         ("down", Some(true)) => "down*".into(),
         ("up" | "unknown", Some(false)) => format!("{state}*"),
         _ => state.to_string(),
+    }
+}
+
+/// `fibre 60.0%, dsl 40.0%`, or the last resort in force.
+fn policy_use(p: &PolicyStatus) -> String {
+    let shares: Vec<String> = (p.members.iter())
+        .map(|m| format!("{} {:.1}%", m.gateway, m.share))
+        .collect();
+    match (&p.last_resort, shares.is_empty()) {
+        (Some(r), true) => format!("none usable: {r}"),
+        (Some(r), false) => format!("{} ({r})", shares.join(", ")),
+        (None, _) => shares.join(", "),
     }
 }
 
@@ -73,6 +85,21 @@ fn table(s: &Status) -> String {
             g.live_connections,
             g.byte_share,
         ));
+    }
+    // Only when the spec has named policies: the default policy alone is the table above.
+    if s.policies.len() > 1 {
+        out.push_str(&format!(
+            "{:<24} {:<5} {}\n",
+            "policy", "tier", "new connections"
+        ));
+        for p in &s.policies {
+            out.push_str(&format!(
+                "{:<24} {:<5} {}\n",
+                p.name,
+                p.tier.map_or("-".to_string(), |t| t.to_string()),
+                policy_use(p)
+            ));
+        }
     }
     if let Some(p) = &s.pending {
         out.push_str(&format!(

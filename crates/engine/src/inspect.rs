@@ -6,8 +6,9 @@ use std::collections::BTreeSet;
 use anyhow::Context;
 use nftbalance_netlink::{conntrack, read};
 use nftbalance_routing as routing;
+use nftbalance_ruleset::policy::{in_use, InUse};
 use nftbalance_ruleset::{self as ruleset, Availability};
-use nftbalance_spec::{Gateway, Spec};
+use nftbalance_spec::{Gateway, PolicyKey, Spec};
 use serde::Serialize;
 
 use crate::apply::route_socket;
@@ -86,7 +87,66 @@ pub struct Status {
     /// Why the running watch has not yet applied what its probes observed, if so.
     pub pending: Option<String>,
     pub gateways: Vec<GatewayStatus>,
+    /// The default policy and every named one, as the ruleset in force splits them.
+    pub policies: Vec<PolicyStatus>,
     pub conntrack: Option<ConntrackUsage>,
+}
+
+/// One policy in `status`.
+#[derive(Debug, Clone, Serialize)]
+pub struct PolicyStatus {
+    /// `(default)` for the implicit default policy.
+    pub name: String,
+    /// The active tier; None when no member is usable.
+    pub tier: Option<u8>,
+    /// The members taking new connections and their shares (percent, by weight).
+    pub members: Vec<MemberShare>,
+    /// What new connections do when no member is usable (`keep-last` while kept).
+    pub last_resort: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct MemberShare {
+    pub gateway: String,
+    pub share: f64,
+}
+
+/// The policies under the availability in force (the last applied record, else all usable).
+fn policies(spec: &Spec) -> Vec<PolicyStatus> {
+    // Any applied record of this table will do: its availability names gateways, and a name
+    // this spec lacks is simply not a member.
+    let in_force = Applied::read(&TableFiles::of(spec).applied())
+        .map(|a| a.availability())
+        .unwrap_or_default();
+    let keys = std::iter::once(PolicyKey::Default)
+        .chain(spec.policies.keys().cloned().map(PolicyKey::Named));
+    keys.filter_map(|key| {
+        let policy = spec.resolve_policy(&key)?;
+        let name = match &key {
+            PolicyKey::Named(n) => n.clone(),
+            _ => "(default)".to_string(),
+        };
+        let used = in_use(&name, &policy, &in_force);
+        let total: u32 = used.members().iter().map(|m| m.weight).sum();
+        let members = (used.members().iter())
+            .map(|m| MemberShare {
+                gateway: m.gateway.clone(),
+                share: share(u64::from(m.weight), u64::from(total)),
+            })
+            .collect();
+        let last_resort = match used {
+            InUse::Tier { .. } => None,
+            InUse::Kept { .. } => Some("keep-last".to_string()),
+            InUse::LastResort(r) => Some(r.as_str().to_string()),
+        };
+        Some(PolicyStatus {
+            name,
+            tier: used.tier(),
+            members,
+            last_resort,
+        })
+    })
+    .collect()
 }
 
 /// Where the states came from, a pending change, and per gateway (observed state, available).
@@ -208,6 +268,7 @@ pub fn status(spec: &Spec, state_file: Option<&std::path::Path>) -> anyhow::Resu
         state_source: source,
         pending,
         gateways,
+        policies: policies(spec),
         conntrack: conntrack_usage(),
     })
 }
