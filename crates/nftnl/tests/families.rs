@@ -19,7 +19,8 @@ fn program(ns: &Netns, batch: Batch) {
     });
 }
 
-/// `saddr @set accept; daddr <addr> counter drop; mark 0x2a masquerade` in one family.
+/// `saddr @set accept; daddr <addr> counter drop; mark 0x2a masquerade` in one family. Long
+/// because it is data: each object written out as `nft --debug=netlink` shows it.
 fn family_batch(family: Family, table: &str, addr_len: u32) -> Batch {
     let (saddr_off, daddr_off, key_type, prefixes, daddr): (u32, u32, u32, Vec<Interval>, Vec<u8>) =
         if family == Family::Ip {

@@ -221,7 +221,9 @@ impl Builder {
     }
 }
 
-/// The seed ruleset as a batch (atomic replace of `inet nftbalance`).
+/// The seed ruleset as a batch (atomic replace of `inet nftbalance`). Long because it is
+/// data: every object of `seed.nft`, in its order, written out as `nft --debug=netlink` shows
+/// it, so a reader can compare the two side by side.
 pub fn seed_batch() -> Batch {
     let mut b = Builder {
         batch: Batch::new(),
