@@ -56,11 +56,17 @@ enum Command {
     /// Check each gateway's health and move new connections off dead uplinks, and back.
     ///
     /// Every gateway with a `health` section is probed through its own uplink (bound to its
-    /// interface, with its mark and source address) every `interval`; after `down`
-    /// consecutive failures it is down, after `up` consecutive successes up again. On a
-    /// change ONE transaction replaces only the balance decision: the table is not
-    /// re-created, so counters, sets and sticky sources keep their contents. Writes the
-    /// gateway states to the state file `status` reads. SIGHUP reloads the spec; SIGTERM
+    /// interface, with its mark and source address) every `interval` (ICMP, TCP, DNS or
+    /// HTTP targets; `reliability` of them must answer). After `down` consecutive failures,
+    /// or loss or median latency over the `window` above `max_loss`/`max_latency`, it is
+    /// down; it is up again after `up` successes within the `recover_*` thresholds and
+    /// `hold_down`. Each policy then splits over its lowest tier with a usable member, or
+    /// falls back to its `last_resort`. On a change ONE transaction replaces only the
+    /// chains whose rules change: the table is not re-created, so counters, sets and sticky
+    /// sources keep their contents; a change that cannot be made now is retried until done.
+    /// `hooks.on_change` runs on every gateway and policy change without blocking. watch
+    /// follows a spec that `apply` changed, and `apply` keeps the gateways watch finds down
+    /// out. Writes the state file `status` reads. SIGHUP reloads the spec file; SIGTERM
     /// stops, leaving the ruleset as it is. Needs CAP_NET_ADMIN (root).
     Watch {
         /// The spec file (JSON).
