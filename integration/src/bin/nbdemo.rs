@@ -3,9 +3,11 @@
 //! 200 connections from the LAN, prints what each uplink carried, and tears it all down.
 
 use std::collections::BTreeMap;
+use std::time::Duration;
 
 use nftbalance_integration::repo_root;
 use nftbalance_integration::topology::{lan_hosts, Topology, Which, SERVER};
+use nftbalance_integration::watch::{probed_spec, uplinks, TempFile, Watch};
 use serde_json::Value;
 
 const CONNECTIONS: usize = 200;
@@ -103,4 +105,67 @@ fn main() {
     if failed > 0 {
         std::process::exit(1);
     }
+    failover_act();
+}
+
+/// Fibre and DSL share tier 1 (3:2), LTE waits in tier 2: both tier-1 upstreams die behind
+/// live links, `nftbalance watch` moves new connections to LTE, then they come back.
+fn failover_act() {
+    const INTERVAL_MS: u64 = 300;
+    println!("\n# Failover: policy fibre_dsl_then_lte (isp1 weight 3 and isp2 weight 2 in tier 1,");
+    println!(
+        "# isp3 the LTE backup in tier 2), `nftbalance watch` probing every {INTERVAL_MS} ms.\n"
+    );
+    let mut topo = Topology::new(3);
+    let spec = probed_spec(3, INTERVAL_MS, 2, 2)
+        .replacen(r#""mark": 1,"#, r#""mark": 1, "weight": 3,"#, 1)
+        .replacen(r#""mark": 2,"#, r#""mark": 2, "weight": 2,"#, 1)
+        .replacen(
+            r#""balance": {"#,
+            r#""policies": { "fibre_dsl_then_lte": { "members": [
+                 { "gateway": "isp1" }, { "gateway": "isp2" }, { "gateway": "isp3", "tier": 2 } ] } },
+               "balance": {"#,
+            1,
+        )
+        .replacen(r#""protocol": "tcp" }"#, r#""protocol": "tcp", "policy": "fibre_dsl_then_lte" }"#, 1);
+    topo.apply(&spec);
+    topo.serve(Which::Server, &format!("{SERVER}:80"), false);
+    let file = TempFile::new("demo-policy", &spec);
+    let _watch = Watch::start(
+        &topo,
+        &file,
+        None,
+        Duration::from_millis(INTERVAL_MS * 2 + 300),
+    );
+    let show = |what: &str| {
+        let seen = uplinks(&topo, 10);
+        let line: Vec<String> = (0..3)
+            .map(|i| format!("isp{} {}", i + 1, seen.get(&i).copied().unwrap_or(0)))
+            .collect();
+        println!("{what}: 10 new connections -> {}", line.join(", "));
+    };
+    show("all up");
+    let blackhole = "table inet blackhole {\n chain forward { type filter hook forward priority -10; drop\n }\n}\n";
+    for isp in &topo.isps[..2] {
+        isp.load_nft(blackhole);
+    }
+    println!("isp1's and isp2's upstreams now drop everything (their links stay up)...");
+    std::thread::sleep(Duration::from_millis(INTERVAL_MS * 2 + 1000));
+    show("tier 1 dead");
+    let status = topo.router.exec(
+        &nftbalance_integration::target_binary("nftbalance"),
+        &["status", file.path()],
+        None,
+    );
+    print!(
+        "\n`nftbalance status`:\n{}\n",
+        String::from_utf8_lossy(&status.stdout)
+    );
+    for isp in &topo.isps[..2] {
+        isp.ok("nft", &["delete", "table", "inet", "blackhole"]);
+    }
+    println!("isp1's and isp2's upstreams are back...");
+    std::thread::sleep(Duration::from_millis(INTERVAL_MS * 2 + 1000));
+    show("tier 1 back");
+    println!("Tearing down the namespaces.");
 }
