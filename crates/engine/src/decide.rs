@@ -165,7 +165,7 @@ mod tests {
     #[test]
     fn a_keep_last_policy_keeps_its_members_in_force() {
         use State::*;
-        let s = Spec::from_json_including_unimplemented(
+        let s = Spec::from_json(
             r#"{"gateways":[
                 {"name":"a","interface":"eth1","mark":1,"route_table":101},
                 {"name":"b","interface":"eth2","mark":2,"route_table":102},

@@ -335,7 +335,7 @@ fn spec_with_hook(program: &Path) -> Spec {
               "hooks": {{ "on_change": [ {:?}, "--flag" ] }} }}"#,
         program.display().to_string()
     );
-    Spec::from_json_including_unimplemented(&text).unwrap()
+    Spec::from_json(&text).unwrap()
 }
 
 #[test]

@@ -14,6 +14,4 @@ pub use model::{
     Method, Policy, PolicyKey, PortRange, Protocol, QueryTarget, Selector, SelectorKind, Spec,
     Sticky, Watch, DEFAULT_HASH_SEED, DEFAULT_MARK_MASK, DEFAULT_TABLE, MAX_TIER, MAX_WEIGHT,
 };
-pub use parse::{
-    SpecError, SpecErrors, HEALTH_QUALITY_IMPLEMENTED, HOOKS_IMPLEMENTED, POLICIES_IMPLEMENTED,
-};
+pub use parse::{SpecError, SpecErrors};

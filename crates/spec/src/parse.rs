@@ -13,56 +13,6 @@ use crate::model::*;
 use crate::name::{self, NameError};
 use crate::target::{self, Target, TargetError};
 
-/// Whether the ruleset compiler and the engine act on `policies`, a selector's `policy` and
-/// `watch.all_down: "unreachable"` (issue 16). While false, [`Spec::from_json`] refuses a
-/// spec that uses any of them, naming the JSON path, so nothing is silently ignored; error
-/// messages do not offer them either. The change that implements them sets this to true,
-/// deletes `fixtures/bad/policy-not-implemented.json` and re-blesses the bad-spec goldens
-/// (`make bless`: the lists of fields and values in some messages grow).
-pub const POLICIES_IMPLEMENTED: bool = true;
-/// As [`POLICIES_IMPLEMENTED`], for what `watch` must do: the health fields `reliability`,
-/// `window`, `max_loss`, `recover_loss`, `max_latency`, `recover_latency`, `hold_down`, and
-/// `dns://` and `http://` targets.
-pub const HEALTH_QUALITY_IMPLEMENTED: bool = true;
-/// As [`POLICIES_IMPLEMENTED`], for `hooks` (run by `watch`; the program must also call
-/// [`Spec::hook_problems`] then).
-pub const HOOKS_IMPLEMENTED: bool = true;
-
-/// A part of issue 16 that the spec describes but the compiler or `watch` may not act on yet.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Unimplemented {
-    Policies,
-    HealthQuality,
-    Hooks,
-}
-
-impl Unimplemented {
-    fn implemented(self) -> bool {
-        match self {
-            Unimplemented::Policies => POLICIES_IMPLEMENTED,
-            Unimplemented::HealthQuality => HEALTH_QUALITY_IMPLEMENTED,
-            Unimplemented::Hooks => HOOKS_IMPLEMENTED,
-        }
-    }
-
-    fn message(self) -> &'static str {
-        match self {
-            Unimplemented::Policies => {
-                "not implemented yet: the ruleset compiler does not act on policies or \
-                 last resorts (issue 16), so the spec is refused rather than applied without them"
-            }
-            Unimplemented::HealthQuality => {
-                "not implemented yet: watch does not act on this health check (issue 16), \
-                 so the spec is refused rather than watched without it"
-            }
-            Unimplemented::Hooks => {
-                "not implemented yet: watch does not run hooks (issue 16), \
-                 so the spec is refused rather than watched without them"
-            }
-        }
-    }
-}
-
 /// One problem in a spec, with its place.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum SpecError {
@@ -98,22 +48,7 @@ impl std::error::Error for SpecErrors {}
 
 impl Spec {
     /// Parses and validates a spec. On failure returns every error found.
-    ///
-    /// A spec that is valid but uses a part of issue 16 that the compiler or `watch` do not
-    /// act on yet (see [`POLICIES_IMPLEMENTED`]) is refused, with one error per use; those
-    /// errors come only once every other problem is fixed.
     pub fn from_json(text: &str) -> Result<Spec, SpecErrors> {
-        Spec::parse(text, false)
-    }
-
-    /// Parses and validates a spec, accepting every part of issue 16 whether or not the
-    /// compiler and `watch` act on it yet. For the tests of this crate and for the engineers
-    /// implementing those parts; the program uses [`Spec::from_json`].
-    pub fn from_json_including_unimplemented(text: &str) -> Result<Spec, SpecErrors> {
-        Spec::parse(text, true)
-    }
-
-    fn parse(text: &str, accept_unimplemented: bool) -> Result<Spec, SpecErrors> {
         let value: Value = serde_json::from_str(text).map_err(|e| {
             SpecErrors(vec![SpecError::Syntax {
                 line: e.line(),
@@ -121,14 +56,10 @@ impl Spec {
                 message: syntax_message(&e),
             }])
         })?;
-        let mut cx = Cx {
-            accept_unimplemented,
-            ..Cx::default()
-        };
+        let mut cx = Cx::default();
         let spec = cx.spec(&value);
         match spec {
-            Some(spec) if cx.errors.is_empty() && cx.unimplemented.is_empty() => Ok(spec),
-            Some(_) if cx.errors.is_empty() => Err(SpecErrors(cx.unimplemented)),
+            Some(spec) if cx.errors.is_empty() => Ok(spec),
             _ => Err(SpecErrors(cx.errors)),
         }
     }
@@ -172,10 +103,6 @@ const MAX_HOOK_WORDS: usize = 64;
 #[derive(Default)]
 struct Cx {
     errors: Vec<SpecError>,
-    /// Uses of parts not implemented yet; reported only when `errors` is empty.
-    unimplemented: Vec<SpecError>,
-    /// Accept what is not implemented yet (and offer it in messages).
-    accept_unimplemented: bool,
 }
 
 /// A JSON object being read: remembers which keys were used to report unknown ones.
@@ -183,12 +110,11 @@ struct Obj<'v> {
     path: String,
     map: &'v Map<String, Value>,
     known: &'static [&'static str],
-    ahead: &'static [(&'static str, Unimplemented)],
 }
 
 impl<'v> Obj<'v> {
     fn field(&self, key: &str) -> Option<(&'v Value, String)> {
-        debug_assert!(self.known.contains(&key) || self.ahead.iter().any(|(k, _)| *k == key));
+        debug_assert!(self.known.contains(&key));
         self.map.get(key).map(|v| (v, join(&self.path, key)))
     }
 }
@@ -236,38 +162,15 @@ impl Cx {
         path: &str,
         known: &'static [&'static str],
     ) -> Option<Obj<'v>> {
-        self.object_ahead(v, path, known, &[])
-    }
-
-    /// An object that may also hold fields of parts not implemented yet (`ahead`): they are
-    /// read, each use is recorded as not implemented, and messages offer them only when
-    /// they are accepted.
-    fn object_ahead<'v>(
-        &mut self,
-        v: &'v Value,
-        path: &str,
-        known: &'static [&'static str],
-        ahead: &'static [(&'static str, Unimplemented)],
-    ) -> Option<Obj<'v>> {
         let Value::Object(map) = v else {
             self.err(path, format!("expected an object, found {}", describe(v)));
             return None;
         };
-        let offered: Vec<&str> = (known.iter().copied())
-            .chain(
-                ahead
-                    .iter()
-                    .filter(|(_, part)| self.accepts(*part))
-                    .map(|(k, _)| *k),
-            )
-            .collect();
         for key in map.keys() {
-            if let Some((_, part)) = ahead.iter().find(|(k, _)| k == key) {
-                self.not_yet(join(path, key), *part);
-            } else if !known.contains(&key.as_str()) {
+            if !known.contains(&key.as_str()) {
                 self.err(
                     join(path, &quote_key(key)),
-                    format!("unknown field; expected one of: {}", offered.join(", ")),
+                    format!("unknown field; expected one of: {}", known.join(", ")),
                 );
             }
         }
@@ -275,23 +178,7 @@ impl Cx {
             path: path.to_string(),
             map,
             known,
-            ahead,
         })
-    }
-
-    /// Whether this parse accepts `part` without refusing it.
-    fn accepts(&self, part: Unimplemented) -> bool {
-        self.accept_unimplemented || part.implemented()
-    }
-
-    /// Records a use of `part` at `path`, refused unless accepted.
-    fn not_yet(&mut self, path: impl Into<String>, part: Unimplemented) {
-        if !self.accepts(part) {
-            self.unimplemented.push(SpecError::Invalid {
-                path: path.into(),
-                message: part.message().to_string(),
-            });
-        }
     }
 
     fn required<'v>(&mut self, obj: &Obj<'v>, key: &str) -> Option<(&'v Value, String)> {
@@ -378,7 +265,7 @@ impl Cx {
     }
 
     fn spec(&mut self, v: &Value) -> Option<Spec> {
-        let obj = self.object_ahead(
+        let obj = self.object(
             v,
             "",
             &[
@@ -389,10 +276,8 @@ impl Cx {
                 "balance",
                 "snat",
                 "watch",
-            ],
-            &[
-                ("policies", Unimplemented::Policies),
-                ("hooks", Unimplemented::Hooks),
+                "policies",
+                "hooks",
             ],
         )?;
 
@@ -684,22 +569,17 @@ impl Cx {
     /// `watch.all_down` and a policy's `last_resort` (`what` names it in messages).
     fn all_down(&mut self, v: &Value, path: &str, what: &str) -> Option<AllDown> {
         let s = self.string(v, path)?;
-        let offered = if self.accepts(Unimplemented::Policies) {
-            "keep-last, main-table or unreachable"
-        } else {
-            "keep-last or main-table"
-        };
         match s.as_str() {
             "keep-last" => Some(AllDown::KeepLast),
             "main-table" => Some(AllDown::MainTable),
-            "unreachable" => {
-                self.not_yet(path, Unimplemented::Policies);
-                Some(AllDown::Unreachable)
-            }
+            "unreachable" => Some(AllDown::Unreachable),
             _ => {
                 self.err(
                     path,
-                    format!("{} is not a {what}; expected {offered}", show(&s)),
+                    format!(
+                        "{} is not a {what}; expected keep-last, main-table or unreachable",
+                        show(&s)
+                    ),
                 );
                 None
             }
@@ -973,19 +853,22 @@ impl Cx {
     }
 
     fn health(&mut self, v: &Value, path: &str, family: Family) -> Option<Health> {
-        use Unimplemented::HealthQuality;
-        let obj = self.object_ahead(
+        let obj = self.object(
             v,
             path,
-            &["targets", "interval", "timeout", "up", "down"],
             &[
-                ("reliability", HealthQuality),
-                ("window", HealthQuality),
-                ("max_loss", HealthQuality),
-                ("recover_loss", HealthQuality),
-                ("max_latency", HealthQuality),
-                ("recover_latency", HealthQuality),
-                ("hold_down", HealthQuality),
+                "targets",
+                "interval",
+                "timeout",
+                "up",
+                "down",
+                "reliability",
+                "window",
+                "max_loss",
+                "recover_loss",
+                "max_latency",
+                "recover_latency",
+                "hold_down",
             ],
         )?;
         let targets = self
@@ -1223,16 +1106,12 @@ impl Cx {
                 return None;
             }
             Err(TargetError::UnknownKind(scheme)) => {
-                let kinds = if self.accepts(Unimplemented::HealthQuality) {
-                    "an address (ICMP echo), address:port (TCP connect), \
-                     dns://address/name (DNS query) or http://address/path (HTTP GET)"
-                } else {
-                    "an address (ICMP echo) or address:port (TCP connect)"
-                };
                 self.err(
                     path,
                     format!(
-                        "{} is not a kind of target; use {kinds}",
+                        "{} is not a kind of target; use an address (ICMP echo), \
+                         address:port (TCP connect), dns://address/name (DNS query) or \
+                         http://address/path (HTTP GET)",
                         show(&format!("{scheme}://"))
                     ),
                 );
@@ -1243,9 +1122,6 @@ impl Cx {
                 return None;
             }
         };
-        if matches!(target, Target::Query(_)) {
-            self.not_yet(path, Unimplemented::HealthQuality);
-        }
         self.family_allows(target.addr().is_ipv4(), path, &text, family)
             .then_some(target)
     }
@@ -1433,11 +1309,12 @@ impl Cx {
         family: Family,
         known: Known<'_>,
     ) -> Option<Selector> {
-        let obj = self.object_ahead(
+        let obj = self.object(
             v,
             path,
-            &["iif", "protocol", "dports", "saddr", "daddr", "gateway"],
-            &[("policy", Unimplemented::Policies)],
+            &[
+                "iif", "protocol", "dports", "saddr", "daddr", "gateway", "policy",
+            ],
         )?;
         let iif = match obj.field("iif") {
             None => Some(None),
@@ -1926,16 +1803,16 @@ mod tests {
         {"name":"dsl","interface":"eth2","mark":2,"weight":2,"route_table":102},
         {"name":"lte","interface":"wwan0","mark":3,"route_table":103}]"#;
 
-    /// Errors of `{THREE, rest}`, parsed with every part of issue 16 accepted.
-    fn ahead_errors(rest: &str) -> Vec<String> {
-        match Spec::from_json_including_unimplemented(&format!("{{{THREE}{rest}}}")) {
+    /// Errors of `{THREE, rest}`.
+    fn three_errors(rest: &str) -> Vec<String> {
+        match Spec::from_json(&format!("{{{THREE}{rest}}}")) {
             Ok(_) => Vec::new(),
             Err(e) => e.0.iter().map(ToString::to_string).collect(),
         }
     }
 
     fn health_errors(health: &str) -> Vec<String> {
-        ahead_errors(&format!(
+        three_errors(&format!(
             r#","balance":{{}},"hooks":{{"on_change":["/bin/true"]}},
                "policies":{{}},"watch":{{}},
                "gateways":[{{"name":"a","interface":"eth1","mark":1,"route_table":101,
@@ -1945,7 +1822,7 @@ mod tests {
 
     #[test]
     fn policy_members_are_checked() {
-        let e = ahead_errors(
+        let e = three_errors(
             r#","policies":{
                 "p":{"members":[
                     {"gateway":"fibre","tier":0},
@@ -1974,7 +1851,7 @@ mod tests {
 
     #[test]
     fn member_weight_defaults_to_the_gateways() {
-        let s = Spec::from_json_including_unimplemented(&format!(
+        let s = Spec::from_json(&format!(
             r#"{{{THREE},"policies":{{"p":{{"members":[{{"gateway":"fibre"}},{{"gateway":"lte","tier":2,"weight":9}}]}}}}}}"#
         ))
         .unwrap();
@@ -1985,7 +1862,7 @@ mod tests {
 
     #[test]
     fn selectors_name_defined_policies_and_not_a_gateway_too() {
-        let e = ahead_errors(
+        let e = three_errors(
             r#","policies":{"p":{"members":[{"gateway":"lte"}]}},
                "balance":{"forward":[{"policy":"q"},{"policy":"p","gateway":"dsl"},{"policy":"p"}],
                           "local":[{"policy":7}]}"#,
@@ -1998,13 +1875,13 @@ mod tests {
                 "balance.local[0].policy: expected a string, found a number",
             ]
         );
-        let e = ahead_errors(r#","balance":{"forward":[{"policy":"q"}]}"#);
+        let e = three_errors(r#","balance":{"forward":[{"policy":"q"}]}"#);
         assert_eq!(
             e,
             ["balance.forward[0].policy: \"q\" is not a policy: define it in policies"]
         );
         // A policies field that is not an object is one error, not one per selector.
-        let e = ahead_errors(r#","policies":[],"balance":{"forward":[{"policy":"q"}]}"#);
+        let e = three_errors(r#","policies":[],"balance":{"forward":[{"policy":"q"}]}"#);
         assert_eq!(
             e,
             ["policies: expected an object of policies by name, found an array"]
@@ -2072,7 +1949,7 @@ mod tests {
 
     #[test]
     fn target_kinds() {
-        let s = Spec::from_json_including_unimplemented(
+        let s = Spec::from_json(
             r#"{"gateways":[{"name":"a","interface":"eth1","mark":1,"route_table":101,
                 "health":{"targets":["dns://192.0.2.53/example.com","192.0.2.1",
                                      "http://[2001:db8::80]:8080/ok","192.0.2.1:443"],
@@ -2109,7 +1986,7 @@ mod tests {
 
     #[test]
     fn hooks_name_an_absolute_program() {
-        let hooks = |h: &str| ahead_errors(&format!(r#","hooks":{h}"#));
+        let hooks = |h: &str| three_errors(&format!(r#","hooks":{h}"#));
         assert_eq!(
             hooks(r#"{"on_change":["/usr/local/sbin/x","a b",""],"timeout":"30s"}"#),
             Vec::<String>::new()
@@ -2131,17 +2008,16 @@ mod tests {
             ["hooks.on_change: empty: name the program to run, e.g. [\"/usr/local/sbin/uplink-changed\"]"]
         );
         assert_eq!(hooks("{}"), ["hooks.on_change: missing (required)"]);
-        let s = Spec::from_json_including_unimplemented(&format!(
+        let s = Spec::from_json(&format!(
             r#"{{{THREE},"hooks":{{"on_change":["/bin/true"]}}}}"#
         ))
         .unwrap();
         assert_eq!(s.hooks.unwrap().timeout_ms, 10_000);
     }
 
-    /// While a part of issue 16 is not implemented, the program refuses it by path, and only
-    /// once everything else is right; messages do not offer it.
+    /// Every part of issue 16 is accepted by the program's parse, and offered in messages.
     #[test]
-    fn unimplemented_parts_are_refused_by_path_not_ignored() {
+    fn issue_16_parts_are_accepted_and_offered() {
         let text = format!(
             r#"{{{THREE},
                 "policies":{{"p":{{"members":[{{"gateway":"lte"}}]}}}},
@@ -2149,62 +2025,24 @@ mod tests {
                 "watch":{{"all_down":"unreachable"}},
                 "hooks":{{"on_change":["/bin/true"]}}}}"#
         );
-        let refused = Spec::from_json(&text);
-        if POLICIES_IMPLEMENTED && HOOKS_IMPLEMENTED {
-            assert!(refused.is_ok());
-            return;
-        }
-        let e: Vec<String> = refused
-            .unwrap_err()
-            .0
-            .iter()
-            .map(|e| e.to_string())
-            .collect();
-        let paths: Vec<&str> = e.iter().map(|m| m.split(':').next().unwrap()).collect();
-        let mut want = Vec::new();
-        if !POLICIES_IMPLEMENTED {
-            want.push("policies");
-        }
-        if !HOOKS_IMPLEMENTED {
-            want.push("hooks");
-        }
-        if !POLICIES_IMPLEMENTED {
-            want.extend(["balance.forward[0].policy", "watch.all_down"]);
-        }
-        assert_eq!(paths, want);
-        assert!(e[0].contains("not implemented yet"), "{e:?}");
-        // Another mistake hides the refusals: fix it first.
+        assert!(Spec::from_json(&text).is_ok());
         let e = errors(&text.replace(r#""mark":3"#, r#""mark":0"#));
         assert_eq!(e, ["gateways[2].mark: 0 is reserved for \"not balanced\""]);
-        // And the messages do not offer what would be refused.
         let e = errors(&format!(
             r#"{{{THREE},"watch":{{"all_down":"x"}},"polices":{{}}}}"#
         ));
         assert_eq!(
             e,
             [
-                "polices: unknown field; expected one of: table, family, mark_mask, gateways, balance, snat, watch, policies",
+                "polices: unknown field; expected one of: table, family, mark_mask, gateways, balance, snat, watch, policies, hooks",
                 "watch.all_down: \"x\" is not a last resort; expected keep-last, main-table or unreachable",
             ]
         );
         let health = r#"{"gateways":[{"name":"a","interface":"eth1","mark":1,"route_table":101,
                 "health":{"targets":["dns://192.0.2.53/a.b"],"hold_down":"1s"}}]}"#;
-        if HEALTH_QUALITY_IMPLEMENTED {
-            let s = Spec::from_json(health).unwrap();
-            let h = s.gateways[0].health.as_ref().unwrap();
-            assert_eq!((h.hold_down_ms, h.queries.len()), (1000, 1));
-            return;
-        }
-        let h = errors(health);
-        assert_eq!(
-            h.iter()
-                .map(|m| m.split(':').next().unwrap())
-                .collect::<Vec<_>>(),
-            [
-                "gateways[0].health.hold_down",
-                "gateways[0].health.targets[0]"
-            ]
-        );
+        let s = Spec::from_json(health).unwrap();
+        let h = s.gateways[0].health.as_ref().unwrap();
+        assert_eq!((h.hold_down_ms, h.queries.len()), (1000, 1));
     }
 
     #[test]
@@ -2235,9 +2073,9 @@ mod tests {
                 "max_loss":30,"recover_loss":10,"max_latency":"250ms","recover_latency":"100ms",
                 "hold_down":"90s"}}"#,
         );
-        let s = Spec::from_json_including_unimplemented(&text).unwrap();
+        let s = Spec::from_json(&text).unwrap();
         let json = serde_json::to_string_pretty(&s).unwrap();
-        let again = Spec::from_json_including_unimplemented(&json).unwrap();
+        let again = Spec::from_json(&json).unwrap();
         assert_eq!(again, s, "{json}");
         assert!(json.contains(r#""hold_down": "90s""#), "{json}");
         assert!(json.contains(r#""timeout": "1500ms""#), "{json}");

@@ -100,7 +100,7 @@ mod tests {
 
     fn spec(rest: &str) -> Spec {
         let text = format!("{{{GATEWAYS}{rest}}}");
-        Spec::from_json_including_unimplemented(&text).unwrap_or_else(|e| panic!("{e}"))
+        Spec::from_json(&text).unwrap_or_else(|e| panic!("{e}"))
     }
 
     fn m(gateway: &str, tier: u8, weight: u32) -> Member {

@@ -1,13 +1,11 @@
 //! The example specs in fixtures/policies (issue 16) parse, and serialize to specs that parse
 //! back the same. They live apart from fixtures/specs, whose files the ruleset goldens and
-//! namespace tests compile: the compiler does not act on policies yet.
+//! namespace tests compile.
 
 use std::fs;
 use std::path::{Path, PathBuf};
 
-use nftbalance_spec::{
-    PolicyKey, Spec, HEALTH_QUALITY_IMPLEMENTED, HOOKS_IMPLEMENTED, POLICIES_IMPLEMENTED,
-};
+use nftbalance_spec::{PolicyKey, Spec};
 
 fn dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fixtures/policies")
@@ -28,11 +26,10 @@ fn fixtures() -> Vec<PathBuf> {
 fn policy_examples_parse_and_round_trip() {
     for file in fixtures() {
         let text = fs::read_to_string(&file).unwrap();
-        let spec = Spec::from_json_including_unimplemented(&text)
-            .unwrap_or_else(|e| panic!("{}:\n{e}", file.display()));
+        let spec = Spec::from_json(&text).unwrap_or_else(|e| panic!("{}:\n{e}", file.display()));
         assert!(!spec.policies.is_empty(), "{}", file.display());
         let json = serde_json::to_string_pretty(&spec).unwrap();
-        let again = Spec::from_json_including_unimplemented(&json)
+        let again = Spec::from_json(&json)
             .unwrap_or_else(|e| panic!("{} serialized:\n{e}\n{json}", file.display()));
         assert_eq!(again, spec, "{}", file.display());
         // Every selector resolves to a policy the ruleset will have.
@@ -44,32 +41,10 @@ fn policy_examples_parse_and_round_trip() {
     }
 }
 
-/// Until the compiler and watch act on all of them, the program refuses what they do not
-/// act on yet, every refusal naming its JSON path; none is a validation error.
-#[test]
-fn policy_examples_are_refused_by_the_program_until_implemented() {
-    if POLICIES_IMPLEMENTED && HEALTH_QUALITY_IMPLEMENTED && HOOKS_IMPLEMENTED {
-        return;
-    }
-    for file in fixtures() {
-        let text = fs::read_to_string(&file).unwrap();
-        let Err(errors) = Spec::from_json(&text) else {
-            continue;
-        };
-        for e in &errors.0 {
-            assert!(
-                e.to_string().contains(": not implemented yet: "),
-                "{}: {e}",
-                file.display()
-            );
-        }
-    }
-}
-
 #[test]
 fn tiers_example_means_what_the_issue_says() {
     let text = fs::read_to_string(dir().join("policies-tiers.json")).unwrap();
-    let spec = Spec::from_json_including_unimplemented(&text).unwrap();
+    let spec = Spec::from_json(&text).unwrap();
     let p = &spec.policies["fibre_dsl_then_lte"];
     let tiers: Vec<(u8, Vec<(&str, u32)>)> = p
         .tiers()
