@@ -5,11 +5,14 @@
 //! `diff` is clean after every watch-driven change and `status` shows the gateway states.
 
 use std::collections::BTreeMap;
-use std::net::Ipv4Addr;
+use std::io::{Read, Write};
+use std::net::{IpAddr, Ipv4Addr, TcpListener};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use nftbalance_integration::cli::{nftbalance, text};
-use nftbalance_integration::topology::{Topology, Which, SERVER};
+use nftbalance_integration::topology::{Topology, Which, SERVER, SERVER_EXCLUDED};
 use nftbalance_integration::watch::{status, wait_for, TempFile, Watch};
 use serde_json::Value;
 
@@ -571,4 +574,223 @@ fn uplinks_with_the_same_next_hop_balance_and_fail_over() {
         [0, 0],
         "a packet left by the wrong uplink"
     );
+}
+
+/// isp1 and isp2 in tier 1 of one policy for all TCP; isp2 probed by `health2`.
+fn pair_spec(topo: &Topology, health2: &str) -> String {
+    spec_with(
+        topo,
+        |i| {
+            if i == 2 {
+                health2.to_string()
+            } else {
+                icmp_health()
+            }
+        },
+        r#""pair": { "members": [ { "gateway": "isp1" }, { "gateway": "isp2" } ] }"#,
+        r#"{ "iif": "eth0", "protocol": "tcp", "policy": "pair" }"#,
+    )
+}
+
+/// Waits until `status` shows the states `want`; the time it took.
+fn time_until_states(topo: &Topology, file: &TempFile, want: &[&str], limit: Duration) -> Duration {
+    let mut last = Vec::new();
+    wait_for(limit, || {
+        last = states(topo, file);
+        last == want
+    })
+    .unwrap_or_else(|| panic!("states never {want:?} within {limit:?}; last {last:?}"))
+}
+
+/// Acceptance 3: 30% of isp2's probes lost with max_loss 20 over a window of 10 takes it out
+/// of the split; without the loss (recover_loss 5) it comes back only after hold_down.
+#[test]
+fn loss_over_max_loss_takes_a_gateway_out_until_it_recovers_and_holds() {
+    let mut topo = Topology::new(2);
+    // down 20: the consecutive rule stays out of it; the loss decides.
+    let health2 = format!(
+        r#"{{ "targets": ["{SERVER}"], "interval": "200ms", "timeout": "150ms", "up": 2,
+             "down": 20, "window": 10, "max_loss": 20, "recover_loss": 5, "hold_down": "2s" }}"#
+    );
+    let spec = pair_spec(&topo, &health2);
+    let (file, _watch) = start(&mut topo, "pol-loss", &spec, &[80]);
+    assert_eq!(
+        split(&topo, 10),
+        BTreeMap::from([(Some(0), 5), (Some(1), 5)])
+    );
+
+    let t = Instant::now();
+    blackhole(&topo, 1, "meta l4proto icmp numgen random mod 10 < 3 drop");
+    time_until_states(&topo, &file, &["up", "down"], Duration::from_secs(40));
+    eprintln!("30% loss: isp2 down after {:?}", t.elapsed());
+    let doc = status(&topo, &file, None);
+    eprintln!("status of isp2: {:#}", doc["gateways"][1]);
+    assert_eq!(split(&topo, 10), all_on(0, 10));
+    assert_diff_clean(&topo, &file);
+
+    let t = Instant::now();
+    revive(&topo, 1);
+    std::thread::sleep(Duration::from_millis(1500));
+    assert_eq!(
+        states(&topo, &file),
+        ["up", "down"],
+        "back before hold_down"
+    );
+    assert_eq!(split(&topo, 6), all_on(0, 6), "back before hold_down");
+    time_until_states(&topo, &file, &["up", "up"], LIMIT);
+    let took = t.elapsed();
+    eprintln!("loss gone: isp2 up after {took:?} (hold_down 2s)");
+    assert!(
+        took >= Duration::from_secs(2),
+        "up after {took:?}, before hold_down"
+    );
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(
+        split(&topo, 10),
+        BTreeMap::from([(Some(0), 5), (Some(1), 5)])
+    );
+    assert_diff_clean(&topo, &file);
+}
+
+/// Acceptance 5: three targets, reliability 2: one dead target keeps isp2 up, two take it
+/// down.
+#[test]
+fn reliability_two_of_three_targets() {
+    let mut topo = Topology::new(2);
+    let third = "198.51.100.30";
+    topo.server
+        .ok("ip", &["addr", "add", &format!("{third}/32"), "dev", "lo"]);
+    let health2 = format!(
+        r#"{{ "targets": ["{SERVER}", "{SERVER_EXCLUDED}", "{third}"], "reliability": 2,
+             "interval": "{INTERVAL_MS}ms", "timeout": "250ms", "up": {UP}, "down": {DOWN} }}"#
+    );
+    let spec = pair_spec(&topo, &health2);
+    let (file, _watch) = start(&mut topo, "pol-rel", &spec, &[80]);
+    let even = BTreeMap::from([(Some(0), 5), (Some(1), 5)]);
+    assert_eq!(split(&topo, 10), even);
+
+    blackhole(
+        &topo,
+        1,
+        &format!("ip daddr {SERVER_EXCLUDED} meta l4proto icmp drop"),
+    );
+    std::thread::sleep(failover_bound() * 2);
+    assert_eq!(
+        states(&topo, &file),
+        ["up", "up"],
+        "one dead target of three"
+    );
+    assert_eq!(split(&topo, 10), even);
+
+    revive(&topo, 1);
+    let t = Instant::now();
+    blackhole(
+        &topo,
+        1,
+        &format!("ip daddr {{ {SERVER_EXCLUDED}, {third} }} meta l4proto icmp drop"),
+    );
+    let took = time_until(&topo, t, 80, false, &all_on(0, 4));
+    eprintln!("two dead targets of three: isp2 out after {took:?}");
+    assert_eq!(states(&topo, &file), ["up", "down"]);
+    assert_eq!(split(&topo, 10), all_on(0, 10));
+    assert_diff_clean(&topo, &file);
+
+    revive(&topo, 1);
+    time_until_states(&topo, &file, &["up", "up"], LIMIT);
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(split(&topo, 10), even);
+    assert_diff_clean(&topo, &file);
+}
+
+/// A tiny HTTP responder on the server: answers `204` to every request, after `delay_ms`
+/// when the request comes from `slow_source`. Stopped (its socket closed) on drop.
+struct Responder {
+    stop: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Responder {
+    fn start(topo: &Topology, addr: &str, slow_source: &str, delay_ms: Arc<AtomicU64>) -> Self {
+        let addr = addr.to_string();
+        let listener = topo.server.run(move || TcpListener::bind(&addr).unwrap());
+        listener.set_nonblocking(true).unwrap();
+        let slow: IpAddr = slow_source.parse().unwrap();
+        let stop = Arc::new(AtomicBool::new(false));
+        let stopped = Arc::clone(&stop);
+        let thread = std::thread::spawn(move || {
+            while !stopped.load(Ordering::Relaxed) {
+                let Ok((mut conn, peer)) = listener.accept() else {
+                    std::thread::sleep(Duration::from_millis(5));
+                    continue;
+                };
+                let delay = Arc::clone(&delay_ms);
+                std::thread::spawn(move || {
+                    conn.set_nonblocking(false).ok();
+                    conn.set_read_timeout(Some(Duration::from_secs(2))).ok();
+                    let mut buf = [0u8; 1024];
+                    let _ = conn.read(&mut buf);
+                    if peer.ip() == slow {
+                        std::thread::sleep(Duration::from_millis(delay.load(Ordering::Relaxed)));
+                    }
+                    let _ = conn.write_all(b"HTTP/1.1 204 No Content\r\nConnection: close\r\n\r\n");
+                });
+            }
+        });
+        Responder {
+            stop,
+            thread: Some(thread),
+        }
+    }
+}
+
+impl Drop for Responder {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// Acceptance 4: isp2's probes answered late (median over max_latency) take it out of the
+/// split; answered fast again (within recover_latency) it is back after hold_down.
+#[test]
+fn latency_over_max_latency_takes_a_gateway_out_until_it_recovers() {
+    let mut topo = Topology::new(2);
+    let delay = Arc::new(AtomicU64::new(0));
+    let target = format!("{SERVER}:8080");
+    let _responder = Responder::start(&topo, &target, "100.0.2.1", Arc::clone(&delay));
+    let health2 = format!(
+        r#"{{ "targets": ["http://{target}/"], "interval": "500ms", "timeout": "500ms",
+             "up": 2, "down": 3, "window": 5, "max_latency": "200ms",
+             "recover_latency": "100ms", "hold_down": "1s" }}"#
+    );
+    let spec = pair_spec(&topo, &health2);
+    let (file, _watch) = start(&mut topo, "pol-rtt", &spec, &[80]);
+    let even = BTreeMap::from([(Some(0), 5), (Some(1), 5)]);
+    assert_eq!(split(&topo, 10), even);
+    assert_eq!(states(&topo, &file), ["up", "up"]);
+
+    let t = Instant::now();
+    delay.store(350, Ordering::Relaxed);
+    let took = time_until_states(&topo, &file, &["up", "down"], LIMIT);
+    eprintln!("350 ms answers: isp2 down after {took:?}");
+    let doc = status(&topo, &file, None);
+    eprintln!("status of isp2: {:#}", doc["gateways"][1]);
+    assert!(t.elapsed() < LIMIT);
+    assert_eq!(split(&topo, 10), all_on(0, 10));
+    assert_diff_clean(&topo, &file);
+
+    let t = Instant::now();
+    delay.store(0, Ordering::Relaxed);
+    time_until_states(&topo, &file, &["up", "up"], LIMIT);
+    let took = t.elapsed();
+    eprintln!("fast answers: isp2 up after {took:?} (hold_down 1s)");
+    assert!(
+        took >= Duration::from_secs(1),
+        "up after {took:?}, before hold_down"
+    );
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(split(&topo, 10), even);
+    assert_diff_clean(&topo, &file);
 }
