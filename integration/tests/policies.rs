@@ -3,6 +3,8 @@
 //! within interval x down + 1 s when a tier dies, come back when it recovers, and take the
 //! policy's last resort when no member is left; streams on surviving uplinks are untouched,
 //! `diff` is clean after every watch-driven change and `status` shows the gateway states.
+//! Also: uplinks sharing one next hop (`Topology::with_next_hops`), and the quality health
+//! fields on real probes (loss, latency over an HTTP target, reliability).
 
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
