@@ -11,6 +11,8 @@
 //! Uplink i (from 1): router 100.0.i.1/24 and 2001:db8:i::1/64, provider 100.0.i.254 and
 //! 2001:db8:i::ff. Providers drop packets from the router whose source is not in that
 //! uplink's prefix (ingress filtering, as real providers do) and count them.
+//! `Topology::with_next_hops` gives uplinks other next hops, possibly the same one on several
+//! uplinks (two LTE dongles that both hand out the same router address).
 
 use std::io::{BufRead, BufReader};
 use std::net::{IpAddr, Ipv4Addr};
@@ -46,6 +48,10 @@ pub struct Uplink {
     pub gateway: Ipv4Addr,
     pub address6: String,
     pub gateway6: String,
+    /// The IPv4 sources the provider accepts from the router (its ingress filter) and the
+    /// server routes back through this provider: `100.0.i.0/24`, or the router's address
+    /// alone when several uplinks share a subnet.
+    pub source_net: String,
 }
 
 #[derive(Debug)]
@@ -67,17 +73,41 @@ impl Topology {
     /// Builds the network with `n` uplinks (1 to 9).
     pub fn new(n: usize) -> Topology {
         assert!((1..=9).contains(&n));
+        let hops: Vec<Ipv4Addr> = (1..=n as u8)
+            .map(|i| Ipv4Addr::new(100, 0, i, 254))
+            .collect();
+        Topology::with_next_hops(&hops)
+    }
+
+    /// Builds the network with one uplink per next hop. A next hop in `100.0.i.0/24` (uplink
+    /// i, from 1) gives the usual uplink; any other next hop `a.b.c.d` is the provider's
+    /// address on a `/24` where the router has `a.b.c.(100 + i)`, so next hops may repeat
+    /// (the same address on different interfaces). IPv6 is as in [`Topology::new`].
+    pub fn with_next_hops(next_hops: &[Ipv4Addr]) -> Topology {
+        let n = next_hops.len();
+        assert!((1..=9).contains(&n));
         let router = Netns::new("rtr");
         let lan = Netns::new("lan");
         let server = Netns::new("srv");
         let isps: Vec<Netns> = (1..=n).map(|i| Netns::new(&format!("isp{i}"))).collect();
         let uplinks: Vec<Uplink> = (1..=n)
-            .map(|i| Uplink {
-                interface: format!("ppp{}", i - 1),
-                address: Ipv4Addr::new(100, 0, i as u8, 1),
-                gateway: Ipv4Addr::new(100, 0, i as u8, 254),
-                address6: format!("2001:db8:{i}::1"),
-                gateway6: format!("2001:db8:{i}::ff"),
+            .map(|i| {
+                let hop = next_hops[i - 1];
+                let [a, b, c, _] = hop.octets();
+                let (address, source_net) = if [a, b, c] == [100, 0, i as u8] {
+                    (Ipv4Addr::new(100, 0, i as u8, 1), format!("100.0.{i}.0/24"))
+                } else {
+                    let address = Ipv4Addr::new(a, b, c, 100 + i as u8);
+                    (address, format!("{address}/32"))
+                };
+                Uplink {
+                    interface: format!("ppp{}", i - 1),
+                    address,
+                    gateway: hop,
+                    address6: format!("2001:db8:{i}::1"),
+                    gateway6: format!("2001:db8:{i}::ff"),
+                    source_net,
+                }
             })
             .collect();
         let topo = Topology {
@@ -117,7 +147,15 @@ impl Topology {
         let first = &self.uplinks[0];
         r.ok(
             "ip",
-            &["route", "add", "default", "via", &first.gateway.to_string()],
+            &[
+                "route",
+                "add",
+                "default",
+                "via",
+                &first.gateway.to_string(),
+                "dev",
+                &first.interface,
+            ],
         );
         r.ok(
             "ip",
@@ -307,7 +345,7 @@ impl Topology {
             &[
                 "route",
                 "add",
-                &format!("100.0.{i}.0/24"),
+                &up.source_net,
                 "via",
                 &format!("172.31.{i}.1"),
             ],
@@ -326,8 +364,9 @@ impl Topology {
         // Ingress filtering: only this uplink's addresses may come from the router.
         let bcp38 = format!(
             "table inet bcp38 {{\n chain forward {{ type filter hook forward priority 0;\n  \
-             iifname \"rtr\" ip saddr != 100.0.{i}.0/24 counter drop\n  \
-             iifname \"rtr\" ip6 saddr != 2001:db8:{i}::/64 counter drop\n }}\n}}\n"
+             iifname \"rtr\" ip saddr != {} counter drop\n  \
+             iifname \"rtr\" ip6 saddr != 2001:db8:{i}::/64 counter drop\n }}\n}}\n",
+            up.source_net
         );
         isp.load_nft(&bcp38);
     }
