@@ -479,11 +479,6 @@ fn an_unreachable_last_resort_refuses_new_connections_at_once() {
 
 /// Acceptance 6, unreachable: `diff` is clean while the refusal is in force.
 #[test]
-#[ignore = "product bug: while a policy's `unreachable` last resort is in force, `nftbalance \
-            diff SPEC` exits 1 with `chain policy_refuse, rule handle N: not in the spec` and \
-            `chain policy_refuse, rule 3: meta l4proto tcp reject with tcp reset: missing`, \
-            after watch's update and after a plain apply alike, although the live rule is \
-            exactly that (`reject type 1 code 0`)"]
 fn diff_is_clean_while_an_unreachable_last_resort_is_in_force() {
     let spec = |topo: &Topology| {
         spec(
@@ -502,11 +497,6 @@ fn diff_is_clean_while_an_unreachable_last_resort_is_in_force() {
 /// Acceptance 6, main-table: a connection of the policy follows the main table even when a
 /// later selector (here a catch-all of the default policy) matches it too.
 #[test]
-#[ignore = "product bug (or unspecified precedence): with policy `main` (last_resort \
-            main-table) in its last resort, its port-81 connections reach the later selector \
-            `{ iif eth0, protocol tcp }` and are balanced by the default policy: isp1's \
-            new_connections go 0 -> 3 (policy_main returns unmarked, then `jump balance` marks \
-            them), instead of following the main table unmarked"]
 fn a_main_table_last_resort_is_not_balanced_by_a_later_selector() {
     let spec = |topo: &Topology| {
         let selectors = [

@@ -1097,11 +1097,11 @@ impl RuleCx<'_, '_> {
             m::Stmt::Counter => self.push(Expr::Counter),
             m::Stmt::Reject(m::Reject::TcpReset) => self.push(Expr::Reject {
                 kind: reject::TCP_RST,
-                code: 0,
+                code: None,
             }),
             m::Stmt::Reject(m::Reject::IcmpxHostUnreachable) => self.push(Expr::Reject {
                 kind: reject::ICMPX_UNREACH,
-                code: reject::ICMPX_HOST_UNREACH,
+                code: Some(reject::ICMPX_HOST_UNREACH),
             }),
             m::Stmt::Verdict(v) => self.push(Expr::Verdict(verdict(v))),
         }

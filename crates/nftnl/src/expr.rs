@@ -450,8 +450,9 @@ pub enum Expr {
     Reject {
         /// `NFT_REJECT_TCP_RST` (1) or `NFT_REJECT_ICMPX_UNREACH` (2)
         kind: u32,
-        /// for ICMPX, e.g. `NFT_REJECT_ICMPX_HOST_UNREACH` (2); 0 for a TCP reset
-        code: u8,
+        /// for ICMPX, e.g. `NFT_REJECT_ICMPX_HOST_UNREACH` (2); none for a TCP reset, whose
+        /// code the kernel neither needs nor lists back
+        code: Option<u8>,
     },
 }
 
@@ -738,7 +739,9 @@ impl Expr {
             Expr::Counter => {}
             Expr::Reject { kind, code } => {
                 e.set_u32(sys::NFTNL_EXPR_REJECT_TYPE, *kind);
-                e.set_u8(sys::NFTNL_EXPR_REJECT_CODE, *code);
+                if let Some(code) = code {
+                    e.set_u8(sys::NFTNL_EXPR_REJECT_CODE, *code);
+                }
             }
         }
         Ok(e)
@@ -861,7 +864,10 @@ mod tests {
             },
             Expr::Verdict(Verdict::Jump("balance".into())),
             Expr::Counter,
-            Expr::Reject { kind: 1, code: 0 },
+            Expr::Reject {
+                kind: 1,
+                code: None,
+            },
         ];
         for e in &exprs {
             e.to_nl().unwrap_or_else(|err| panic!("{e:?}: {err}"));

@@ -911,8 +911,16 @@ impl<'s> Compiler<'s> {
                     .filter_map(|m| Some((self.spec.gateway(&m.gateway)?, m.weight)))
                     .collect();
                 rules.extend(self.split_over(&members, p.method));
-                if in_use == crate::policy::InUse::LastResort(AllDown::Unreachable) {
-                    rules.extend(unreachable());
+                match in_use {
+                    crate::policy::InUse::LastResort(AllDown::Unreachable) => {
+                        rules.extend(unreachable())
+                    }
+                    // Unmarked, and no later selector may balance it: the main table.
+                    crate::policy::InUse::LastResort(_) => rules.push(documented(
+                        "last resort: the main table, whatever later selectors say",
+                        rule(vec![], vec![Stmt::Verdict(Verdict::Accept)]),
+                    )),
+                    _ => {}
                 }
                 Chain {
                     name: names::policy(name),
