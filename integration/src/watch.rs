@@ -67,6 +67,29 @@ impl Watch {
         state: Option<&TempFile>,
         settle: Duration,
     ) -> Watch {
+        Watch::spawn(topo, spec, state, settle, Stdio::inherit())
+    }
+
+    /// As [`Watch::start`], with watch's log (its stderr) written to the file `log`
+    /// (created or truncated), for tests that read what watch said.
+    pub fn start_logged(
+        topo: &Topology,
+        spec: &TempFile,
+        state: Option<&TempFile>,
+        settle: Duration,
+        log: &std::path::Path,
+    ) -> Watch {
+        let file = std::fs::File::create(log).unwrap();
+        Watch::spawn(topo, spec, state, settle, Stdio::from(file))
+    }
+
+    fn spawn(
+        topo: &Topology,
+        spec: &TempFile,
+        state: Option<&TempFile>,
+        settle: Duration,
+        stderr: Stdio,
+    ) -> Watch {
         let mut args = vec!["watch".to_string(), spec.path().to_string()];
         if let Some(s) = state {
             args.extend(["--state-file".to_string(), s.path().to_string()]);
@@ -83,7 +106,7 @@ impl Watch {
             .env("RUST_LOG", "info")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
+            .stderr(stderr)
             .spawn()
             .unwrap();
         std::thread::sleep(settle);
