@@ -354,3 +354,30 @@ fn a_second_table_in_a_namespace_is_refused_and_diff_sees_routing() {
     ok(&ns, &["flush", &seed]);
     std::fs::remove_file(&second).unwrap();
 }
+
+/// Issue 16: a hook program that does not exist is refused with its JSON path, and nothing
+/// is applied (watch runs hooks; apply refuses the spec all the same).
+#[test]
+fn a_missing_hook_program_is_refused_and_nothing_is_applied() {
+    let seed = spec("seed.json");
+    let ns = router_for("hookpath", &seed);
+    let with_hook = std::fs::read_to_string(&seed).unwrap().replacen(
+        "\"snat\": true",
+        "\"snat\": true, \"hooks\": { \"on_change\": [\"/nonexistent/notify-uplink\"] }",
+        1,
+    );
+    assert!(with_hook.contains("hooks"));
+    let file = std::env::temp_dir().join(format!("nbt-hookpath-{}.json", std::process::id()));
+    std::fs::write(&file, with_hook).unwrap();
+    let out = nftbalance(&ns, &["apply", file.to_str().unwrap()]);
+    std::fs::remove_file(&file).unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = text(&out.stderr);
+    assert!(err.contains("hooks.on_change[0]"), "{err}");
+    assert!(err.contains("does not exist"), "{err}");
+    assert_eq!(
+        ns.ok("nft", &["list", "ruleset"]),
+        "",
+        "something was applied"
+    );
+}

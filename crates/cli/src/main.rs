@@ -208,6 +208,8 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         } => {
             let (spec, source) = read_spec(&spec)?;
             privilege::require_net_admin("apply")?;
+            // watch runs the hooks, but a spec naming a missing program is wrong as a whole.
+            engine::hooks::check_hooks(&spec)?;
             let done = if check {
                 engine::apply::check(&spec, backend.kind(), &SAY)?
             } else {

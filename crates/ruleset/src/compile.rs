@@ -1338,9 +1338,10 @@ mod tests {
             ],
             "unreachable"
         );
-        assert!(
-            chain(&["fibre", "dsl", "lte"], "web").is_empty(),
-            "main-table"
+        assert_eq!(
+            chain(&["fibre", "dsl", "lte"], "web"),
+            ["accept"],
+            "main-table: unmarked, and no later selector balances it"
         );
         let web = chain(&["fibre", "dsl"], "web");
         assert!(
