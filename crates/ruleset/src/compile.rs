@@ -774,29 +774,7 @@ impl<'s> Compiler<'s> {
         if let Some(first) = rules.first_mut() {
             first.doc = Some("local and excluded destinations stay on the main table");
         }
-        let sticky = self.sticky().is_some();
-        if sticky && !self.live.is_empty() {
-            let hits = rules.len();
-            for g in self.live.iter().copied() {
-                for v6 in self.versions() {
-                    let set = names::sticky(&g.name, v6);
-                    let source = Expr::Payload(addr_field(v6, true));
-                    rules.push(rule(
-                        vec![Match::InSet {
-                            left: source.clone(),
-                            set: SetRef::Named(set.clone()),
-                        }],
-                        vec![
-                            Stmt::SetUpdate { set, key: source },
-                            self.marks.set_ct(g.mark),
-                            ret(),
-                        ],
-                    ));
-                }
-            }
-            rules[hits].doc =
-                Some("sticky: a recent source keeps its uplink and refreshes its entry");
-        }
+        rules.extend(self.sticky_hits(&self.live));
         let split_at = rules.len();
         rules.extend(self.split());
         if self.live.is_empty() && self.spec.watch.all_down == AllDown::Unreachable {
@@ -805,31 +783,70 @@ impl<'s> Compiler<'s> {
         if let Some(r) = rules.get_mut(split_at) {
             r.doc = Some("split: one expression mapped over the weight ranges");
         }
-        if sticky && !self.live.is_empty() {
-            let updates = rules.len();
-            for g in self.live.iter().copied() {
-                for v6 in self.versions() {
-                    rules.push(rule(
-                        vec![Match::Cmp {
-                            left: self.marks.ct_bits(),
-                            negate: false,
-                            right: Value::Mark(g.mark),
-                        }],
-                        vec![Stmt::SetUpdate {
-                            set: names::sticky(&g.name, v6),
-                            key: Expr::Payload(addr_field(v6, true)),
-                        }],
-                    ));
-                }
-            }
-            rules[updates].doc = Some("sticky: remember the source's choice");
-        }
+        rules.extend(self.sticky_updates(&self.live));
         Chain {
             name: names::BALANCE.into(),
             base: None,
             rules,
             doc: "new connections that a selector chose for balancing",
         }
+    }
+
+    /// With `balance.sticky`: a recent source keeps its uplink among `gateways` (and
+    /// refreshes its entry). Nothing without sticky or without gateways.
+    fn sticky_hits(&self, gateways: &[&Gateway]) -> Vec<Rule> {
+        if self.sticky().is_none() {
+            return Vec::new();
+        }
+        let mut rules = Vec::new();
+        for g in gateways {
+            for v6 in self.versions() {
+                let set = names::sticky(&g.name, v6);
+                let source = Expr::Payload(addr_field(v6, true));
+                rules.push(rule(
+                    vec![Match::InSet {
+                        left: source.clone(),
+                        set: SetRef::Named(set.clone()),
+                    }],
+                    vec![
+                        Stmt::SetUpdate { set, key: source },
+                        self.marks.set_ct(g.mark),
+                        ret(),
+                    ],
+                ));
+            }
+        }
+        if let Some(first) = rules.first_mut() {
+            first.doc = Some("sticky: a recent source keeps its uplink and refreshes its entry");
+        }
+        rules
+    }
+
+    /// With `balance.sticky`: remember the source's choice among `gateways`.
+    fn sticky_updates(&self, gateways: &[&Gateway]) -> Vec<Rule> {
+        if self.sticky().is_none() {
+            return Vec::new();
+        }
+        let mut rules = Vec::new();
+        for g in gateways {
+            for v6 in self.versions() {
+                rules.push(rule(
+                    vec![Match::Cmp {
+                        left: self.marks.ct_bits(),
+                        negate: false,
+                        right: Value::Mark(g.mark),
+                    }],
+                    vec![Stmt::SetUpdate {
+                        set: names::sticky(&g.name, v6),
+                        key: Expr::Payload(addr_field(v6, true)),
+                    }],
+                ));
+            }
+        }
+        if let Some(first) = rules.first_mut() {
+            first.doc = Some("sticky: remember the source's choice");
+        }
+        rules
     }
 
     /// The connection mark from one numgen/jhash expression over the weight ranges.
@@ -910,7 +927,11 @@ impl<'s> Compiler<'s> {
                 let members: Vec<(&Gateway, u32)> = (in_use.members().iter())
                     .filter_map(|m| Some((self.spec.gateway(&m.gateway)?, m.weight)))
                     .collect();
+                let gateways: Vec<&Gateway> = members.iter().map(|(g, _)| *g).collect();
+                // Sticky sources stay on a member in use; a kept member counts too.
+                rules.extend(self.sticky_hits(&gateways));
                 rules.extend(self.split_over(&members, p.method));
+                rules.extend(self.sticky_updates(&gateways));
                 match in_use {
                     crate::policy::InUse::LastResort(AllDown::Unreachable) => {
                         rules.extend(unreachable())
