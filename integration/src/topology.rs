@@ -212,155 +212,41 @@ impl Topology {
     }
 
     /// Router <-> provider `k`, provider <-> server.
+    /// Router <-> provider `k`, provider <-> server, the routes between them and the
+    /// provider's ingress filter.
     fn wire_uplink(&self, k: usize) {
         let (r, srv) = (&self.router, &self.server);
         let (isp, up) = (&self.isps[k], &self.uplinks[k]);
-        let i = k + 1;
+        let (i, dev) = (k + 1, &up.interface);
         // router <-> provider
-        r.ok(
-            "ip",
-            &[
-                "link",
-                "add",
-                &up.interface,
-                "type",
-                "veth",
-                "peer",
-                "name",
-                "rtr",
-                "netns",
-                isp.name(),
-            ],
-        );
-        r.ok(
-            "ip",
-            &[
-                "addr",
-                "add",
-                &format!("{}/24", up.address),
-                "dev",
-                &up.interface,
-            ],
-        );
-        r.ok(
-            "ip",
-            &[
-                "addr",
-                "add",
-                &format!("{}/64", up.address6),
-                "dev",
-                &up.interface,
-                "nodad",
-            ],
-        );
-        r.ok("ip", &["link", "set", &up.interface, "up"]);
-        isp.ok(
-            "ip",
-            &["addr", "add", &format!("{}/24", up.gateway), "dev", "rtr"],
-        );
-        isp.ok(
-            "ip",
-            &[
-                "addr",
-                "add",
-                &format!("{}/64", up.gateway6),
-                "dev",
-                "rtr",
-                "nodad",
-            ],
-        );
+        let (provider, server) = (isp.name(), srv.name());
+        r.cmd(&format!(
+            "ip link add {dev} type veth peer name rtr netns {provider}"
+        ));
+        r.cmd(&format!("ip addr add {}/24 dev {dev}", up.address));
+        r.cmd(&format!("ip addr add {}/64 dev {dev} nodad", up.address6));
+        r.cmd(&format!("ip link set {dev} up"));
+        isp.cmd(&format!("ip addr add {}/24 dev rtr", up.gateway));
+        isp.cmd(&format!("ip addr add {}/64 dev rtr nodad", up.gateway6));
         isp.cmd("ip link set rtr up");
         // provider <-> server
-        let ifname = format!("isp{i}");
-        isp.ok(
-            "ip",
-            &[
-                "link",
-                "add",
-                "wan",
-                "type",
-                "veth",
-                "peer",
-                "name",
-                &ifname,
-                "netns",
-                srv.name(),
-            ],
-        );
-        isp.ok(
-            "ip",
-            &["addr", "add", &format!("172.31.{i}.1/30"), "dev", "wan"],
-        );
-        isp.ok(
-            "ip",
-            &[
-                "addr",
-                "add",
-                &format!("2001:db8:f{i}::1/64"),
-                "dev",
-                "wan",
-                "nodad",
-            ],
-        );
+        isp.cmd(&format!(
+            "ip link add wan type veth peer name isp{i} netns {server}"
+        ));
+        isp.cmd(&format!("ip addr add 172.31.{i}.1/30 dev wan"));
+        isp.cmd(&format!("ip addr add 2001:db8:f{i}::1/64 dev wan nodad"));
         isp.cmd("ip link set wan up");
-        srv.ok(
-            "ip",
-            &["addr", "add", &format!("172.31.{i}.2/30"), "dev", &ifname],
-        );
-        srv.ok(
-            "ip",
-            &[
-                "addr",
-                "add",
-                &format!("2001:db8:f{i}::2/64"),
-                "dev",
-                &ifname,
-                "nodad",
-            ],
-        );
-        srv.ok("ip", &["link", "set", &ifname, "up"]);
-        isp.ok(
-            "ip",
-            &[
-                "route",
-                "add",
-                "198.51.100.0/24",
-                "via",
-                &format!("172.31.{i}.2"),
-            ],
-        );
-        isp.ok(
-            "ip",
-            &[
-                "-6",
-                "route",
-                "add",
-                "2001:db8:ff::/64",
-                "via",
-                &format!("2001:db8:f{i}::2"),
-            ],
-        );
-        srv.ok(
-            "ip",
-            &[
-                "route",
-                "add",
-                &up.source_net,
-                "via",
-                &format!("172.31.{i}.1"),
-            ],
-        );
-        srv.ok(
-            "ip",
-            &[
-                "-6",
-                "route",
-                "add",
-                &format!("2001:db8:{i}::/64"),
-                "via",
-                &format!("2001:db8:f{i}::1"),
-            ],
-        );
+        srv.cmd(&format!("ip addr add 172.31.{i}.2/30 dev isp{i}"));
+        srv.cmd(&format!("ip addr add 2001:db8:f{i}::2/64 dev isp{i} nodad"));
+        srv.cmd(&format!("ip link set isp{i} up"));
+        isp.cmd(&format!("ip route add 198.51.100.0/24 via 172.31.{i}.2"));
+        isp.cmd(&format!(
+            "ip -6 route add 2001:db8:ff::/64 via 2001:db8:f{i}::2"
+        ));
+        srv.cmd(&format!("ip route add {} via 172.31.{i}.1", up.source_net));
+        srv.cmd(&format!(
+            "ip -6 route add 2001:db8:{i}::/64 via 2001:db8:f{i}::1"
+        ));
         // Ingress filtering: only this uplink's addresses may come from the router.
         let bcp38 = format!(
             "table inet bcp38 {{\n chain forward {{ type filter hook forward priority 0;\n  \

@@ -512,12 +512,31 @@ impl Expr {
         4 + attr(16) + 4 + 9 * 12 + var + 64
     }
 
-    /// Validates and converts to an owned libnftnl expression. One piece on purpose: one
-    /// match arm per expression kind, each a few attribute settings; split up, the arms
-    /// would only move apart from the enum they mirror.
+    /// Validates and converts to an owned libnftnl expression.
     pub(crate) fn to_nl(&self) -> Result<NlExpr, BuildError> {
         let mut e = NlExpr::new(self.kind()).map_err(|_| BuildError::Alloc)?;
-        let alloc = |_| BuildError::Alloc;
+        match self {
+            Expr::Payload { .. }
+            | Expr::Meta { .. }
+            | Expr::MetaSet { .. }
+            | Expr::Ct { .. }
+            | Expr::CtSet { .. }
+            | Expr::Byteorder { .. }
+            | Expr::Numgen { .. }
+            | Expr::Jhash { .. } => self.set_loads(&mut e),
+            Expr::Cmp { .. } | Expr::Bitwise { .. } | Expr::Immediate { .. } | Expr::Verdict(_) => {
+                self.set_data(&mut e)?
+            }
+            Expr::Lookup { .. } | Expr::Dynset { .. } => self.set_set_ref(&mut e)?,
+            Expr::Nat { .. } | Expr::Masquerade { .. } | Expr::Counter | Expr::Reject { .. } => {
+                self.set_action(&mut e)
+            }
+        }
+        Ok(e)
+    }
+
+    /// Expressions that load a key into a register, or store one: registers and keys only.
+    fn set_loads(&self, e: &mut NlExpr) {
         match self {
             Expr::Payload {
                 dreg,
@@ -545,35 +564,6 @@ impl Expr {
             Expr::CtSet { sreg, key } => {
                 e.set_u32(sys::NFTNL_EXPR_CT_KEY, key.raw());
                 e.set_u32(sys::NFTNL_EXPR_CT_SREG, sreg.raw());
-            }
-            Expr::Cmp { sreg, op, data } => {
-                value("cmp data", data)?;
-                e.set_u32(sys::NFTNL_EXPR_CMP_SREG, sreg.raw());
-                e.set_u32(sys::NFTNL_EXPR_CMP_OP, op.raw());
-                e.set_value(sys::NFTNL_EXPR_CMP_DATA, data).map_err(alloc)?;
-            }
-            Expr::Bitwise {
-                sreg,
-                dreg,
-                mask,
-                xor,
-            } => {
-                value("bitwise mask", mask)?;
-                value("bitwise xor", xor)?;
-                if mask.len() != xor.len() {
-                    return Err(BuildError::Invalid(format!(
-                        "bitwise mask ({} bytes) and xor ({} bytes) differ in length",
-                        mask.len(),
-                        xor.len()
-                    )));
-                }
-                e.set_u32(sys::NFTNL_EXPR_BITWISE_SREG, sreg.raw());
-                e.set_u32(sys::NFTNL_EXPR_BITWISE_DREG, dreg.raw());
-                e.set_u32(sys::NFTNL_EXPR_BITWISE_LEN, mask.len() as u32);
-                e.set_value(sys::NFTNL_EXPR_BITWISE_MASK, mask)
-                    .map_err(alloc)?;
-                e.set_value(sys::NFTNL_EXPR_BITWISE_XOR, xor)
-                    .map_err(alloc)?;
             }
             Expr::Byteorder {
                 sreg,
@@ -629,6 +619,67 @@ impl Expr {
                 e.set_u32(sys::NFTNL_EXPR_HASH_OFFSET, *offset);
                 e.set_u32(sys::NFTNL_EXPR_HASH_TYPE, 0); // NFT_HASH_JENKINS
             }
+            // The other kinds: see `to_nl`.
+            _ => {}
+        }
+    }
+
+    /// Expressions that carry data: checked for length, copied into libnftnl.
+    fn set_data(&self, e: &mut NlExpr) -> Result<(), BuildError> {
+        let alloc = |_| BuildError::Alloc;
+        match self {
+            Expr::Cmp { sreg, op, data } => {
+                value("cmp data", data)?;
+                e.set_u32(sys::NFTNL_EXPR_CMP_SREG, sreg.raw());
+                e.set_u32(sys::NFTNL_EXPR_CMP_OP, op.raw());
+                e.set_value(sys::NFTNL_EXPR_CMP_DATA, data).map_err(alloc)?;
+            }
+            Expr::Bitwise {
+                sreg,
+                dreg,
+                mask,
+                xor,
+            } => {
+                value("bitwise mask", mask)?;
+                value("bitwise xor", xor)?;
+                if mask.len() != xor.len() {
+                    return Err(BuildError::Invalid(format!(
+                        "bitwise mask ({} bytes) and xor ({} bytes) differ in length",
+                        mask.len(),
+                        xor.len()
+                    )));
+                }
+                e.set_u32(sys::NFTNL_EXPR_BITWISE_SREG, sreg.raw());
+                e.set_u32(sys::NFTNL_EXPR_BITWISE_DREG, dreg.raw());
+                e.set_u32(sys::NFTNL_EXPR_BITWISE_LEN, mask.len() as u32);
+                e.set_value(sys::NFTNL_EXPR_BITWISE_MASK, mask)
+                    .map_err(alloc)?;
+                e.set_value(sys::NFTNL_EXPR_BITWISE_XOR, xor)
+                    .map_err(alloc)?;
+            }
+            Expr::Immediate { dreg, data } => {
+                value("immediate data", data)?;
+                e.set_u32(sys::NFTNL_EXPR_IMM_DREG, dreg.raw());
+                e.set_value(sys::NFTNL_EXPR_IMM_DATA, data).map_err(alloc)?;
+            }
+            Expr::Verdict(v) => {
+                e.set_u32(sys::NFTNL_EXPR_IMM_DREG, Register::VERDICT.raw());
+                e.set_u32(sys::NFTNL_EXPR_IMM_VERDICT, v.code() as u32);
+                if let Some(chain) = v.chain() {
+                    e.set_str(sys::NFTNL_EXPR_IMM_CHAIN, &cstring(chain)?)
+                        .map_err(alloc)?;
+                }
+            }
+            // The other kinds: see `to_nl`.
+            _ => {}
+        }
+        Ok(())
+    }
+
+    /// Expressions that refer to a set by name and batch id.
+    fn set_set_ref(&self, e: &mut NlExpr) -> Result<(), BuildError> {
+        let alloc = |_| BuildError::Alloc;
+        match self {
             Expr::Lookup {
                 sreg,
                 dreg,
@@ -676,6 +727,15 @@ impl Expr {
                     e.set_u32(sys::NFTNL_EXPR_DYNSET_SET_ID, id);
                 }
             }
+            // The other kinds: see `to_nl`.
+            _ => {}
+        }
+        Ok(())
+    }
+
+    /// Statements: NAT, masquerade, counter, reject.
+    fn set_action(&self, e: &mut NlExpr) {
+        match self {
             Expr::Nat {
                 kind,
                 family,
@@ -723,19 +783,6 @@ impl Expr {
                     e.set_u32(sys::NFTNL_EXPR_MASQ_REG_PROTO_MAX, r.raw());
                 }
             }
-            Expr::Immediate { dreg, data } => {
-                value("immediate data", data)?;
-                e.set_u32(sys::NFTNL_EXPR_IMM_DREG, dreg.raw());
-                e.set_value(sys::NFTNL_EXPR_IMM_DATA, data).map_err(alloc)?;
-            }
-            Expr::Verdict(v) => {
-                e.set_u32(sys::NFTNL_EXPR_IMM_DREG, Register::VERDICT.raw());
-                e.set_u32(sys::NFTNL_EXPR_IMM_VERDICT, v.code() as u32);
-                if let Some(chain) = v.chain() {
-                    e.set_str(sys::NFTNL_EXPR_IMM_CHAIN, &cstring(chain)?)
-                        .map_err(alloc)?;
-                }
-            }
             Expr::Counter => {}
             Expr::Reject { kind, code } => {
                 e.set_u32(sys::NFTNL_EXPR_REJECT_TYPE, *kind);
@@ -743,8 +790,9 @@ impl Expr {
                     e.set_u8(sys::NFTNL_EXPR_REJECT_CODE, *code);
                 }
             }
+            // The other kinds: see `to_nl`.
+            _ => {}
         }
-        Ok(e)
     }
 }
 

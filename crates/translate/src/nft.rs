@@ -151,6 +151,24 @@ fn set_masked(stmt: &str, reg: &str, value: u32, mask: u32) -> String {
 
 /// One rule in nft words, in the order iptables-translate uses (so both load alike).
 pub fn rule(table: &Table, r: &RuleAt) -> Result<String, TranslateError> {
+    let loc = &r.loc;
+    if let Some(u) = &r.rule.unsupported {
+        return Err(err(loc, &u.option, &u.message));
+    }
+    let mut parts = header_words(&r.rule);
+    let comment = match_words(&r.rule, loc, &mut parts)?;
+    parts.push("counter".into());
+    if let Some(t) = &r.rule.target {
+        parts.push(target_words(table, t, loc)?);
+    }
+    if let Some(c) = comment {
+        parts.push(format!("comment {}", name::nft_quoted(&c)));
+    }
+    Ok(parts.join(" "))
+}
+
+/// Interfaces, addresses and the protocol, as iptables-translate writes them.
+fn header_words(r: &Rule) -> Vec<String> {
     let Rule {
         protocol,
         src,
@@ -158,13 +176,8 @@ pub fn rule(table: &Table, r: &RuleAt) -> Result<String, TranslateError> {
         iif,
         oif,
         matches,
-        target,
-        unsupported,
-    } = &r.rule;
-    let loc = &r.loc;
-    if let Some(u) = unsupported {
-        return Err(err(loc, &u.option, &u.message));
-    }
+        ..
+    } = r;
     let mut parts: Vec<String> = Vec::new();
     if let Some(Neg { neg, value }) = iif {
         parts.push(format!(
@@ -193,10 +206,6 @@ pub fn rule(table: &Table, r: &RuleAt) -> Result<String, TranslateError> {
     if let Some(Neg { neg, value }) = dst {
         parts.push(format!("ip daddr {}{}", not(*neg), net(value)));
     }
-    let l4 = protocol
-        .as_ref()
-        .filter(|p| !p.neg)
-        .map(|p| p.value.as_str());
     let single_port = matches.iter().any(|m| {
         matches!(
             m,
@@ -211,8 +220,22 @@ pub fn rule(table: &Table, r: &RuleAt) -> Result<String, TranslateError> {
             parts.push(format!("ip protocol {}{value}", not(*neg)));
         }
     }
+    parts
+}
+
+/// The match modules' words, appended to `parts`; the comment, which nft puts last.
+fn match_words(
+    r: &Rule,
+    loc: &Loc,
+    parts: &mut Vec<String>,
+) -> Result<Option<String>, TranslateError> {
+    let l4 = r
+        .protocol
+        .as_ref()
+        .filter(|p| !p.neg)
+        .map(|p| p.value.as_str());
     let mut comment = None;
-    for m in matches {
+    for m in &r.matches {
         match m {
             Match::Ports { dir, neg, ports, multiport } => {
                 let Some(p @ ("tcp" | "udp")) = l4 else {
@@ -247,16 +270,19 @@ pub fn rule(table: &Table, r: &RuleAt) -> Result<String, TranslateError> {
             }
         }
     }
-    parts.push("counter".into());
+    Ok(comment)
+}
+
+/// The target's words.
+fn target_words(table: &Table, target: &Target, loc: &Loc) -> Result<String, TranslateError> {
     let nat = table.name == "nat";
-    match target {
-        None => {}
-        Some(Target::Accept) => parts.push("accept".into()),
-        Some(Target::Drop) => parts.push("drop".into()),
-        Some(Target::Return) => parts.push("return".into()),
-        Some(Target::Jump(c)) => parts.push(format!("jump {c}")),
-        Some(Target::Goto(c)) => parts.push(format!("goto {c}")),
-        Some(Target::Reject(with)) => parts.push(match with.as_deref() {
+    let words = match target {
+        Target::Accept => "accept".into(),
+        Target::Drop => "drop".into(),
+        Target::Return => "return".into(),
+        Target::Jump(c) => format!("jump {c}"),
+        Target::Goto(c) => format!("goto {c}"),
+        Target::Reject(with) => match with.as_deref() {
             None | Some("icmp-port-unreachable") => "reject".into(),
             Some("tcp-reset") => "reject with tcp reset".into(),
             Some(w @ ("icmp-net-unreachable" | "icmp-host-unreachable" | "icmp-proto-unreachable" | "icmp-net-prohibited" | "icmp-host-prohibited" | "icmp-admin-prohibited")) => {
@@ -264,32 +290,32 @@ pub fn rule(table: &Table, r: &RuleAt) -> Result<String, TranslateError> {
                 format!("reject with icmp type {t}")
             }
             Some(w) => return Err(err(loc, &format!("--reject-with {w}"), "not translated")),
-        }),
-        Some(Target::SetConnmark { value, mask }) => parts.push(set_masked("ct mark", "ct mark", *value, *mask)),
-        Some(Target::SetMark { value, mask }) => parts.push(set_masked("meta mark", "meta mark", *value, *mask)),
-        Some(Target::SaveMark { nfmask, ctmask }) => parts.push(match (*ctmask, *nfmask) {
+        },
+        Target::SetConnmark { value, mask } => set_masked("ct mark", "ct mark", *value, *mask),
+        Target::SetMark { value, mask } => set_masked("meta mark", "meta mark", *value, *mask),
+        Target::SaveMark { nfmask, ctmask } => match (*ctmask, *nfmask) {
             (u32::MAX, u32::MAX) => "ct mark set meta mark".into(),
             (u32::MAX, m) => format!("ct mark set meta mark and {m:#x}"),
             (c, 0) => format!("ct mark set ct mark and {:#x}", !c),
             _ => return Err(err(loc, "--save-mark --ctmask", "ctmark = (ctmark & ~ctmask) ^ (nfmark & nfmask) mixes two registers, which nft 1.0 cannot express; with the full --ctmask it can")),
-        }),
-        Some(Target::RestoreMark { nfmask, ctmask }) => parts.push(match (*nfmask, *ctmask) {
+        },
+        Target::RestoreMark { nfmask, ctmask } => match (*nfmask, *ctmask) {
             (u32::MAX, u32::MAX) => "meta mark set ct mark".into(),
             (u32::MAX, m) => format!("meta mark set ct mark and {m:#x}"),
             (n, 0) => format!("meta mark set meta mark and {:#x}", !n),
             _ => return Err(err(loc, "--restore-mark --nfmask", "nfmark = (nfmark & ~nfmask) ^ (ctmark & ctmask) mixes two registers, which nft 1.0 cannot express; with the full --nfmask it can")),
-        }),
-        Some(Target::Snat(to)) if nat => parts.push(format!("snat to {to}")),
-        Some(Target::Dnat(to)) if nat => parts.push(format!("dnat to {to}")),
-        Some(Target::Masquerade(p)) if nat => parts.push(match p {
+        },
+        Target::Snat(to) if nat => format!("snat to {to}"),
+        Target::Dnat(to) if nat => format!("dnat to {to}"),
+        Target::Masquerade(p) if nat => match p {
             Some(p) => format!("masquerade to :{p}"),
             None => "masquerade".into(),
-        }),
-        Some(Target::Redirect(p)) if nat => parts.push(match p {
+        },
+        Target::Redirect(p) if nat => match p {
             Some(p) => format!("redirect to :{p}"),
             None => "redirect".into(),
-        }),
-        Some(Target::Log { prefix, level }) => {
+        },
+        Target::Log { prefix, level } => {
             let mut s = String::from("log");
             if let Some(p) = prefix {
                 write!(s, " prefix {}", name::nft_quoted(p)).expect("string");
@@ -301,15 +327,12 @@ pub fn rule(table: &Table, r: &RuleAt) -> Result<String, TranslateError> {
                     write!(s, " level {name}").expect("string");
                 }
             }
-            parts.push(s);
+            s
         }
-        Some(Target::Hmark { .. }) => {
+        Target::Hmark { .. } => {
             return Err(err(loc, "-j HMARK", "HMARK's hash has no nft equivalent (nftbalance's source-hash uses jhash)"))
         }
-        Some(t) => return Err(err(loc, &format!("{t:?}"), "this target belongs in the nat table")),
-    }
-    if let Some(c) = comment {
-        parts.push(format!("comment {}", name::nft_quoted(&c)));
-    }
-    Ok(parts.join(" "))
+        t => return Err(err(loc, &format!("{t:?}"), "this target belongs in the nat table")),
+    };
+    Ok(words)
 }
