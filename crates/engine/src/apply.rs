@@ -229,13 +229,10 @@ fn availability_with_watch(
     unrouted: &std::collections::BTreeSet<String>,
     say: &Say,
 ) -> Availability {
-    let Some(watch) = WatchState::of_running_watch(&files.state(), netns_cookie()) else {
-        return Availability::without(unrouted.clone());
+    let (a, watch) = expected_availability(spec, files, unrouted);
+    let Some(watch) = watch else {
+        return a;
     };
-    let in_force = Applied::read(&files.applied())
-        .map(|a| a.availability())
-        .unwrap_or_default();
-    let a = decide::availability(spec, &watch.observed(), unrouted, &in_force);
     let down: Vec<&str> = a
         .unavailable
         .iter()
@@ -250,6 +247,23 @@ fn availability_with_watch(
         ));
     }
     a
+}
+
+/// The availability the table should be compiled for now: routing's view (`unrouted`), plus
+/// the observed states of a running watch of this table (returned too), as watch decides.
+pub(crate) fn expected_availability(
+    spec: &Spec,
+    files: &TableFiles,
+    unrouted: &std::collections::BTreeSet<String>,
+) -> (Availability, Option<WatchState>) {
+    let Some(watch) = WatchState::of_running_watch(&files.state(), netns_cookie()) else {
+        return (Availability::without(unrouted.clone()), None);
+    };
+    let in_force = Applied::read(&files.applied())
+        .map(|a| a.availability())
+        .unwrap_or_default();
+    let a = decide::availability(spec, &watch.observed(), unrouted, &in_force);
+    (a, Some(watch))
 }
 
 /// The applied record a running watch follows. A failure to write it is a warning: the

@@ -4,7 +4,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use nftbalance_health::State;
-use nftbalance_ruleset::policy::{in_use, InUse};
+use nftbalance_ruleset::policy::{in_use, policies_in_use, InUse};
 use nftbalance_ruleset::Availability;
 use nftbalance_spec::{AllDown, PolicyKey, Spec};
 
@@ -57,18 +57,13 @@ pub fn policy_changes(
     before: &Availability,
     after: &Availability,
 ) -> Vec<(PolicyKey, InUse, InUse)> {
-    let keys = std::iter::once(PolicyKey::Default)
-        .chain(spec.policies.keys().cloned().map(PolicyKey::Named));
-    keys.filter_map(|key| {
-        let policy = spec.resolve_policy(&key)?;
-        let name = match &key {
-            PolicyKey::Named(n) => n.as_str(),
-            _ => "",
-        };
-        let (was, now) = (in_use(name, &policy, before), in_use(name, &policy, after));
-        (was != now).then_some((key, was, now))
-    })
-    .collect()
+    let was = policies_in_use(spec, before);
+    let now = policies_in_use(spec, after);
+    was.into_iter()
+        .zip(now)
+        .filter(|((_, w), (_, n))| w != n)
+        .map(|((key, w), (_, n))| (key, w, n))
+        .collect()
 }
 
 #[cfg(test)]

@@ -133,7 +133,7 @@ impl HookEvent {
             gateway.map(|g| g.detail.clone()).unwrap_or_default(),
             opt(gateway.and_then(|g| g.loss_percent)),
             opt(gateway.and_then(|g| g.rtt_ms)),
-            policy.map(|p| policy_name(&p.policy)).unwrap_or_default(),
+            policy.map(|p| p.policy.to_string()).unwrap_or_default(),
             tier(policy.and_then(|p| p.to_tier)),
             tier(policy.and_then(|p| p.from_tier)),
             policy.map(|p| p.members.join(",")).unwrap_or_default(),
@@ -153,22 +153,12 @@ impl HookEvent {
                 let tier = |t: Option<u8>| t.map_or("none".to_string(), |t| t.to_string());
                 format!(
                     "policy {} tier {} -> {}",
-                    policy_name(&p.policy),
+                    p.policy,
                     tier(p.from_tier),
                     tier(p.to_tier)
                 )
             }
         }
-    }
-}
-
-/// `NFTBALANCE_POLICY`: a named policy by its name; the others in parentheses, which no
-/// name holds, so that a policy named `default` is not mistaken for the implicit one.
-fn policy_name(key: &PolicyKey) -> String {
-    match key {
-        PolicyKey::Named(name) => name.clone(),
-        PolicyKey::Default => "(default)".to_string(),
-        PolicyKey::Pin(gateway) => format!("(pin:{gateway})"),
     }
 }
 
@@ -690,8 +680,8 @@ mod tests {
 
     #[test]
     fn implicit_policies_are_named_apart_from_any_policy_name() {
-        assert_eq!(policy_name(&PolicyKey::Default), "(default)");
-        assert_eq!(policy_name(&PolicyKey::Pin("lte".into())), "(pin:lte)");
+        assert_eq!(PolicyKey::Default.to_string(), "(default)");
+        assert_eq!(PolicyKey::Pin("lte".into()).to_string(), "(pin:lte)");
         let none = HookEvent::Policy(PolicyChange {
             policy: PolicyKey::Default,
             from_tier: Some(1),

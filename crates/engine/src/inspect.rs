@@ -1,36 +1,19 @@
 //! The read-only commands' data: `diff` (rules and routing against the spec) and `status`
 //! (gateway states, counters, connections). They change nothing.
 
-use std::collections::BTreeSet;
-
 use anyhow::Context;
 use nftbalance_netlink::{conntrack, read};
 use nftbalance_routing as routing;
-use nftbalance_ruleset::policy::{in_use, InUse};
-use nftbalance_ruleset::{self as ruleset, Availability};
-use nftbalance_spec::{Gateway, PolicyKey, Spec};
+use nftbalance_ruleset as ruleset;
+use nftbalance_ruleset::policy::{policies_in_use, InUse};
+use nftbalance_spec::{Gateway, Spec};
 use serde::Serialize;
 
-use crate::apply::route_socket;
+use crate::apply::{expected_availability, route_socket};
 use crate::backend::nft_socket;
 use crate::files::{netns_cookie, TableFiles};
+use crate::probe_once;
 use crate::state::{Applied, WatchState};
-use crate::{decide, probe_once};
-
-/// The availability the table should be in force with now: routing's view, plus a running
-/// watch's observed states, as apply computes it.
-fn expected_availability(spec: &Spec, unrouted: &BTreeSet<String>) -> Availability {
-    let files = TableFiles::of(spec);
-    match WatchState::of_running_watch(&files.state(), netns_cookie()) {
-        None => Availability::without(unrouted.clone()),
-        Some(watch) => {
-            let in_force = Applied::read(&files.applied())
-                .map(|a| a.availability())
-                .unwrap_or_default();
-            decide::availability(spec, &watch.observed(), unrouted, &in_force)
-        }
-    }
-}
 
 /// `diff`: every way the live table and the owned policy routing differ from what `apply`
 /// would program now; empty when they are the same.
@@ -38,7 +21,8 @@ pub fn diff(spec: &Spec) -> anyhow::Result<Vec<String>> {
     let rsock = route_socket()?;
     let links = routing::Links::read(&rsock).context("reading the network interfaces")?;
     let plan = routing::plan(spec);
-    let availability = expected_availability(spec, &plan.unroutable_gateways(&links));
+    let unrouted = plan.unroutable_gateways(&links);
+    let (availability, _) = expected_availability(spec, &TableFiles::of(spec), &unrouted);
     let rs = ruleset::compile_with(spec, &availability);
     let mut out: Vec<String> = read::diff(&nft_socket()?, &rs)?
         .into_iter()
@@ -118,35 +102,30 @@ fn policies(spec: &Spec) -> Vec<PolicyStatus> {
     let in_force = Applied::read(&TableFiles::of(spec).applied())
         .map(|a| a.availability())
         .unwrap_or_default();
-    let keys = std::iter::once(PolicyKey::Default)
-        .chain(spec.policies.keys().cloned().map(PolicyKey::Named));
-    keys.filter_map(|key| {
-        let policy = spec.resolve_policy(&key)?;
-        let name = match &key {
-            PolicyKey::Named(n) => n.clone(),
-            _ => "(default)".to_string(),
-        };
-        let used = in_use(&name, &policy, &in_force);
-        let total: u32 = used.members().iter().map(|m| m.weight).sum();
-        let members = (used.members().iter())
-            .map(|m| MemberShare {
-                gateway: m.gateway.clone(),
-                share: share(u64::from(m.weight), u64::from(total)),
-            })
-            .collect();
-        let last_resort = match used {
-            InUse::Tier { .. } => None,
-            InUse::Kept { .. } => Some("keep-last".to_string()),
-            InUse::LastResort(r) => Some(r.as_str().to_string()),
-        };
-        Some(PolicyStatus {
-            name,
-            tier: used.tier(),
-            members,
-            last_resort,
+    let in_use = policies_in_use(spec, &in_force);
+    in_use
+        .into_iter()
+        .map(|(key, used)| {
+            let total: u32 = used.members().iter().map(|m| m.weight).sum();
+            let members = (used.members().iter())
+                .map(|m| MemberShare {
+                    gateway: m.gateway.clone(),
+                    share: share(u64::from(m.weight), u64::from(total)),
+                })
+                .collect();
+            let last_resort = match used {
+                InUse::Tier { .. } => None,
+                InUse::Kept { .. } => Some("keep-last".to_string()),
+                InUse::LastResort(r) => Some(r.as_str().to_string()),
+            };
+            PolicyStatus {
+                name: key.to_string(),
+                tier: used.tier(),
+                members,
+                last_resort,
+            }
         })
-    })
-    .collect()
+        .collect()
 }
 
 /// Where the states came from, a pending change, and per gateway (observed state, available).

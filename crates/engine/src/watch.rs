@@ -19,7 +19,7 @@ use nftbalance_health as health;
 use nftbalance_netlink::{conntrack, read};
 use nftbalance_routing as routing;
 use nftbalance_ruleset::{self as ruleset, Availability, Ruleset};
-use nftbalance_spec::{PolicyKey, Spec};
+use nftbalance_spec::Spec;
 
 use crate::apply::{self, route_socket};
 use crate::backend::{nft_socket, update_table, Updated};
@@ -29,14 +29,6 @@ use crate::journal::Interrupted;
 use crate::lock::{LockError, TableLock};
 use crate::state::{self, Applied, GatewayState, WatchState};
 use crate::{decide, probe_once, thresholds, BackendKind, Round, Say};
-
-fn policy_label(key: &PolicyKey) -> String {
-    match key {
-        PolicyKey::Default => "(default)".into(),
-        PolicyKey::Named(n) => n.clone(),
-        PolicyKey::Pin(g) => format!("(pin:{g})"),
-    }
-}
 
 fn tier_text(tier: Option<u8>) -> String {
     tier.map_or_else(|| "none".into(), |t| t.to_string())
@@ -454,7 +446,7 @@ impl Session {
             let members: Vec<String> = now.members().iter().map(|m| m.gateway.clone()).collect();
             log::warn!(
                 "policy {}: tier {} -> {} ({})",
-                policy_label(&key),
+                key,
                 tier_text(was.tier()),
                 tier_text(now.tier()),
                 if members.is_empty() {

@@ -3,7 +3,7 @@
 //! else the policy's last resort. Pure; the compiler, the engine's decisions and `status`
 //! share it so that they never disagree.
 
-use nftbalance_spec::{AllDown, Member, Policy};
+use nftbalance_spec::{AllDown, Member, Policy, PolicyKey, Spec};
 
 use crate::Availability;
 
@@ -35,6 +35,24 @@ impl InUse {
             _ => None,
         }
     }
+}
+
+/// The default policy and every named one (by name), each with what it does under
+/// `availability`. Pins are left out: they follow their gateway or the default policy.
+pub fn policies_in_use(spec: &Spec, availability: &Availability) -> Vec<(PolicyKey, InUse)> {
+    let keys = std::iter::once(PolicyKey::Default)
+        .chain(spec.policies.keys().cloned().map(PolicyKey::Named));
+    keys.filter_map(|key| {
+        let policy = spec.resolve_policy(&key)?;
+        let name = match &key {
+            PolicyKey::Named(n) => n.as_str(),
+            // Only named policies are kept by keep-last.
+            _ => "",
+        };
+        let used = in_use(name, &policy, availability);
+        Some((key, used))
+    })
+    .collect()
 }
 
 /// What the policy named `name` (for [`Availability::kept`]) does under `availability`.

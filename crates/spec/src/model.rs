@@ -92,6 +92,18 @@ pub enum PolicyKey {
     Pin(String),
 }
 
+/// A named policy by its name; the others in parentheses, which no name holds, so that a
+/// policy named `default` is never taken for the implicit one (logs, hooks, `status`).
+impl fmt::Display for PolicyKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            PolicyKey::Named(name) => f.write_str(name),
+            PolicyKey::Default => f.write_str("(default)"),
+            PolicyKey::Pin(gateway) => write!(f, "(pin:{gateway})"),
+        }
+    }
+}
+
 /// Commands `watch` runs (issue 16).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Hooks {
