@@ -1,11 +1,20 @@
 //! The command line: arguments, output streams and exit statuses.
 
 use std::io::Write;
-use std::process::{Command, Output, Stdio};
+use std::process::{ChildStdin, Command, Output, Stdio};
 
 use nftbalance_testns::repo_root;
 
 fn run(args: &[&str], stdin: Option<&str>) -> Output {
+    run_feeding(args, |pipe| {
+        if let Some(input) = stdin {
+            pipe.write_all(input.as_bytes()).unwrap();
+        }
+    })
+}
+
+/// Runs the binary with `feed` writing its standard input (closed afterwards).
+fn run_feeding(args: &[&str], feed: impl FnOnce(&mut ChildStdin)) -> Output {
     let mut child = Command::new(env!("CARGO_BIN_EXE_nftbalance"))
         .current_dir(repo_root())
         .args(args)
@@ -15,9 +24,7 @@ fn run(args: &[&str], stdin: Option<&str>) -> Output {
         .spawn()
         .unwrap();
     let mut pipe = child.stdin.take().unwrap();
-    if let Some(input) = stdin {
-        pipe.write_all(input.as_bytes()).unwrap();
-    }
+    feed(&mut pipe);
     drop(pipe);
     child.wait_with_output().unwrap()
 }
@@ -102,23 +109,15 @@ fn endless_input_is_refused_at_the_size_limit() {
     let err = text(&out.stderr);
     assert!(err.contains("/dev/zero is larger than 64 MiB"), "{err}");
 
-    let mut child = Command::new(env!("CARGO_BIN_EXE_nftbalance"))
-        .args(["dump", "-"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut pipe = child.stdin.take().unwrap();
     let line = "y\n".repeat(1 << 16);
     // The reader stops at the limit and exits: the pipe then breaks, as for `yes`.
-    for _ in 0..1024 {
-        if pipe.write_all(line.as_bytes()).is_err() {
-            break;
+    let out = run_feeding(&["dump", "-"], |pipe| {
+        for _ in 0..1024 {
+            if pipe.write_all(line.as_bytes()).is_err() {
+                break;
+            }
         }
-    }
-    drop(pipe);
-    let out = child.wait_with_output().unwrap();
+    });
     assert_eq!(out.status.code(), Some(2));
     assert!(
         text(&out.stderr).contains("spec - is larger than 64 MiB"),
