@@ -6,6 +6,7 @@ use std::path::Path;
 use nftbalance_integration::cli::{nftbalance, ok, text};
 use nftbalance_integration::netns::Netns;
 use nftbalance_integration::uplinks::add_uplinks;
+use nftbalance_integration::watch::TempFile;
 use nftbalance_integration::{fixture_files, repo_root, target_binary};
 use serde_json::Value;
 
@@ -309,15 +310,14 @@ fn a_second_table_in_a_namespace_is_refused_and_diff_sees_routing() {
     let ns = router_for("twotables", &seed);
     ok(&ns, &["apply", &seed]);
     let rules = ns.ok("ip", &["rule", "list"]);
-    let second = std::env::temp_dir().join(format!("nbt-second-{}.json", std::process::id()));
     let second_spec = std::fs::read_to_string(&seed)
         .unwrap()
         .replace("\"table\": \"nftbalance\"", "\"table\": \"second\"")
         .replace("\"route_table\": 101", "\"route_table\": 201")
         .replace("\"route_table\": 102", "\"route_table\": 202");
     assert!(second_spec.contains("second"));
-    std::fs::write(&second, second_spec).unwrap();
-    let second = second.to_str().unwrap().to_string();
+    let file = TempFile::new("second", &second_spec);
+    let second = file.path().to_string();
 
     let out = nftbalance(&ns, &["apply", &second]);
     assert_eq!(out.status.code(), Some(2));
@@ -352,7 +352,6 @@ fn a_second_table_in_a_namespace_is_refused_and_diff_sees_routing() {
     ok(&ns, &["apply", &seed]);
     assert!(ok(&ns, &["diff", &seed]).contains("same as the spec"));
     ok(&ns, &["flush", &seed]);
-    std::fs::remove_file(&second).unwrap();
 }
 
 /// Issue 16: a hook program that does not exist is refused with its JSON path, and nothing
@@ -367,10 +366,8 @@ fn a_missing_hook_program_is_refused_and_nothing_is_applied() {
         1,
     );
     assert!(with_hook.contains("hooks"));
-    let file = std::env::temp_dir().join(format!("nbt-hookpath-{}.json", std::process::id()));
-    std::fs::write(&file, with_hook).unwrap();
-    let out = nftbalance(&ns, &["apply", file.to_str().unwrap()]);
-    std::fs::remove_file(&file).unwrap();
+    let file = TempFile::new("hookpath", &with_hook);
+    let out = nftbalance(&ns, &["apply", file.path()]);
     assert_eq!(out.status.code(), Some(2));
     let err = text(&out.stderr);
     assert!(err.contains("hooks.on_change[0]"), "{err}");
