@@ -13,6 +13,7 @@ use crate::files::{self, netns_cookie, TableFiles};
 use crate::journal::{self, Interrupted, Journal};
 use crate::lock::{TableLock, LOCK_WAIT};
 use crate::state::{self, Applied, WatchState};
+use crate::backend::LastCommit;
 use crate::{decide, BackendKind, Say};
 
 /// Test hook: `NFTBALANCE_FAILPOINT=NAME` kills this process with SIGKILL at that point of
@@ -185,14 +186,25 @@ pub(crate) fn apply_locked(
     failpoint("after-routing");
     let availability = availability_with_watch(spec, files, &report.unrouted_gateways(), say);
     let b = backend.backend();
+    let previous = previous_record(files, backend);
+    let last = previous.as_ref().and_then(last_commit);
     let result = b
         .generation()
         .and_then(|generation| journal.routing_done(&availability, generation))
-        .and_then(|()| b.replace(spec, &availability));
+        .and_then(|()| b.apply_over(spec, &availability, last.as_ref()));
     match result {
-        Ok(done) => {
+        Ok(outcome) => {
             failpoint("after-commit");
-            record_applied(files, backend, source, &availability, say);
+            let counters_since = match &previous {
+                Some(p) if !outcome.counters_reset => p.counters_since,
+                _ => Some(state::now()),
+            };
+            let committed = Committed {
+                generation: outcome.generation,
+                counters_since,
+            };
+            record_applied(files, backend, source, &availability, committed, say);
+            let done = outcome.summary;
             routing::apply(&rsock, &plan, &links).map_err(|e| {
                 anyhow::Error::from(e).context(format!(
                     "{done}, but removing the previous ip rules and routes failed; \
@@ -266,6 +278,29 @@ pub(crate) fn expected_availability(
     (a, Some(watch))
 }
 
+/// The applied record of this table's last commit by `backend` in this network namespace.
+fn previous_record(files: &TableFiles, backend: BackendKind) -> Option<Applied> {
+    Applied::read(&files.applied())
+        .ok()
+        .filter(|a| a.backend == backend)
+        .filter(|a| a.netns_cookie.is_none() || a.netns_cookie == netns_cookie())
+}
+
+/// The ruleset a record says was committed, compiled again from its (resolved) spec text.
+fn last_commit(record: &Applied) -> Option<LastCommit> {
+    let spec = Spec::from_json(&record.spec).ok()?;
+    Some(LastCommit {
+        ruleset: nftbalance_ruleset::compile_with(&spec, &record.availability()),
+        generation: record.generation,
+    })
+}
+
+/// What the applied record says about the commit besides the spec.
+struct Committed {
+    generation: Option<u32>,
+    counters_since: Option<u64>,
+}
+
 /// The applied record a running watch follows. A failure to write it is a warning: the
 /// rules are in, and watch falls back to its own spec.
 fn record_applied(
@@ -273,6 +308,7 @@ fn record_applied(
     backend: BackendKind,
     source: &str,
     availability: &Availability,
+    committed: Committed,
     say: &Say,
 ) {
     let record = Applied {
@@ -284,6 +320,8 @@ fn record_applied(
         netns_cookie: netns_cookie(),
         at: state::now(),
         pid: std::process::id(),
+        generation: committed.generation,
+        counters_since: committed.counters_since,
     };
     if let Err(e) = record.write(&files.applied()) {
         (say.warn)(&format!("{e:#}"));

@@ -74,6 +74,9 @@ pub struct Status {
     /// The default policy and every named one, as the ruleset in force splits them.
     pub policies: Vec<PolicyStatus>,
     pub conntrack: Option<ConntrackUsage>,
+    /// Unix seconds since which the counters count (the last commit that re-created them,
+    /// from the applied record); none when unknown.
+    pub counters_since: Option<u64>,
 }
 
 /// One policy in `status`.
@@ -249,5 +252,9 @@ pub fn status(spec: &Spec, state_file: Option<&std::path::Path>) -> anyhow::Resu
         gateways,
         policies: policies(spec),
         conntrack: conntrack_usage(),
+        counters_since: applied
+            .then(|| crate::state::Applied::read(&TableFiles::of(spec).applied()).ok())
+            .flatten()
+            .and_then(|a| a.counters_since),
     })
 }

@@ -475,6 +475,12 @@ impl Session {
             netns_cookie: netns_cookie(),
             at: state::now(),
             pid: std::process::id(),
+            // Unknown here, so the next apply reads the table back; watch's updates leave
+            // the account chain alone, so its counters count since the last apply's time.
+            generation: None,
+            counters_since: Applied::read(&self.files.applied())
+                .ok()
+                .and_then(|a| a.counters_since),
         };
         if let Err(e) = record.write(&self.files.applied()) {
             log::warn!("{e:#}");
