@@ -180,9 +180,12 @@ impl Exclusion {
             data: None,
             interval: self.prefix_len.is_none(),
             dynamic: None,
-            size: self
-                .prefix_len
-                .map(|_| u32::try_from(self.nets.len()).unwrap_or(u32::MAX)),
+            // Rounded up to a power of two: the kernel's fixed-size hash rounds its buckets
+            // up anyway, and a size that small edits do not move lets an incremental apply
+            // change elements instead of re-creating the set.
+            size: self.prefix_len.map(|_| {
+                u32::try_from(self.nets.len().max(1).next_power_of_two()).unwrap_or(u32::MAX)
+            }),
             elements: self
                 .nets
                 .iter()
@@ -1502,7 +1505,7 @@ mod tests {
                 .map(String::from),
         ));
         assert_eq!(guards, ["ip daddr @exclude_v4 return"]);
-        assert_eq!(sets, ["exclude_v4", "ingress_mark"]);
+        assert_eq!(sets, ["exclude_v4", "ingress_mark", "by_mark", "new_by_mark"]);
     }
 
     #[test]
