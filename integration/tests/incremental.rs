@@ -305,3 +305,52 @@ fn reapplies_keep_counters_and_a_hand_edited_table_is_replaced() {
     assert!(forced_out.contains("NFTBALANCE_FULL_REPLACE=1 is set"), "{forced_out}");
     let _ = nftbalance(&ns, &["flush", file.path()]);
 }
+
+#[test]
+fn lists_from_files_apply_and_a_changed_list_is_an_incremental_change() {
+    let ns = Netns::new("inclist");
+    let seed = std::fs::read_to_string(repo_root().join("fixtures/specs/seed.json")).unwrap();
+    add_uplinks(&ns, &seed);
+    let dir = std::env::temp_dir().join(format!("nbt-inclist-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let list = dir.join("countries.txt");
+    // Mixed lengths, as a country list.
+    let lines: Vec<String> = (0..500u32)
+        .map(|i| match i % 2 {
+            0 => format!("{}.{}.0.0/16", 20 + i / 256, i % 256),
+            _ => format!("40.{}.{}.0/24", i / 256, i % 256),
+        })
+        .collect();
+    std::fs::write(&list, format!("# a country list\n{}\n", lines.join("\n"))).unwrap();
+    let mut spec: Value = serde_json::from_str(&seed).unwrap();
+    spec["balance"]["exclude"] = json!(["192.168.0.0/16", "@countries.txt"]);
+    let spec_file = dir.join("spec.json");
+    std::fs::write(&spec_file, spec.to_string()).unwrap();
+    let spec_path = spec_file.to_str().unwrap();
+    let out = ok(&ns, &["apply", spec_path]);
+    assert!(out.contains("full replace"), "{out}");
+    let diff = ok(&ns, &["diff", spec_path]);
+    assert!(diff.contains("same as the spec"), "{diff}");
+
+    // The list changes (5 prefixes out, 5 in): the re-apply sends only those, and what is
+    // in force is the new list, not the file as read at the first apply.
+    let mut changed = lines[5..].to_vec();
+    changed.extend((0..5).map(|i| format!("30.{i}.0.0/16")));
+    std::fs::write(&list, changed.join("\n")).unwrap();
+    let out = ok(&ns, &["apply", spec_path]);
+    assert!(out.contains("applied incrementally"), "{out}");
+    let diff = ok(&ns, &["diff", spec_path]);
+    assert!(diff.contains("same as the spec"), "{diff}");
+
+    // A bad line: exit 2, nothing applied, the message names entry, file and line.
+    std::fs::write(&list, "10.0.0.0/8\n\n# fine so far\n10.1.2.3/8\n").unwrap();
+    let out = nftbalance(&ns, &["apply", spec_path]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("balance.exclude[1] (countries.txt:4): 10.1.2.3/8 has host bits set"),
+        "{err}"
+    );
+    let _ = nftbalance(&ns, &["flush", spec_path]);
+    let _ = std::fs::remove_dir_all(&dir);
+}
