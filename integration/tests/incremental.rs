@@ -33,7 +33,10 @@ fn step(ns: &Netns, oracle: &Netns, from: &Ruleset, to: &Ruleset, to_dump: &str,
         let socket = Socket::open().unwrap();
         let u = update(&socket, Ok(from), to, &|_| {}).unwrap();
         let left = read::diff(&socket, to).unwrap();
-        assert!(left.is_empty(), "{what}: not exactly the new ruleset: {left:?}");
+        assert!(
+            left.is_empty(),
+            "{what}: not exactly the new ruleset: {left:?}"
+        );
         u
     });
     assert!(
@@ -80,7 +83,12 @@ fn stripped(spec: &Value) -> Value {
     if let Some(b) = s.get_mut("balance").and_then(Value::as_object_mut) {
         b.remove("exclude");
         for key in ["forward", "local"] {
-            for sel in b.get_mut(key).and_then(Value::as_array_mut).into_iter().flatten() {
+            for sel in b
+                .get_mut(key)
+                .and_then(Value::as_array_mut)
+                .into_iter()
+                .flatten()
+            {
                 if let Some(sel) = sel.as_object_mut() {
                     sel.remove("daddr");
                     sel.remove("saddr");
@@ -101,15 +109,29 @@ fn every_fixture_is_reached_and_left_incrementally() {
     for file in fixture_files("specs", "json") {
         let stem = file.file_stem().unwrap().to_str().unwrap().to_string();
         let spec: Value = serde_json::from_str(&std::fs::read_to_string(&file).unwrap()).unwrap();
-        let dump = std::fs::read_to_string(repo_root().join(format!("fixtures/dump/{stem}.nft")))
-            .unwrap();
+        let dump =
+            std::fs::read_to_string(repo_root().join(format!("fixtures/dump/{stem}.nft"))).unwrap();
         let (full, other) = (compile(&spec), compile(&stripped(&spec)));
         ns.ok("nft", &["flush", "ruleset"]);
         ns.run(|| replace(&Socket::open().unwrap(), &other));
-        step(&ns, &oracle, &other, &full, &dump, &format!("{stem}: reached"));
+        step(
+            &ns,
+            &oracle,
+            &other,
+            &full,
+            &dump,
+            &format!("{stem}: reached"),
+        );
         step(&ns, &oracle, &full, &full, &dump, &format!("{stem}: again"));
         let other_dump = ruleset::nft::render(&other);
-        step(&ns, &oracle, &full, &other, &other_dump, &format!("{stem}: left"));
+        step(
+            &ns,
+            &oracle,
+            &full,
+            &other,
+            &other_dump,
+            &format!("{stem}: left"),
+        );
     }
 }
 
@@ -144,7 +166,10 @@ fn edit(spec: &mut Value, rng: &mut Rng) -> String {
     let gateways = spec["gateways"].as_array_mut().unwrap();
     match rng.below(6) {
         0 if gateways.len() < 6 => {
-            let used: Vec<u64> = gateways.iter().map(|g| g["mark"].as_u64().unwrap()).collect();
+            let used: Vec<u64> = gateways
+                .iter()
+                .map(|g| g["mark"].as_u64().unwrap())
+                .collect();
             let k = (1..).find(|k| !used.contains(k)).unwrap();
             gateways.push(gateway(k));
             format!("add gateway isp{k}")
@@ -212,14 +237,23 @@ fn random_edit_sequences_apply_incrementally_to_exactly_the_full_result() {
         }
         let next = compile(&next_spec);
         let dump = ruleset::nft::render(&next);
-        step(&ns, &oracle, &current, &next, &dump, &format!("round {round}: {what}"));
+        step(
+            &ns,
+            &oracle,
+            &current,
+            &next,
+            &dump,
+            &format!("round {round}: {what}"),
+        );
         (spec, current) = (next_spec, next);
     }
 }
 
 /// Packets of the rule counters of `chain` (nft's listing).
 fn counters(ns: &Netns, chain: &str) -> u64 {
-    ns.rule_counters(&["chain", "inet", "nftbalance", chain]).iter().sum()
+    ns.rule_counters(&["chain", "inet", "nftbalance", chain])
+        .iter()
+        .sum()
 }
 
 /// A few local TCP connections to port 80 (balanced by the seed's `local` selector), to a
@@ -227,15 +261,19 @@ fn counters(ns: &Netns, chain: &str) -> u64 {
 fn connect_locally(ns: &Netns) {
     ns.ok(
         "bash",
-        &["-c", "for i in 1 2 3 4 5 6; do (exec 3<>/dev/tcp/127.0.0.1/80) 2>/dev/null; done; true"],
+        &[
+            "-c",
+            "for i in 1 2 3 4 5 6; do (exec 3<>/dev/tcp/127.0.0.1/80) 2>/dev/null; done; true",
+        ],
     );
 }
 
 #[test]
 fn reapplies_keep_counters_and_a_hand_edited_table_is_replaced() {
-    let seed: Value =
-        serde_json::from_str(&std::fs::read_to_string(repo_root().join("fixtures/specs/seed.json")).unwrap())
-            .unwrap();
+    let seed: Value = serde_json::from_str(
+        &std::fs::read_to_string(repo_root().join("fixtures/specs/seed.json")).unwrap(),
+    )
+    .unwrap();
     let ns = Netns::new("incapply");
     add_uplinks(&ns, &seed.to_string());
     let file = TempFile::new("incapply", &seed.to_string());
@@ -243,7 +281,10 @@ fn reapplies_keep_counters_and_a_hand_edited_table_is_replaced() {
     assert!(first.contains("full replace: no record"), "{first}");
     connect_locally(&ns);
     let before = (counters(&ns, "gw_new_isp1"), counters(&ns, "gw_new_isp2"));
-    assert!(before.0 + before.1 >= 6, "no new connections counted: {before:?}");
+    assert!(
+        before.0 + before.1 >= 6,
+        "no new connections counted: {before:?}"
+    );
 
     // The same spec again: nothing to send.
     let again = ok(&ns, &["apply", file.path()]);
@@ -260,7 +301,12 @@ fn reapplies_keep_counters_and_a_hand_edited_table_is_replaced() {
     let mut third = gateway(3);
     third["interface"] = json!("ppp2");
     edited["gateways"].as_array_mut().unwrap().push(third);
-    ns.ok("ip", &["link", "add", "ppp2", "type", "veth", "peer", "name", "nbpeer2"]);
+    ns.ok(
+        "ip",
+        &[
+            "link", "add", "ppp2", "type", "veth", "peer", "name", "nbpeer2",
+        ],
+    );
     ns.ok("ip", &["link", "set", "nbpeer2", "up"]);
     ns.ok("ip", &["link", "set", "ppp2", "up"]);
     ns.ok("ip", &["addr", "add", "100.0.3.1/24", "dev", "ppp2"]);
@@ -280,7 +326,20 @@ fn reapplies_keep_counters_and_a_hand_edited_table_is_replaced() {
 
     // Someone changes the table by hand: the next apply cannot prove what is there and
     // replaces it whole, and the hand edit is gone.
-    ns.ok("nft", &["add", "rule", "inet", "nftbalance", "balance", "meta", "mark", "0x63", "counter"]);
+    ns.ok(
+        "nft",
+        &[
+            "add",
+            "rule",
+            "inet",
+            "nftbalance",
+            "balance",
+            "meta",
+            "mark",
+            "0x63",
+            "counter",
+        ],
+    );
     let out = ok(&ns, &["apply", file.path()]);
     assert!(
         out.contains("full replace: the live table is not the one last applied"),
@@ -302,7 +361,10 @@ fn reapplies_keep_counters_and_a_hand_edited_table_is_replaced() {
         None,
     );
     let forced_out = text(&forced.stdout);
-    assert!(forced_out.contains("NFTBALANCE_FULL_REPLACE=1 is set"), "{forced_out}");
+    assert!(
+        forced_out.contains("NFTBALANCE_FULL_REPLACE=1 is set"),
+        "{forced_out}"
+    );
     let _ = nftbalance(&ns, &["flush", file.path()]);
 }
 

@@ -9,11 +9,11 @@ use nftbalance_routing as routing;
 use nftbalance_ruleset::Availability;
 use nftbalance_spec::Spec;
 
+use crate::backend::LastCommit;
 use crate::files::{self, netns_cookie, TableFiles};
 use crate::journal::{self, Interrupted, Journal};
 use crate::lock::{TableLock, LOCK_WAIT};
 use crate::state::{self, Applied, WatchState};
-use crate::backend::LastCommit;
 use crate::{decide, BackendKind, Say};
 
 /// Test hook: `NFTBALANCE_FAILPOINT=NAME` kills this process with SIGKILL at that point of

@@ -192,7 +192,10 @@ fn delta_fit(old: &m::Ruleset, new: &m::Ruleset) -> Result<(), String> {
     }
     for c in &new.chains {
         if old.chain(&c.name).is_some_and(|o| o.base != c.base) {
-            return Err(format!("chain {} changes its hook, type or priority", c.name));
+            return Err(format!(
+                "chain {} changes its hook, type or priority",
+                c.name
+            ));
         }
     }
     Ok(())
@@ -231,7 +234,11 @@ pub fn delta_batch(old: &m::Ruleset, new: &m::Ruleset) -> Result<(Batch, Changes
         l.chain(c)?;
         changes.chains_added += 1;
     }
-    for c in changed.iter().filter(|c| old.chain(&c.name).is_some()).chain(&gone) {
+    for c in changed
+        .iter()
+        .filter(|c| old.chain(&c.name).is_some())
+        .chain(&gone)
+    {
         l.batch.flush_chain(
             l.family,
             &new.table,
@@ -268,7 +275,11 @@ pub fn delta_batch(old: &m::Ruleset, new: &m::Ruleset) -> Result<(Batch, Changes
         changes.chains_removed += 1;
     }
     for s in old.sets.iter().filter(|s| new.set(&s.name).is_none()) {
-        let label = format!("{} {} (delete)", if s.is_map() { "map" } else { "set" }, s.name);
+        let label = format!(
+            "{} {} (delete)",
+            if s.is_map() { "map" } else { "set" },
+            s.name
+        );
         l.batch.delete_set(l.family, &old.table, &s.name, label)?;
         changes.sets_removed += 1;
     }
@@ -599,7 +610,11 @@ impl<'a> Lowerer<'a> {
         let (before, after) = (set_elements(old)?, set_elements(new)?);
         let had: std::collections::HashSet<&SetElem> = before.iter().collect();
         let has: std::collections::HashSet<&SetElem> = after.iter().collect();
-        let removed: Vec<SetElem> = before.iter().filter(|e| !has.contains(e)).cloned().collect();
+        let removed: Vec<SetElem> = before
+            .iter()
+            .filter(|e| !has.contains(e))
+            .cloned()
+            .collect();
         let added: Vec<SetElem> = after.iter().filter(|e| !had.contains(e)).cloned().collect();
         let kind = if new.is_map() { "map" } else { "set" };
         if !removed.is_empty() {
@@ -624,27 +639,27 @@ impl<'a> Lowerer<'a> {
 /// A named set's elements as the kernel holds them (interval sets as start and end elements).
 fn set_elements(s: &m::Set) -> Result<Vec<SetElem>, BuildError> {
     Ok(if s.interval {
-            let ranges = s
-                .elements
-                .iter()
-                .map(|e| {
-                    Ok(Interval {
-                        data: e.data.as_ref().map(elem_data).transpose()?,
-                        ..key_range(&e.key, false)?
-                    })
+        let ranges = s
+            .elements
+            .iter()
+            .map(|e| {
+                Ok(Interval {
+                    data: e.data.as_ref().map(elem_data).transpose()?,
+                    ..key_range(&e.key, false)?
                 })
-                .collect::<Result<Vec<_>, BuildError>>()?;
-            interval_elements(ranges, IntervalLayout::Named)?.elements
-        } else {
-            s.elements
-                .iter()
-                .map(|e| {
-                    Ok(SetElem {
-                        data: e.data.as_ref().map(elem_data).transpose()?,
-                        ..SetElem::key(encode(&e.key, false)?)
-                    })
+            })
+            .collect::<Result<Vec<_>, BuildError>>()?;
+        interval_elements(ranges, IntervalLayout::Named)?.elements
+    } else {
+        s.elements
+            .iter()
+            .map(|e| {
+                Ok(SetElem {
+                    data: e.data.as_ref().map(elem_data).transpose()?,
+                    ..SetElem::key(encode(&e.key, false)?)
                 })
-                .collect::<Result<Vec<_>, BuildError>>()?
+            })
+            .collect::<Result<Vec<_>, BuildError>>()?
     })
 }
 

@@ -342,7 +342,15 @@ impl Batch {
         elems: &[SetElem],
         label: impl Into<String>,
     ) -> Result<(), BuildError> {
-        self.elements(NFT_MSG_NEWSETELEM, NLM_F_CREATE, family, table, set, elems, label.into())
+        self.elements(
+            NFT_MSG_NEWSETELEM,
+            NLM_F_CREATE,
+            family,
+            table,
+            set,
+            elems,
+            label.into(),
+        )
     }
 
     /// `delete element`: removes `elems` from the named set `set`, split over messages as
@@ -372,7 +380,15 @@ impl Batch {
             name: set.to_owned(),
             id: None,
         };
-        self.elements(NFT_MSG_DELSETELEM, 0, family, table, &set, &keys, label.into())
+        self.elements(
+            NFT_MSG_DELSETELEM,
+            0,
+            family,
+            table,
+            &set,
+            &keys,
+            label.into(),
+        )
     }
 
     /// `delete set` / `delete map` (no rule may refer to it by the end of the transaction).
@@ -389,7 +405,14 @@ impl Batch {
         s.set_str(sys::NFTNL_SET_NAME, &sn).map_err(ALLOC)?;
         s.set_u32(sys::NFTNL_SET_FAMILY, family.raw() as u32);
         let bound = HDR + attr(table.len() + 1) + attr(set.len() + 1) + attr(4) + SLACK;
-        self.push(label.into(), bound, NFT_MSG_DELSET, family, 0, Payload::Set(&s))
+        self.push(
+            label.into(),
+            bound,
+            NFT_MSG_DELSET,
+            family,
+            0,
+            Payload::Set(&s),
+        )
     }
 
     #[allow(clippy::too_many_arguments)]

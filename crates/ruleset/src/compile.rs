@@ -292,7 +292,6 @@ fn jump(chain: impl Into<String>) -> Stmt {
     Stmt::Verdict(Verdict::Jump(chain.into()))
 }
 
-
 /// Selector rules as they stand in the base chain, or, past [`SELECTORS_PER_CHAIN`], as
 /// jumps into chains of that many (a connection no rule of a chain matches comes back and
 /// goes on with the next).
@@ -1505,7 +1504,10 @@ mod tests {
                 .map(String::from),
         ));
         assert_eq!(guards, ["ip daddr @exclude_v4 return"]);
-        assert_eq!(sets, ["exclude_v4", "ingress_mark", "by_mark", "new_by_mark"]);
+        assert_eq!(
+            sets,
+            ["exclude_v4", "ingress_mark", "by_mark", "new_by_mark"]
+        );
     }
 
     #[test]

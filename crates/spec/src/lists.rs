@@ -88,7 +88,8 @@ mod tests {
 
     #[test]
     fn blank_lines_and_comments_are_skipped_and_lines_counted() {
-        let got = entries(b"# countries\n10.0.0.0/8\n\n  192.168.0.0/16  # home\r\n#\n::1").unwrap();
+        let got =
+            entries(b"# countries\n10.0.0.0/8\n\n  192.168.0.0/16  # home\r\n#\n::1").unwrap();
         assert_eq!(
             got,
             [

@@ -1328,7 +1328,10 @@ impl Cx<'_> {
             return None;
         }
         if self.errors.len() - errors_before >= MAX_ERRORS_PER_LIST {
-            self.err(path, format!("the list {name}: stopped after {MAX_ERRORS_PER_LIST} errors"));
+            self.err(
+                path,
+                format!("the list {name}: stopped after {MAX_ERRORS_PER_LIST} errors"),
+            );
         }
         (self.errors.len() == errors_before).then_some(nets)
     }
@@ -2236,7 +2239,10 @@ mod tests {
         );
         let mut lists = Lists(
             [
-                ("/l/countries", "# two\n10.0.0.0/8\n\n192.168.0.0/16 # home\n"),
+                (
+                    "/l/countries",
+                    "# two\n10.0.0.0/8\n\n192.168.0.0/16 # home\n",
+                ),
                 ("/l/bad", "10.0.0.0/8\nnot-a-prefix\n10.0.0.1/8\n"),
             ]
             .into(),
