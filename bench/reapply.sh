@@ -33,17 +33,20 @@ row() { # name, then triples of (label, prepare, command)
     > /dev/null 2>> "$work/warnings" || { cat "$work/warnings" >&2; exit 1; }
   python3 - "$work/h.json" "$name" <<'PY'
 import json, sys
-runs = {r["command"]: r["median"] for r in json.load(open(sys.argv[1]))["results"]}
-a, f = runs["apply"], runs["nft"]
-full = runs.get("full")
-cells = [sys.argv[2], f"{a*1000:.1f} ms", f"{f*1000:.1f} ms", f"{a/f:.3f}x"]
-cells += [f"{full*1000:.1f} ms", f"{a/full:.3f}x"] if full else ["-", "-"]
+res = {r["command"]: r for r in json.load(open(sys.argv[1]))["results"]}
+wall = lambda c: res[c]["median"]
+cpu = lambda c: res[c]["user"] + res[c]["system"]  # hyperfine: means of the runs
+def cell(c):
+    return [f"{wall(c)*1000:.0f} ms ({cpu(c)*1000:.0f} ms)", f"{wall('apply')/wall(c):.3f}x ({cpu('apply')/cpu(c):.3f}x)"]
+cells = [sys.argv[2], f"{wall('apply')*1000:.0f} ms ({cpu('apply')*1000:.0f} ms)"]
+cells += cell("nft")
+cells += cell("full") if "full" in res else ["-", "-"]
 print("| " + " | ".join(cells) + " |")
 PY
 }
 
 apply_a="$(in_ns "$BIN" apply "$work/a.json") >/dev/null"
-echo "| $N exclusions | nftbalance apply | nft -f (same dump) | ratio | full replace | ratio |"
+echo "| $N exclusions: wall median (CPU user+system) | nftbalance apply | nft -f (same dump) | ratio | full replace | ratio |"
 echo "|---|---:|---:|---:|---:|---:|"
 row "re-apply, unchanged" \
   apply "$apply_a" "$(in_ns "$BIN" apply "$work/a.json")" \
@@ -63,5 +66,6 @@ echo
 if grep -q outliers "$work/warnings" 2>/dev/null; then
   echo "hyperfine saw statistical outliers in $(grep -c outliers "$work/warnings") of the 4 rows (a noisy machine)."
 fi
-echo "Medians of $RUNS runs each (hyperfine), all columns of a row in the same run."
+echo "Wall: medians of $RUNS runs each (hyperfine), all columns of a row in the same run; CPU: mean"
+echo "user+system time of the runs (what a loaded machine does not inflate)."
 echo "Ratios = nftbalance apply / peer; below 1 is faster. $(date -u +%F), $(nproc) cores, kernel $(uname -r), $(nft --version)."

@@ -187,11 +187,11 @@ pub(crate) fn apply_locked(
     let availability = availability_with_watch(spec, files, &report.unrouted_gateways(), say);
     let b = backend.backend();
     let previous = previous_record(files, backend);
-    let last = previous.as_ref().and_then(last_commit);
+    let last = previous.as_ref().map(last_commit);
     let result = b
         .generation()
         .and_then(|generation| journal.routing_done(&availability, generation))
-        .and_then(|()| b.apply_over(spec, &availability, last.as_ref()));
+        .and_then(|()| b.apply_over(spec, source, &availability, last.as_ref()));
     match result {
         Ok(outcome) => {
             failpoint("after-commit");
@@ -286,13 +286,13 @@ fn previous_record(files: &TableFiles, backend: BackendKind) -> Option<Applied> 
         .filter(|a| a.netns_cookie.is_none() || a.netns_cookie == netns_cookie())
 }
 
-/// The ruleset a record says was committed, compiled again from its (resolved) spec text.
-fn last_commit(record: &Applied) -> Option<LastCommit> {
-    let spec = Spec::from_json(&record.spec).ok()?;
-    Some(LastCommit {
-        ruleset: nftbalance_ruleset::compile_with(&spec, &record.availability()),
+/// What a record says was committed.
+fn last_commit(record: &Applied) -> LastCommit {
+    LastCommit {
+        source: record.spec.clone(),
+        availability: record.availability(),
         generation: record.generation,
-    })
+    }
 }
 
 /// What the applied record says about the commit besides the spec.

@@ -43,6 +43,7 @@ pub trait Backend {
     fn apply_over(
         &self,
         spec: &Spec,
+        _source: &str,
         availability: &Availability,
         _last: Option<&LastCommit>,
     ) -> anyhow::Result<Outcome> {
@@ -69,11 +70,25 @@ pub trait Backend {
 /// What the last apply (or watch) committed, from the applied record.
 #[derive(Debug, Clone)]
 pub struct LastCommit {
-    /// The ruleset it compiled.
-    pub ruleset: Ruleset,
+    /// The spec text it applied (lists written out).
+    pub source: String,
+    /// The availability it compiled the spec for.
+    pub availability: Availability,
     /// The generation right after its commit, if known: while the kernel's generation is
-    /// still this, nothing has been committed since, so the live table is `ruleset`.
+    /// still this, nothing has been committed since, so the live table is its ruleset.
     pub generation: Option<u32>,
+}
+
+impl LastCommit {
+    /// The ruleset it committed, compiled again; none if its text is no longer a valid spec.
+    fn ruleset(&self) -> Option<Ruleset> {
+        let spec = Spec::from_json(&self.source).ok()?;
+        Some(ruleset::compile_with(&spec, &self.availability))
+    }
+}
+
+fn forced_full_replace() -> bool {
+    std::env::var(FULL_REPLACE_ENV).is_ok_and(|v| v == "1")
 }
 
 /// What [`Backend::apply_over`] did.
@@ -93,18 +108,21 @@ pub const FULL_REPLACE_ENV: &str = "NFTBALANCE_FULL_REPLACE";
 /// The ruleset the live table provably holds: `last`, when the generation has not moved
 /// since its commit or a read-back finds no difference; else why not.
 fn proven_basis(socket: &Socket, last: Option<&LastCommit>) -> Result<Ruleset, String> {
-    if std::env::var(FULL_REPLACE_ENV).is_ok_and(|v| v == "1") {
+    if forced_full_replace() {
         return Err(format!("{FULL_REPLACE_ENV}=1 is set"));
     }
     let last = last.ok_or("no record of a previous apply of this table")?;
+    let ruleset = last
+        .ruleset()
+        .ok_or("the record of the previous apply is not a valid spec")?;
     let now = socket
         .generation()
         .map_err(|e| format!("reading the nftables generation failed: {e}"))?;
     if last.generation == Some(now) {
-        return Ok(last.ruleset.clone());
+        return Ok(ruleset);
     }
-    match read::diff(socket, &last.ruleset) {
-        Ok(d) if d.is_empty() => Ok(last.ruleset.clone()),
+    match read::diff(socket, &ruleset) {
+        Ok(d) if d.is_empty() => Ok(ruleset),
         Ok(d) => Err(format!(
             "the live table is not the one last applied ({} difference{}, first: {})",
             d.len(),
@@ -171,11 +189,32 @@ impl Backend for Nftables {
     fn apply_over(
         &self,
         spec: &Spec,
+        source: &str,
         availability: &Availability,
         last: Option<&LastCommit>,
     ) -> anyhow::Result<Outcome> {
-        let rs = ruleset::compile_with(spec, availability);
         let socket = nft_socket()?;
+        // The same text for the same gateways over an untouched table: nothing to compile.
+        if let Some(last) = last.filter(|l| {
+            !forced_full_replace() && l.source == source && l.availability == *availability
+        }) {
+            let now = socket
+                .generation()
+                .context("reading the nftables generation")?;
+            if last.generation == Some(now) {
+                let summary = format!(
+                    "table {} {}: unchanged, nothing sent (incremental apply)",
+                    spec.family, spec.table
+                );
+                log::info!("{summary}");
+                return Ok(Outcome {
+                    summary,
+                    generation: Some(now),
+                    counters_reset: false,
+                });
+            }
+        }
+        let rs = ruleset::compile_with(spec, availability);
         let basis = proven_basis(&socket, last);
         let u = update(&socket, basis.as_ref().map_err(Clone::clone), &rs, &|_| {})?;
         let table = format!("table {} {}", rs.family, rs.table);
