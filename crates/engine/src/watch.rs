@@ -23,10 +23,13 @@ use nftbalance_spec::Spec;
 
 use crate::apply::{self, route_socket};
 use crate::backend::{nft_socket, update_table, Updated};
+use crate::events;
 use crate::files::{netns_cookie, TableFiles};
 use crate::hooks::{self, GatewayChange, HookEvent, HookRunner, PolicyChange};
 use crate::journal::Interrupted;
 use crate::lock::{LockError, TableLock};
+use crate::pacing::Pacing;
+use crate::repair::{self, first_lines};
 use crate::state::{self, Applied, GatewayState, WatchState};
 use crate::{decide, probe_once, thresholds, BackendKind, Round, Say};
 
@@ -76,6 +79,13 @@ struct Session {
     pending: Option<String>,
     failures: u32,
     next_attempt: Instant,
+    /// Repairs of the same thing again and again wait longer and longer.
+    pacing: Pacing,
+    /// The nftables generation when the table was last known to be `current`: while it has
+    /// not moved, nobody committed anything and the table needs no reading.
+    known_generation: Option<u32>,
+    /// The interfaces and learned values at the last check (a change is no fight).
+    seen: Option<(routing::Links, routing::Learned)>,
 }
 
 impl Session {
@@ -110,6 +120,9 @@ impl Session {
             pending: None,
             failures: 0,
             next_attempt: Instant::now(),
+            pacing: Pacing::default(),
+            known_generation: None,
+            seen: None,
             hooks,
             spec,
             source,
@@ -129,6 +142,7 @@ impl Session {
             &say,
         )?;
         self.settle_journal();
+        self.resume_observed();
         let rs_if_applied = Applied::read(&self.files.applied())
             .ok()
             .filter(|a| a.spec == self.source && a.backend == BackendKind::Nftables);
@@ -167,6 +181,48 @@ impl Session {
         drop(lock);
         self.write_state();
         Ok(())
+    }
+
+    /// Takes the gateway states from the state file a previous watch of this table left in
+    /// this network namespace (killed, restarted by systemd): a restart neither forgets a
+    /// gateway found down nor re-decides what is in force.
+    fn resume_observed(&mut self) {
+        let Ok(previous) = WatchState::read(&self.state_file) else {
+            return;
+        };
+        if previous.table != self.spec.table
+            || previous.family != self.spec.family.as_str()
+            || previous.netns_cookie != netns_cookie()
+        {
+            return;
+        }
+        let now = Instant::now();
+        let mut resumed = Vec::new();
+        for (i, g) in self.spec.gateways.iter().enumerate() {
+            let (Some(h), Some(was)) = (
+                &g.health,
+                previous.gateways.iter().find(|p| p.name == g.name),
+            ) else {
+                continue;
+            };
+            let Some(state) = previous.observed().get(&g.name).copied() else {
+                continue;
+            };
+            if state == health::State::Unknown {
+                continue;
+            }
+            self.qualities[i] = health::Quality::starting_as(state, thresholds(h), now);
+            self.since[i] = was.since;
+            resumed.push(format!("{} {}", g.name, state.as_str()));
+        }
+        if !resumed.is_empty() {
+            log::warn!(
+                "resuming from {} (pid {}): {}",
+                self.state_file.display(),
+                previous.pid,
+                resumed.join(", ")
+            );
+        }
     }
 
     /// Settles an interrupted apply; a failure is logged and never blocks a failover.
@@ -376,6 +432,10 @@ impl Session {
         if self.current.is_none() {
             return Ok(changed);
         }
+        changed |= self.repair()?;
+        if self.current.is_none() {
+            return Ok(changed);
+        }
         let links = routing::Links::read(&route_socket()?).context("reading the interfaces")?;
         let unrouted = routing::plan(&self.spec).unroutable_gateways(&links);
         if self.wanted(&unrouted) == self.in_force && self.pending.is_none() {
@@ -387,6 +447,135 @@ impl Session {
             self.write_state();
         }
         Ok(changed)
+    }
+
+    /// Finds what someone else changed in the owned routing or the table and puts it back,
+    /// one log line per repair saying what it repaired. Cheap when nothing changed: the
+    /// owned rules and routes are read, the table only when the nftables generation moved.
+    /// Returns whether the spec changed (an apply happened meanwhile).
+    fn repair(&mut self) -> anyhow::Result<bool> {
+        let Some(current) = self.current.clone() else {
+            return Ok(false);
+        };
+        let rsock = route_socket()?;
+        let view = repair::read_routing(&rsock, &self.spec)?;
+        let seen = Some((view.links.clone(), view.learned.clone()));
+        if self.seen != seen {
+            // Uplinks came, went or changed address: a repeat repair is no fight.
+            if self.seen.as_ref().map(|s| &s.1) != Some(&view.learned) {
+                for line in view.learned.describe(&self.spec.gateways) {
+                    log::warn!("gateway {line}");
+                }
+            }
+            self.pacing.forget();
+            self.seen = seen;
+        }
+        let socket = nft_socket()?;
+        let generation = socket
+            .generation()
+            .context("reading the nftables generation")?;
+        let table = if self.known_generation == Some(generation) {
+            Vec::new()
+        } else {
+            repair::table_differences(&socket, &current)?
+        };
+        if table.is_empty() {
+            self.known_generation = Some(generation);
+        }
+        let now = Instant::now();
+        self.pacing.expire(now);
+        let fix_routing = !view.differences.is_empty()
+            && self.pacing.due(&routing_object(&view.differences), now);
+        let fix_table = !table.is_empty() && self.pacing.due(TABLE_OBJECT, now);
+        if !fix_routing && !fix_table {
+            return Ok(false);
+        }
+        let _lock = TableLock::acquire(
+            &self.files.lock(),
+            &format!("table {} {}", self.spec.family, self.spec.table),
+            TRANSITION_LOCK_WAIT,
+            &log_say(),
+        )?;
+        self.settle_journal();
+        // An apply or a flush may be what changed things: follow it, never undo it.
+        if self.follow_applied()? || self.current.as_ref() != Some(&current) {
+            self.known_generation = None;
+            return Ok(true);
+        }
+        if fix_routing {
+            self.repair_routing(&rsock, now)?;
+        }
+        if fix_table {
+            self.repair_table(&socket, &current, now)?;
+        }
+        Ok(false)
+    }
+
+    /// The routing part of [`Session::repair`], under the lock: read again, then repaired.
+    fn repair_routing(&mut self, rsock: &routing::Socket, now: Instant) -> anyhow::Result<()> {
+        let view = repair::read_routing(rsock, &self.spec)?;
+        if view.differences.is_empty() {
+            return Ok(());
+        }
+        let started = Instant::now();
+        let report = repair::repair_routing(rsock, &view)?;
+        log::warn!(
+            "repaired the routing of table {} {} in {} ms: {}{}",
+            self.spec.family,
+            self.spec.table,
+            started.elapsed().as_millis(),
+            first_lines(&view.differences, 4),
+            if report.warnings.is_empty() {
+                String::new()
+            } else {
+                format!(" ({} routes wait for their link)", report.warnings.len())
+            }
+        );
+        if let Some(note) = self
+            .pacing
+            .repaired(&routing_object(&view.differences), now)
+        {
+            log::warn!("{note}");
+        }
+        Ok(())
+    }
+
+    /// The table part of [`Session::repair`], under the lock: read again, then ONE
+    /// transaction that replaces it (its counters and sets start afresh: they are gone).
+    fn repair_table(
+        &mut self,
+        socket: &nftbalance_netlink::Socket,
+        current: &Ruleset,
+        now: Instant,
+    ) -> anyhow::Result<()> {
+        let table = repair::table_differences(socket, current)?;
+        if !table.is_empty() {
+            let started = Instant::now();
+            repair::replace_table(socket, current)?;
+            log::warn!(
+                "repaired table {} {} in {} ms (one transaction): {}",
+                self.spec.family,
+                self.spec.table,
+                started.elapsed().as_millis(),
+                first_lines(&table, 3)
+            );
+            if let Some(note) = self.pacing.repaired(TABLE_OBJECT, now) {
+                log::warn!("{note}");
+            }
+        }
+        self.known_generation = Some(
+            socket
+                .generation()
+                .context("reading the nftables generation")?,
+        );
+        Ok(())
+    }
+
+    /// The kernel reported a change: check at once, unless a failing change is backing off.
+    fn wake(&mut self) {
+        if self.failures == 0 {
+            self.next_attempt = Instant::now();
+        }
     }
 
     /// One change of the split under the lock: routing repaired, then ONE transaction.
@@ -406,7 +595,8 @@ impl Session {
         let rsock = route_socket()?;
         let links = routing::Links::read(&rsock).context("reading the network interfaces")?;
         // Routes vanish with links; putting them back is idempotent and cheap.
-        let report = routing::apply(&rsock, &routing::plan(&self.spec), &links)?;
+        let plan = repair::routing_plan(&rsock, &self.spec, &links)?;
+        let report = routing::apply(&rsock, &plan, &links)?;
         let wanted = self.wanted(&report.unrouted_gateways());
         if wanted == self.in_force {
             return Ok(changed);
@@ -519,6 +709,15 @@ impl Session {
     }
 }
 
+/// What the table's repairs are paced as.
+const TABLE_OBJECT: &str = "the table";
+
+/// What a routing repair is paced as: the differences it puts right, so that the same rule
+/// or route removed again and again backs off while a new difference is repaired at once.
+fn routing_object(differences: &[String]) -> String {
+    format!("the routing ({})", first_lines(differences, 2))
+}
+
 fn is_unusable_lock(e: &anyhow::Error) -> bool {
     matches!(
         e.downcast_ref::<LockError>(),
@@ -564,6 +763,7 @@ pub fn run(
     control: &Control,
 ) -> anyhow::Result<()> {
     let (mut spec, mut source) = read_spec()?;
+    let kernel_changed = events::listen();
     loop {
         let files = TableFiles::of(&spec);
         let file = state_file.clone().unwrap_or_else(|| files.state());
@@ -610,6 +810,9 @@ pub fn run(
                 Err(mpsc::RecvTimeoutError::Disconnected) => {
                     thread::sleep(Duration::from_millis(100))
                 }
+            }
+            if kernel_changed.take() {
+                session.wake();
             }
             if session.reconcile()? {
                 // The spec changed under us: probe its gateways from now on.
