@@ -149,7 +149,7 @@ fn rules_routes_and_the_table_removed_by_others_are_repaired_within_a_second() {
     let _watch = start_watch(&topo, &spec_file, &state_file, &log);
     assert_eq!(uplinks_used(&topo, 10), BTreeSet::from([0, 1]));
 
-    let streams = streams(&topo, 20, 10);
+    let streams = streams(&topo, 20, 14);
     let load = new_connections(&topo);
     std::thread::sleep(Duration::from_millis(500));
     type Event = fn(&Topology);
@@ -177,11 +177,25 @@ fn rules_routes_and_the_table_removed_by_others_are_repaired_within_a_second() {
             "{what}: new connections not balanced again"
         );
     }
+    // Someone removes the same rule again and again: watch repairs it, then backs off.
+    let started = Instant::now();
+    for _ in 0..5 {
+        topo.router.ip(&["rule", "del", "priority", "1001"]);
+        time_until(REPAIR_BOUND, || in_order(&topo, &spec_file)).expect("not repaired");
+    }
+    eprintln!(
+        "the same rule removed 5 times: all repaired after {} ms",
+        started.elapsed().as_millis()
+    );
     drop(load);
     let text = watch_log(&log);
     assert!(
         text.matches("repaired the routing").count() >= 2 && text.contains("repaired table"),
         "watch did not say what it repaired:\n{text}"
+    );
+    assert!(
+        text.contains("backing off"),
+        "watch did not back off:\n{text}"
     );
     for r in streams.finish() {
         assert_eq!(r["ok"], true, "an established stream broke: {r}");

@@ -20,15 +20,21 @@ pub(crate) struct RoutingView {
     pub differences: Vec<String>,
 }
 
-/// The spec's routing plan with the values it leaves out learned from the interfaces.
+/// The spec's routing plan with the values it leaves out learned from the interfaces, and
+/// one line per gateway with learned values saying what they are now (for apply to print).
 pub(crate) fn routing_plan(
     rsock: &routing::Socket,
     spec: &Spec,
     links: &routing::Links,
-) -> anyhow::Result<routing::RoutingPlan> {
+) -> anyhow::Result<(routing::RoutingPlan, Vec<String>)> {
     let learned =
         routing::Learned::read(rsock, links).context("reading the interfaces' addresses")?;
-    Ok(routing::plan_learned(spec, &learned))
+    let lines = learned
+        .describe(&spec.gateways)
+        .into_iter()
+        .map(|l| format!("gateway {l}"))
+        .collect();
+    Ok((routing::plan_learned(spec, &learned), lines))
 }
 
 /// Reads the links, the learned values and the owned rules and routes.

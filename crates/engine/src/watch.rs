@@ -595,7 +595,7 @@ impl Session {
         let rsock = route_socket()?;
         let links = routing::Links::read(&rsock).context("reading the network interfaces")?;
         // Routes vanish with links; putting them back is idempotent and cheap.
-        let plan = repair::routing_plan(&rsock, &self.spec, &links)?;
+        let (plan, _) = repair::routing_plan(&rsock, &self.spec, &links)?;
         let report = routing::apply(&rsock, &plan, &links)?;
         let wanted = self.wanted(&report.unrouted_gateways());
         if wanted == self.in_force {
