@@ -5,7 +5,7 @@
 //! takes a minute by itself.
 
 use std::collections::BTreeSet;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use nftbalance_integration::cli;
@@ -24,7 +24,7 @@ fn log_path(tag: &str) -> PathBuf {
     std::env::temp_dir().join(format!("nbt-adversity-{tag}-{}.log", std::process::id()))
 }
 
-fn start_watch(topo: &Topology, spec: &TempFile, state: &TempFile, log: &PathBuf) -> Watch {
+fn start_watch(topo: &Topology, spec: &TempFile, state: &TempFile, log: &Path) -> Watch {
     Watch::start_logged(
         topo,
         spec,
@@ -111,7 +111,7 @@ fn streams(topo: &Topology, count: u32, seconds: u32) -> TrafficRun {
     )
 }
 
-fn watch_log(path: &PathBuf) -> String {
+fn watch_log(path: &Path) -> String {
     std::fs::read_to_string(path).unwrap_or_default()
 }
 

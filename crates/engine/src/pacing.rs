@@ -98,7 +98,7 @@ mod tests {
             assert!(p.due("table", t));
             let note = p.repaired("table", t);
             let wait = (0..=120)
-                .map(|s| Duration::from_secs(s))
+                .map(Duration::from_secs)
                 .find(|d| p.due("table", t + *d))
                 .unwrap();
             assert_eq!(note.is_some(), !wait.is_zero(), "{note:?}");

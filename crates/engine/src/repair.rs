@@ -61,7 +61,7 @@ pub(crate) fn repair_routing(
     view: &RoutingView,
 ) -> anyhow::Result<routing::ApplyReport> {
     routing::install(rsock, &view.plan, &view.links).context("repairing the routing")?;
-    Ok(routing::apply(rsock, &view.plan, &view.links).context("repairing the routing")?)
+    routing::apply(rsock, &view.plan, &view.links).context("repairing the routing")
 }
 
 /// How the live table differs from `current`, one line each (empty: it is `current`).
