@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use nftbalance_integration::cli;
 use nftbalance_integration::topology::{Topology, TrafficRun, Which, LAN_ROUTER, SERVER};
-use nftbalance_integration::watch::{self, probed_spec, TempFile, Watch};
+use nftbalance_integration::watch::{self, probed_spec, table_handle, TempFile, Watch};
 use serde_json::Value;
 
 const INTERVAL_MS: u64 = 300;
@@ -22,6 +22,19 @@ const REPAIR_BOUND: Duration = Duration::from_secs(5);
 
 fn log_path(tag: &str) -> PathBuf {
     std::env::temp_dir().join(format!("nbt-adversity-{tag}-{}.log", std::process::id()))
+}
+
+/// A topology of `n` uplinks with the probed spec applied, its spec and state files, the
+/// server listening, and the path for watch's log (files tagged per test: the tests of this
+/// file run in parallel in one process).
+fn applied(n: usize, tag: &str) -> (Topology, TempFile, TempFile, PathBuf) {
+    let mut topo = Topology::new(n);
+    let spec = probed_spec(n as u32, INTERVAL_MS, UP, DOWN);
+    topo.apply(&spec);
+    let spec_file = TempFile::new(&format!("spec-{tag}"), &spec);
+    let state_file = TempFile::new(&format!("state-{tag}"), "{}");
+    topo.serve(Which::Server, &format!("{SERVER}:80"), false);
+    (topo, spec_file, state_file, log_path(tag))
 }
 
 fn start_watch(topo: &Topology, spec: &TempFile, state: &TempFile, log: &Path) -> Watch {
@@ -57,21 +70,11 @@ fn time_until(limit: Duration, mut check: impl FnMut() -> bool) -> Option<Durati
 /// The source addresses the server saw for `n` new connections from the LAN (failed ones
 /// left out).
 fn sources(topo: &Topology, n: usize) -> Vec<String> {
-    topo.traffic(
-        Which::Lan,
-        &[
-            "connect",
-            &format!("{SERVER}:80"),
-            "--count",
-            &n.to_string(),
-            "--timeout-ms",
-            "1000",
-        ],
-    )
-    .iter()
-    .filter(|r| r["ok"] == true)
-    .filter_map(|r| r["seen"].as_str().map(str::to_string))
-    .collect()
+    watch::connect(topo, n, 1000)
+        .iter()
+        .filter(|r| r["ok"] == true)
+        .filter_map(|r| r["seen"].as_str().map(str::to_string))
+        .collect()
 }
 
 /// The uplinks (indexes) that `n` new connections used.
@@ -137,15 +140,7 @@ fn flush_owned_rules(topo: &Topology) {
 
 #[test]
 fn rules_routes_and_the_table_removed_by_others_are_repaired_within_a_second() {
-    let mut topo = Topology::new(2);
-    let spec = probed_spec(2, INTERVAL_MS, UP, DOWN);
-    topo.apply(&spec);
-    let (spec_file, state_file) = (
-        TempFile::new("spec-repair", &spec),
-        TempFile::new("state-repair", "{}"),
-    );
-    topo.serve(Which::Server, &format!("{SERVER}:80"), false);
-    let log = log_path("repair");
+    let (topo, spec_file, state_file, log) = applied(2, "repair");
     let _watch = start_watch(&topo, &spec_file, &state_file, &log);
     assert_eq!(uplinks_used(&topo, 10), BTreeSet::from([0, 1]));
 
@@ -354,29 +349,9 @@ fn gateway_packets(topo: &Topology, spec: &TempFile, state: &TempFile) -> Vec<u6
         .collect()
 }
 
-fn table_handle(topo: &Topology) -> u64 {
-    let doc: Value = serde_json::from_str(&topo.router.nft(&["-j", "list", "tables"])).unwrap();
-    doc["nftables"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter_map(|o| o.get("table"))
-        .find(|t| t["name"] == "nftbalance")
-        .and_then(|t| t["handle"].as_u64())
-        .unwrap()
-}
-
 #[test]
 fn watch_killed_and_restarted_resumes_without_moving_anything() {
-    let mut topo = Topology::new(3);
-    let spec = probed_spec(3, INTERVAL_MS, UP, DOWN);
-    topo.apply(&spec);
-    let (spec_file, state_file) = (
-        TempFile::new("spec-kill", &spec),
-        TempFile::new("state-kill", "{}"),
-    );
-    topo.serve(Which::Server, &format!("{SERVER}:80"), false);
-    let log = log_path("kill");
+    let (topo, spec_file, state_file, log) = applied(3, "kill");
     let mut first = start_watch(&topo, &spec_file, &state_file, &log);
     // Uplink 3's provider dies: watch finds it down and takes it out.
     topo.isps[2].ip(&["link", "set", "rtr", "down"]);
@@ -452,15 +427,7 @@ fn flap(topo: &Topology, count: u32, every: Duration) {
 
 #[test]
 fn a_storm_of_200_link_flaps_in_a_minute_leaves_watch_up_and_right() {
-    let mut topo = Topology::new(2);
-    let spec = probed_spec(2, INTERVAL_MS, UP, DOWN);
-    topo.apply(&spec);
-    let (spec_file, state_file) = (
-        TempFile::new("spec-storm", &spec),
-        TempFile::new("state-storm", "{}"),
-    );
-    topo.serve(Which::Server, &format!("{SERVER}:80"), false);
-    let log = log_path("storm");
+    let (topo, spec_file, state_file, log) = applied(2, "storm");
     let mut w = start_watch(&topo, &spec_file, &state_file, &log);
     let pid = w.0.id();
     let load = new_connections(&topo);

@@ -490,12 +490,7 @@ impl Session {
         if !fix_routing && !fix_table {
             return Ok(false);
         }
-        let _lock = TableLock::acquire(
-            &self.files.lock(),
-            &format!("table {} {}", self.spec.family, self.spec.table),
-            TRANSITION_LOCK_WAIT,
-            &log_say(),
-        )?;
+        let _lock = self.lock_briefly()?;
         self.settle_journal();
         // An apply or a flush may be what changed things: follow it, never undo it.
         if self.follow_applied()? || self.current.as_ref() != Some(&current) {
@@ -571,6 +566,16 @@ impl Session {
         Ok(())
     }
 
+    /// The table's lock for a change watch can retry later: waits only briefly.
+    fn lock_briefly(&self) -> anyhow::Result<TableLock> {
+        Ok(TableLock::acquire(
+            &self.files.lock(),
+            &format!("table {} {}", self.spec.family, self.spec.table),
+            TRANSITION_LOCK_WAIT,
+            &log_say(),
+        )?)
+    }
+
     /// The kernel reported a change: check at once, unless a failing change is backing off.
     fn wake(&mut self) {
         if self.failures == 0 {
@@ -580,12 +585,7 @@ impl Session {
 
     /// One change of the split under the lock: routing repaired, then ONE transaction.
     fn transition(&mut self) -> anyhow::Result<bool> {
-        let _lock = TableLock::acquire(
-            &self.files.lock(),
-            &format!("table {} {}", self.spec.family, self.spec.table),
-            TRANSITION_LOCK_WAIT,
-            &log_say(),
-        )?;
+        let _lock = self.lock_briefly()?;
         self.settle_journal();
         // An apply may have committed while we waited: follow it before building on it.
         let changed = self.follow_applied()?;
