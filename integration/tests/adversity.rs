@@ -148,10 +148,14 @@ fn rules_routes_and_the_table_removed_by_others_are_repaired_within_a_second() {
     let load = new_connections(&topo);
     std::thread::sleep(Duration::from_millis(500));
     type Event = fn(&Topology);
-    let events: [(&str, Event); 4] = [
+    let events: [(&str, Event); 5] = [
         ("ip rule flush of the owned range", flush_owned_rules),
         ("deletion of isp2's default route", |t| {
             t.router.ip(&["route", "del", "default", "table", "102"]);
+        }),
+        ("nft flush chain inet nftbalance balance", |t| {
+            t.router
+                .nft(&["flush", "chain", "inet", "nftbalance", "balance"]);
         }),
         ("nft delete table inet nftbalance", |t| {
             t.router.nft(&["delete", "table", "inet", "nftbalance"]);
@@ -185,7 +189,8 @@ fn rules_routes_and_the_table_removed_by_others_are_repaired_within_a_second() {
     drop(load);
     let text = watch_log(&log);
     assert!(
-        text.matches("repaired the routing").count() >= 2 && text.contains("repaired table"),
+        text.matches("repaired the routing").count() >= 2
+            && text.matches("repaired table").count() >= 3,
         "watch did not say what it repaired:\n{text}"
     );
     assert!(
