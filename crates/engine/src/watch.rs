@@ -40,6 +40,10 @@ fn tier_text(tier: Option<u8>) -> String {
 /// How long a failover waits for another nftbalance's lock before it retries later: short,
 /// so that probing, logging and the state file go on meanwhile.
 const TRANSITION_LOCK_WAIT: Duration = Duration::from_secs(2);
+/// How often watch looks for changes by others without a kernel notification: the backstop
+/// for a lost notification (reading every owned route each second would be a cost on a
+/// router with a full routing table).
+const BACKSTOP: Duration = Duration::from_secs(10);
 /// How often the wanted split is compared with the one in force without a probe verdict
 /// (links that went away, an apply that changed the spec, a retry).
 const RECHECK: Duration = Duration::from_secs(1);
@@ -86,6 +90,10 @@ struct Session {
     known_generation: Option<u32>,
     /// The interfaces and learned values at the last check (a change is no fight).
     seen: Option<(routing::Links, routing::Learned)>,
+    /// The kernel reported a change since the last repair check (or a repair waits).
+    woken: bool,
+    /// When the last repair check went through.
+    checked: Instant,
 }
 
 impl Session {
@@ -123,6 +131,8 @@ impl Session {
             pacing: Pacing::default(),
             known_generation: None,
             seen: None,
+            woken: true,
+            checked: Instant::now(),
             hooks,
             spec,
             source,
@@ -432,7 +442,12 @@ impl Session {
         if self.current.is_none() {
             return Ok(changed);
         }
-        changed |= self.repair()?;
+        if self.woken || self.checked.elapsed() >= BACKSTOP {
+            // Cleared only when the check went through: a failed one is retried.
+            let checked = self.repair()?;
+            changed |= checked == Checked::SpecChanged;
+            (self.woken, self.checked) = (checked != Checked::Done, Instant::now());
+        }
         if self.current.is_none() {
             return Ok(changed);
         }
@@ -452,10 +467,9 @@ impl Session {
     /// Finds what someone else changed in the owned routing or the table and puts it back,
     /// one log line per repair saying what it repaired. Cheap when nothing changed: the
     /// owned rules and routes are read, the table only when the nftables generation moved.
-    /// Returns whether the spec changed (an apply happened meanwhile).
-    fn repair(&mut self) -> anyhow::Result<bool> {
+    fn repair(&mut self) -> anyhow::Result<Checked> {
         let Some(current) = self.current.clone() else {
-            return Ok(false);
+            return Ok(Checked::Done);
         };
         let rsock = route_socket()?;
         let view = repair::read_routing(&rsock, &self.spec)?;
@@ -487,15 +501,23 @@ impl Session {
         let fix_routing = !view.differences.is_empty()
             && self.pacing.due(&routing_object(&view.differences), now);
         let fix_table = !table.is_empty() && self.pacing.due(TABLE_OBJECT, now);
+        // A difference not due yet is looked at again at the next round.
+        let checked = if (!view.differences.is_empty() && !fix_routing)
+            || (!table.is_empty() && !fix_table)
+        {
+            Checked::Deferred
+        } else {
+            Checked::Done
+        };
         if !fix_routing && !fix_table {
-            return Ok(false);
+            return Ok(checked);
         }
         let _lock = self.lock_briefly()?;
         self.settle_journal();
         // An apply or a flush may be what changed things: follow it, never undo it.
         if self.follow_applied()? || self.current.as_ref() != Some(&current) {
             self.known_generation = None;
-            return Ok(true);
+            return Ok(Checked::SpecChanged);
         }
         if fix_routing {
             self.repair_routing(&rsock, now)?;
@@ -503,7 +525,7 @@ impl Session {
         if fix_table {
             self.repair_table(&socket, &current, now)?;
         }
-        Ok(false)
+        Ok(checked)
     }
 
     /// The routing part of [`Session::repair`], under the lock: read again, then repaired.
@@ -578,6 +600,7 @@ impl Session {
 
     /// The kernel reported a change: check at once, unless a failing change is backing off.
     fn wake(&mut self) {
+        self.woken = true;
         if self.failures == 0 {
             self.next_attempt = Instant::now();
         }
@@ -707,6 +730,17 @@ impl Session {
             log::warn!("{e:#}");
         }
     }
+}
+
+/// What a repair check found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Checked {
+    /// Nothing to repair, or all repaired.
+    Done,
+    /// A difference waits for its pause (pacing): check again at the next round.
+    Deferred,
+    /// An apply or flush changed what is in force: nothing repaired, follow it.
+    SpecChanged,
 }
 
 /// What the table's repairs are paced as.
