@@ -7,6 +7,10 @@
 //! states watch writes, and both change the table only under its lock. A change that cannot
 //! be made now (lock busy, transaction refused) stays pending and is retried until the table
 //! matches; the state file says what was observed and what is in force, separately.
+//!
+//! Woken by the kernel's notifications (`events`), watch also puts back what other programs
+//! removed or changed (`repair`, paced by `pacing`), learns uplinks' addresses and next hops
+//! as they change, and resumes from its state file after a restart.
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
