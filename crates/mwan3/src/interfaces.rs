@@ -24,7 +24,13 @@ const DEFAULT_WINDOW: u32 = 10;
 #[derive(Debug)]
 pub struct Gw {
     pub gateway: Gateway,
-    pub ipv6: bool,
+    /// The mwan3 interface's name (the first one's, when two share a device).
+    pub uci: String,
+    /// The families its interfaces carry.
+    pub v4: bool,
+    pub v6: bool,
+    /// The device came from `--define`, not from the interface's name.
+    pub explicit_device: bool,
 }
 
 #[derive(Debug, Default)]
@@ -89,13 +95,77 @@ pub fn interfaces(cx: &mut Cx<'_>, config: &Config, mask: u32) -> Gateways {
             cx.err(s.line, format!("more than {MAX_GATEWAYS} enabled interfaces; nftbalance takes at most {MAX_GATEWAYS} gateways"));
             continue;
         }
-        let index = out.list.len();
-        if let Some(gw) = interface(cx, s, &uci, id as u32, mask, &mut names, index) {
-            out.by_uci.insert(uci, index);
-            out.list.push(gw);
+        // Two mwan3 interfaces on one device (wan and wan6) are one uplink here.
+        let device = cx.net.iface(&uci).device;
+        let shared = (out.list.iter())
+            .position(|g| g.explicit_device && Some(&g.gateway.interface) == device.as_ref());
+        let slot = Slot {
+            index: shared.unwrap_or(out.list.len()),
+            merging: shared.is_some(),
+        };
+        let index = slot.index;
+        let Some(gw) = interface(cx, s, &uci, id as u32, mask, &mut names, slot) else {
+            continue;
+        };
+        match shared {
+            Some(i) => {
+                if merge(cx, s, &mut out.list[i], gw) {
+                    out.by_uci.insert(uci, i);
+                }
+            }
+            None => {
+                out.by_uci.insert(uci, index);
+                out.list.push(gw);
+            }
         }
     }
     out
+}
+
+/// Folds interface `s` (`other`) into the gateway of the interface with the same device:
+/// one family each, so the gateway carries both; their targets are checked together.
+fn merge(cx: &mut Cx<'_>, s: &Section, into: &mut Gw, other: Gw) -> bool {
+    let (a, b) = (&mut into.gateway, other.gateway);
+    if (into.v4 && other.v4) || (into.v6 && other.v6) {
+        cx.err(
+            s.line,
+            format!(
+                "device {} is already interface {}'s, of the same family; an uplink is one device",
+                show(&a.interface),
+                into.uci
+            ),
+        );
+        return false;
+    }
+    into.v4 |= other.v4;
+    into.v6 |= other.v6;
+    a.address = a.address.or(b.address);
+    a.via = a.via.or(b.via);
+    a.address6 = a.address6.or(b.address6);
+    a.via6 = a.via6.or(b.via6);
+    a.flush_conntrack |= b.flush_conntrack;
+    let health = match (a.health.take(), b.health) {
+        (Some(mut h), Some(o)) => {
+            h.targets.extend(o.targets);
+            h.queries.extend(o.queries);
+            Some(h)
+        }
+        (h, o) => h.or(o),
+    };
+    a.health = health;
+    let why = format!(
+        "-> gateway {} together with interface {}: the same device {}, so one gateway carries both families; one health state from both interfaces' targets, with {}'s timing; {}'s mark and routing table",
+        a.name, into.uci, a.interface, into.uci, into.uci
+    );
+    cx.section(s, What::Approx(why));
+    true
+}
+
+/// Where an interface goes: a new gateway at `index`, or merged into the one there.
+#[derive(Debug, Clone, Copy)]
+struct Slot {
+    index: usize,
+    merging: bool,
 }
 
 fn interface(
@@ -105,16 +175,21 @@ fn interface(
     id: u32,
     mask: u32,
     names: &mut Names,
-    index: usize,
+    slot: Slot,
 ) -> Option<Gw> {
-    let at = format!("gateways[{index}]");
-    let (gw_name, renamed) = names.assign(uci, "gw_");
-    let mapped = if renamed {
-        format!(" (the UCI name {} is not a valid gateway name)", show(uci))
-    } else {
+    let at = format!("gateways[{}]", slot.index);
+    let gw_name = if slot.merging {
         String::new()
+    } else {
+        let (gw_name, renamed) = names.assign(uci, "gw_");
+        let mapped = if renamed {
+            format!(" (the UCI name {} is not a valid gateway name)", show(uci))
+        } else {
+            String::new()
+        };
+        cx.section(s, What::Spec(format!("-> {at}, name {gw_name}{mapped}")));
+        gw_name
     };
-    cx.section(s, What::Spec(format!("-> {at}, name {gw_name}{mapped}")));
     if let Some(o) = s.option("enabled") {
         cx.at(s, o, What::Spec(format!("-> {at} (enabled)")));
     }
@@ -180,7 +255,13 @@ fn interface(
         health,
         flush_conntrack,
     };
-    Some(Gw { gateway, ipv6 })
+    Some(Gw {
+        gateway,
+        uci: uci.to_string(),
+        v4: !ipv6,
+        v6: ipv6,
+        explicit_device: net.device.is_some(),
+    })
 }
 
 /// `flush_conntrack`: the events on which mwan3 flushes conntrack.

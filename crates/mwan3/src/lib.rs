@@ -80,6 +80,17 @@ pub fn import(file: &str, text: &str, net: &Network) -> Result<Import, Mwan3Erro
             });
         }
     }
+    if gateways.list.is_empty() {
+        let line = (config.sections.iter().rev())
+            .find(|s| s.kind == "interface")
+            .map_or(1, |s| s.line);
+        cx.err(
+            line,
+            "no enabled interface (mwan3's default for enabled is 0): nftbalance needs at \
+             least one gateway"
+                .into(),
+        );
+    }
     let members = policies::members(&mut cx, &config, &gateways);
     let policies = policies::policies(&mut cx, &config, &members, &gateways);
     let balance = rules::rules(&mut cx, &config, &policies);

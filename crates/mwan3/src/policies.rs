@@ -208,7 +208,7 @@ fn policy_members(
         };
         match picked.iter_mut().find(|(_, p)| p.gateway == m.gateway) {
             Some((_, p)) => {
-                let why = "a second member for the same interface: nftbalance keeps one member per gateway, the one with the lower metric";
+                let why = "a second member for the same gateway: nftbalance keeps one member per gateway, the one with the lower metric";
                 cx.value(s, o, v, What::Approx(why.into()));
                 if m.metric < p.metric {
                     *p = *m;
@@ -254,12 +254,18 @@ fn build(
             weight: m.weight,
         });
     }
-    let families: BTreeSet<bool> = picked
-        .iter()
-        .map(|(_, m)| gws.list[m.gateway].ipv6)
-        .collect();
-    if families.len() > 1 {
-        cx.section(s, What::Approx(format!("policies.{name} mixes IPv4 and IPv6 interfaces: mwan3 balances each family over its own interfaces, nftbalance every connection over all members; give one uplink both families (--define IFACE.address6/via6) and list it once")));
+    let only = |v6: bool| {
+        (picked.iter()).any(|(_, m)| {
+            let g = &gws.list[m.gateway];
+            if v6 {
+                g.v6 && !g.v4
+            } else {
+                g.v4 && !g.v6
+            }
+        })
+    };
+    if only(false) && only(true) {
+        cx.section(s, What::Approx(format!("policies.{name} mixes IPv4 and IPv6 interfaces: mwan3 balances each family over its own interfaces, nftbalance every connection over all members; give both interfaces of one uplink the same --define IFACE.device so that they become one gateway")));
     }
     let last = match last_resort {
         "default" => {

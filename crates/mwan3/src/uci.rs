@@ -4,6 +4,7 @@
 //! or joins the next line), `#` comments, `;` between commands, quoted values spanning lines,
 //! names of letters, digits and `_`. Pure: reads only the text it is given.
 
+use std::collections::HashMap;
 use std::fmt;
 
 /// Most bytes read; real mwan3 files are a few KiB.
@@ -98,6 +99,8 @@ pub fn parse(file: &str, text: &str) -> Result<Config, UciError> {
         line: 1,
         config: Config::default(),
         current: None,
+        sections: HashMap::new(),
+        options: HashMap::new(),
     };
     while p.pos < p.chars.len() {
         let words = p.command()?;
@@ -116,6 +119,10 @@ struct Parser<'a> {
     config: Config,
     /// Index of the section that options go to.
     current: Option<usize>,
+    /// Section index by name, and option index by (section, name): lookups stay constant
+    /// time however many sections and options a hostile file has.
+    sections: HashMap<String, usize>,
+    options: HashMap<(usize, String), usize>,
 }
 
 /// One word of a command and the line it started on.
@@ -335,8 +342,7 @@ impl Parser<'_> {
         if !valid_name(&name.text, false) {
             return Err(self.err(line, bad_name("section name", &name.text)));
         }
-        let same = (self.config.sections.iter())
-            .position(|s| s.name.as_deref() == Some(name.text.as_str()));
+        let same = self.sections.get(&name.text).copied();
         match same {
             Some(i) if self.config.sections[i].kind != kind.text => Err(self.err(
                 line,
@@ -353,6 +359,8 @@ impl Parser<'_> {
                 Ok(())
             }
             None => {
+                let index = self.config.sections.len();
+                self.sections.insert(name.text.clone(), index);
                 self.config.sections.push(Section {
                     kind: kind.text,
                     name: Some(name.text),
@@ -390,7 +398,12 @@ impl Parser<'_> {
             line,
         };
         let section = &mut self.config.sections[index];
-        match section.options.iter().position(|o| o.name == name.text) {
+        let key = (index, name.text.clone());
+        let at = self.options.get(&key).copied();
+        if at.is_none() {
+            self.options.insert(key, section.options.len());
+        }
+        match at {
             // A list item appends; an option's old value becomes the list's first item.
             Some(i) if list => {
                 section.options[i].list = true;
