@@ -1,4 +1,5 @@
-//! `nftbalance translate`: legacy iptables rules -> spec (stdout) and report (stderr).
+//! `nftbalance translate`: legacy iptables rules or an mwan3 configuration -> spec (stdout)
+//! and report (stderr).
 
 use std::io::{self, Read, Write};
 use std::path::PathBuf;
@@ -17,14 +18,6 @@ use nftbalance_translate as translate;
 /// file and line. Several FILEs are read in order as one input (for example an
 /// iptables-save capture and the script with its ip lines). Exit status 0 when translated,
 /// 2 when something cannot be read or translated exactly (nothing is dropped silently).
-///
-/// With `--from mwan3`, FILE is an OpenWrt /etc/config/mwan3 (UCI): interfaces become
-/// gateways with their tracking, members and policies become policies in tiers, rules become
-/// selectors. The network side mwan3 leaves to netifd comes from `--define`:
-/// `IFACE.device=DEV`, `IFACE.address=A`, `IFACE.via=A`, `IFACE.address6=A`, `IFACE.via6=A`,
-/// `IFACE.table=N` per mwan3 interface, and `exclude=PREFIX[,PREFIX]` (your connected
-/// networks); what is not given is assumed and listed under "needs your input". Exit 2 when a
-/// rule mwan3 applies cannot be imported (unless `--partial`).
 #[derive(Debug, Args)]
 pub struct TranslateArgs {
     /// The rules: iptables-save output or a shell script (`--from mwan3`: one UCI file);
