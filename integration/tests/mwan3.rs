@@ -59,8 +59,60 @@ fn every_imported_spec_dumps_to_a_ruleset_nft_accepts() {
             );
         }
     }
+    // `--to nft` prints the same ruleset straight from the configuration.
+    for f in fixture_files("mwan3", "uci") {
+        let partial = f.file_stem().unwrap() == "partial";
+        let out = import(
+            &f,
+            if partial {
+                &["--partial", "--to", "nft"]
+            } else {
+                &["--to", "nft"]
+            },
+        );
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "{}: {}",
+            f.display(),
+            text(&out.stderr)
+        );
+        let check = ns.exec("nft", &["-c", "-f", "/dev/stdin"], Some(&out.stdout));
+        assert!(
+            check.status.success(),
+            "nft -c -f of {} --to nft: {}",
+            f.display(),
+            text(&check.stderr)
+        );
+    }
     // -c changed nothing.
     assert_eq!(ns.ruleset_json(), serde_json::json!({ "nftables": [] }));
+}
+
+#[test]
+fn endless_input_stops_at_the_limit() {
+    let mut child = Command::new(target_binary("nftbalance"))
+        .args(["translate", "--from", "mwan3", "-"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    let writer = std::thread::spawn(move || {
+        use std::io::Write;
+        let chunk = "# comment\n".repeat(4096);
+        // Ends when nftbalance closes the pipe.
+        while stdin.write_all(chunk.as_bytes()).is_ok() {}
+    });
+    let out = child.wait_with_output().unwrap();
+    writer.join().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        text(&out.stderr).contains("-:1: the file is longer than"),
+        "{}",
+        text(&out.stderr)
+    );
 }
 
 #[test]
