@@ -33,6 +33,28 @@ fn import(f: &Path, extra: &[&str]) -> Output {
     nftbalance(&args)
 }
 
+/// [`import`] of a good fixture (`partial` with `--partial`), which must exit 0: its stdout.
+fn imported(f: &Path, extra: &[&str]) -> Vec<u8> {
+    let mut args = extra.to_vec();
+    if f.file_stem().unwrap() == "partial" {
+        args.push("--partial");
+    }
+    let out = import(f, &args);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}: {}",
+        f.display(),
+        text(&out.stderr)
+    );
+    assert!(
+        text(&out.stderr).contains("became the spec ("),
+        "{}",
+        f.display()
+    );
+    out.stdout
+}
+
 #[test]
 fn every_imported_spec_dumps_to_a_ruleset_nft_accepts() {
     let ns = Netns::new("mwan3");
@@ -61,23 +83,8 @@ fn every_imported_spec_dumps_to_a_ruleset_nft_accepts() {
     }
     // `--to nft` prints the same ruleset straight from the configuration.
     for f in fixture_files("mwan3", "uci") {
-        let partial = f.file_stem().unwrap() == "partial";
-        let out = import(
-            &f,
-            if partial {
-                &["--partial", "--to", "nft"]
-            } else {
-                &["--to", "nft"]
-            },
-        );
-        assert_eq!(
-            out.status.code(),
-            Some(0),
-            "{}: {}",
-            f.display(),
-            text(&out.stderr)
-        );
-        let check = ns.exec("nft", &["-c", "-f", "/dev/stdin"], Some(&out.stdout));
+        let nft = imported(&f, &["--to", "nft"]);
+        let check = ns.exec("nft", &["-c", "-f", "/dev/stdin"], Some(&nft));
         assert!(
             check.status.success(),
             "nft -c -f of {} --to nft: {}",
@@ -116,24 +123,11 @@ fn endless_input_stops_at_the_limit() {
 }
 
 #[test]
-fn the_command_prints_the_golden_spec_and_report() {
+fn the_command_prints_the_golden_spec_and_a_report() {
     for f in fixture_files("mwan3", "uci") {
-        let partial = f.file_stem().unwrap() == "partial";
-        let out = import(&f, if partial { &["--partial"] } else { &[] });
-        assert_eq!(
-            out.status.code(),
-            Some(0),
-            "{}: {}",
-            f.display(),
-            text(&out.stderr)
-        );
+        let out = imported(&f, &[]);
         let golden = std::fs::read_to_string(sibling(&f, "spec.json")).unwrap();
-        assert_eq!(text(&out.stdout), golden, "{}", f.display());
-        assert!(
-            text(&out.stderr).contains("became the spec ("),
-            "{}",
-            f.display()
-        );
+        assert_eq!(text(&out), golden, "{}", f.display());
     }
 }
 
