@@ -693,7 +693,7 @@ impl Session {
             at: state::now(),
             pid: std::process::id(),
             // Unknown here, so the next apply reads the table back; watch's updates leave
-            // the account chain alone, so its counters count since the last apply's time.
+            // the gateway chains alone, so their counters count since the last apply's time.
             generation: None,
             counters_since: Applied::read(&self.files.applied())
                 .ok()

@@ -766,7 +766,7 @@ pub struct Count {
     pub bytes: u64,
 }
 
-/// The counters of one gateway in the `account` chain.
+/// The counters of one gateway (in its `gw_` chains).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct GatewayCounters {
     /// Every packet of the gateway's connections, both directions.
