@@ -57,7 +57,9 @@ mod reconcile;
 
 pub use error::Error;
 pub use links::{Link, Links};
-pub use live::{apply, differences, flush, install, read_owned, restore, ApplyReport};
+pub use live::{
+    apply, differences, flush, install, lookup, read_owned, restore, ApplyReport, Lookup,
+};
 pub use message::OwnedState;
 pub use nl::Socket;
 pub use plan::{
