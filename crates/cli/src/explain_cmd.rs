@@ -197,11 +197,17 @@ fn route_text(r: &Route) -> String {
 
 fn source_text(s: &Source) -> String {
     match s {
-        Source::Nat(explain::Nat::To { address }) => format!("{address} (snat)"),
-        Source::Nat(explain::Nat::Masquerade { interface }) => {
+        Source::Nat {
+            nat: explain::Nat::To { address },
+        } => format!("{address} (snat)"),
+        Source::Nat {
+            nat: explain::Nat::Masquerade { interface },
+        } => {
             format!("the address of {interface} (masquerade)")
         }
-        Source::Nat(explain::Nat::None) => "unchanged (no source NAT)".into(),
+        Source::Nat {
+            nat: explain::Nat::None,
+        } => "unchanged (no source NAT)".into(),
         Source::Destination { address } => {
             format!("{address} (replies come from the address it was sent to)")
         }

@@ -137,7 +137,7 @@ pub enum Route {
 #[serde(tag = "kind", rename_all = "kebab-case")]
 pub enum Source {
     /// Source NAT by the table's postrouting chain.
-    Nat(Nat),
+    Nat { nat: Nat },
     /// An inbound connection: replies come from the address it was sent to.
     Destination { address: IpAddr },
     /// Leaves by the main table's route, unknown without asking the kernel.
@@ -389,7 +389,9 @@ fn outcome(spec: &Spec, rs: &Ruleset, plan: &RoutingPlan, q: &Query, b: &Branch)
     };
     let source = match (gateway, b.inbound) {
         (Some(_), true) => Source::Destination { address: q.to },
-        (Some(g), false) => Source::Nat(walk::source_nat(rs, &g.interface, v6)),
+        (Some(g), false) => Source::Nat {
+            nat: walk::source_nat(rs, &g.interface, v6),
+        },
         (None, _) => Source::Unknown,
     };
     Outcome {
@@ -431,5 +433,7 @@ fn table_route(plan: &RoutingPlan, mark: u32, mask: u32, v6: bool) -> Option<Rou
 /// The source the far end sees for a connection that leaves by `dev` through the main table.
 pub fn main_table_source(spec: &Spec, availability: &Availability, dev: &str, v6: bool) -> Source {
     let rs = ruleset::compile_with(spec, availability);
-    Source::Nat(walk::source_nat(&rs, dev, v6))
+    Source::Nat {
+        nat: walk::source_nat(&rs, dev, v6),
+    }
 }

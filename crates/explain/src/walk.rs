@@ -142,6 +142,7 @@ pub fn walk(rs: &Ruleset, chain: &str, packet: &Packet) -> Vec<Branch> {
         let index = *r;
         *r += 1;
         if !rule.matches.iter().all(|m| matches(rs, m, packet, &mut s)) {
+            todo.push(s);
             continue;
         }
         s.branch.steps.push(Step {
