@@ -449,3 +449,33 @@ fn simulate_live_and_metrics_follow_a_failover() {
         );
     }
 }
+
+/// source-hash: explain computes the kernel's jhash of a known source, so it names the one
+/// member each host gets; every host's connection lands there.
+#[test]
+fn explain_names_the_member_a_source_hash_gives_each_host() {
+    let mut topo = Topology::new(2);
+    let spec = r#"{ "gateways": [
+        { "name": "isp1", "interface": "ppp0", "mark": 1, "address": "100.0.1.1", "via": "100.0.1.254", "route_table": 101 },
+        { "name": "isp2", "interface": "ppp1", "mark": 2, "address": "100.0.2.1", "via": "100.0.2.254", "route_table": 102 } ],
+      "balance": { "method": "source-hash", "forward": [ { "iif": "eth0", "protocol": "tcp" } ] } }"#;
+    topo.apply(spec);
+    let file = TempFile::new("hash", spec);
+    topo.serve(Which::Server, &format!("{SERVER}:80"), false);
+    let to = format!("{SERVER}:80");
+    let mut chosen = BTreeSet::new();
+    for host in lan_hosts() {
+        let h = host.to_string();
+        let e = explain(&topo, &file, &["--iif", "eth0", "--from", &h, "--to", &to]);
+        assert_eq!(e["decision"]["method"], "source-hash", "{e:#}");
+        let member = e["decision"]["chosen"].as_str().unwrap().to_string();
+        let expected = source(outcome(&e, Some(&member)));
+        assert_eq!(
+            seen(&topo, Which::Lan, &to, Some(&h)),
+            expected,
+            "{h}: {e:#}"
+        );
+        chosen.insert(member);
+    }
+    assert_eq!(chosen.len(), 2, "ten hosts on one member: {chosen:?}");
+}

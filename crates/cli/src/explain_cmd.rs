@@ -225,8 +225,15 @@ fn decision_text(d: &Decision) -> String {
         }
         Decision::NotSelected => "no selector matches: not balanced, main table".into(),
         Decision::Gateway { gateway } => format!("through {gateway}"),
-        Decision::Split { method, members } => {
-            format!("{method} split over {}", members.join(", "))
+        Decision::Split {
+            method,
+            members,
+            chosen,
+        } => {
+            let this = chosen
+                .as_ref()
+                .map_or_else(String::new, |c| format!("; this source's hash picks {c}"));
+            format!("{method} split over {}{this}", members.join(", "))
         }
         Decision::LastResortMainTable => {
             "no member usable: last resort main-table, not balanced".into()

@@ -4,6 +4,7 @@
 //! (`ruleset::policy`), routes come from routing's plan. Live facts (which gateways are in
 //! force, conntrack entries, the kernel's route) are gathered by the caller.
 
+mod jhash;
 pub mod simulate;
 pub mod walk;
 
@@ -68,10 +69,12 @@ pub enum Decision {
     NotSelected,
     /// One gateway takes it (a pin, or a tier with one member).
     Gateway { gateway: String },
-    /// Split over these members by `method`; each outcome is one member.
+    /// Split over these members by `method`; each outcome is one member. `chosen`: the
+    /// member a `source-hash` split gives this source, when the source is known.
     Split {
         method: String,
         members: Vec<String>,
+        chosen: Option<String>,
     },
     /// The policy has no usable member and its last resort is the main table.
     LastResortMainTable,
@@ -206,7 +209,20 @@ pub fn explain(spec: &Spec, availability: &Availability, q: &Query) -> Explanati
         .iter()
         .map(|b| outcome(spec, &rs, &plan, q, b))
         .collect();
-    let decision = decision(spec, q, &branches, &outcomes);
+    let mut decision = decision(spec, q, &branches, &outcomes);
+    if let (
+        Decision::Split {
+            members, chosen, ..
+        },
+        Some(p),
+    ) = (&mut decision, &policy)
+    {
+        // The split's members are the policy's in use; a known source's hash picks one.
+        if let [only] = members.as_slice() {
+            *chosen = Some(only.clone());
+        }
+        *members = p.members.iter().map(|m| m.gateway.clone()).collect();
+    }
     if branches.iter().any(|b| b.sticky) {
         notes.push(
             "sticky: a source with a recent connection keeps that connection's uplink; this \
@@ -357,6 +373,7 @@ fn decision(spec: &Spec, q: &Query, branches: &[Branch], outcomes: &[Outcome]) -
             }
             .into(),
             members: gateways,
+            chosen: None,
         },
     }
 }
@@ -435,5 +452,168 @@ pub fn main_table_source(spec: &Spec, availability: &Availability, dev: &str, v6
     let rs = ruleset::compile_with(spec, availability);
     Source::Nat {
         nat: walk::source_nat(&rs, dev, v6),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(name: &str) -> Spec {
+        let path = format!(
+            "{}/../../fixtures/specs/{name}.json",
+            env!("CARGO_MANIFEST_DIR")
+        );
+        Spec::from_json(&std::fs::read_to_string(path).unwrap()).unwrap()
+    }
+
+    fn forward(iif: &str, from: Option<&str>, to: &str, port: u16, protocol: Protocol) -> Query {
+        Query {
+            to: to.parse().unwrap(),
+            port: Some(port),
+            from: from.map(|f| f.parse().unwrap()),
+            protocol,
+            origin: Origin::Interface(iif.into()),
+        }
+    }
+
+    fn down(names: &[&str]) -> Availability {
+        Availability::without(names.iter().map(|n| n.to_string()).collect())
+    }
+
+    fn gateways(e: &Explanation) -> Vec<(Option<&str>, f64, u32)> {
+        (e.outcomes.iter())
+            .map(|o| (o.gateway.as_deref(), o.percent, o.mark))
+            .collect()
+    }
+
+    #[test]
+    fn a_balanced_connection_takes_part_in_the_split() {
+        let s = spec("seed");
+        let q = forward(
+            "eth0",
+            Some("192.168.1.10"),
+            "198.51.100.10",
+            80,
+            Protocol::Tcp,
+        );
+        let e = explain(&s, &Availability::default(), &q);
+        assert_eq!(e.selector.as_deref(), Some("balance.forward[0]"));
+        assert_eq!(
+            gateways(&e),
+            [(Some("isp1"), 50.0, 1), (Some("isp2"), 50.0, 2)]
+        );
+        let nat: Vec<String> = (e.outcomes.iter())
+            .map(|o| match &o.source {
+                Source::Nat {
+                    nat: Nat::To { address },
+                } => address.to_string(),
+                other => panic!("{other:?}"),
+            })
+            .collect();
+        assert_eq!(nat, ["100.0.1.1", "100.0.2.1"]);
+        assert_eq!(
+            e.outcomes[1].route,
+            Route::Table {
+                rule_priority: 1002,
+                table: 102,
+                via: Some("100.0.2.254".parse().unwrap()),
+                dev: "ppp1".into()
+            }
+        );
+    }
+
+    #[test]
+    fn each_kind_of_connection_gets_its_decision() {
+        let s = spec("seed");
+        let all = Availability::default();
+        let tcp = |iif, to, port| forward(iif, None, to, port, Protocol::Tcp);
+        let d = |q: &Query, a: &Availability| explain(&s, a, q).decision;
+        assert_eq!(
+            d(&tcp("eth0", "10.1.2.3", 443), &all),
+            Decision::Excluded {
+                prefix: "10.0.0.0/8".into()
+            }
+        );
+        assert_eq!(
+            d(&tcp("ppp1", "100.0.2.1", 8000), &all),
+            Decision::Inbound {
+                gateway: "isp2".into()
+            }
+        );
+        assert_eq!(
+            d(&tcp("eth0", "198.51.100.10", 8080), &all),
+            Decision::NotSelected
+        );
+        assert_eq!(
+            d(&tcp("eth0", "198.51.100.10", 80), &down(&["isp1"])),
+            Decision::Gateway {
+                gateway: "isp2".into()
+            }
+        );
+        let local = Query {
+            origin: Origin::Local,
+            ..tcp("eth0", "198.51.100.10", 80)
+        };
+        assert_eq!(
+            explain(&s, &all, &local).selector.as_deref(),
+            Some("balance.local[0]")
+        );
+    }
+
+    #[test]
+    fn policies_show_their_tier_and_last_resort() {
+        let s = spec("policies-last-resort");
+        let voip = forward("eth0", None, "198.51.100.10", 5060, Protocol::Udp);
+        let e = explain(&s, &down(&["dsl"]), &voip);
+        let p = e.policy.clone().unwrap();
+        assert_eq!((p.name.as_str(), p.tier), ("voip", Some(2)));
+        assert_eq!(gateways(&e), [(Some("fibre"), 100.0, 1)]);
+        let e = explain(&s, &down(&["dsl", "fibre"]), &voip);
+        assert_eq!(e.decision, Decision::Refused);
+        // web: source-hash over fibre 3 and dsl 1; a known source gets one member.
+        let web = forward(
+            "eth0",
+            Some("192.168.1.10"),
+            "198.51.100.10",
+            443,
+            Protocol::Tcp,
+        );
+        let e = explain(&s, &Availability::default(), &web);
+        match &e.decision {
+            Decision::Split {
+                method,
+                members,
+                chosen,
+            } => {
+                assert_eq!(method, "source-hash");
+                assert_eq!(members, &["fibre", "dsl"]);
+                assert!(chosen.is_some());
+            }
+            other => panic!("{other:?}"),
+        }
+        let e = explain(&s, &down(&["fibre", "dsl", "lte"]), &web);
+        assert_eq!(e.decision, Decision::LastResortMainTable);
+    }
+
+    #[test]
+    fn a_narrow_mark_mask_marks_inside_it() {
+        let s = spec("mark-mask");
+        let g = &s.gateways[0];
+        let q = Query {
+            to: "198.51.100.10".parse().unwrap(),
+            port: None,
+            from: None,
+            protocol: Protocol::Tcp,
+            origin: Origin::Interface(g.interface.clone()),
+        };
+        let e = explain(&s, &Availability::default(), &q);
+        assert_eq!(
+            e.decision,
+            Decision::Inbound {
+                gateway: g.name.clone()
+            }
+        );
+        assert_eq!(e.outcomes[0].mark, g.mark);
     }
 }

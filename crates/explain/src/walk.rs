@@ -160,7 +160,9 @@ pub fn walk(rs: &Ruleset, chain: &str, packet: &Packet) -> Vec<Branch> {
 
 /// What a matching rule says about the connection, beyond its effect.
 fn note_rule(rule: &Rule, b: &mut Branch) {
-    if rule.selector.is_some() {
+    // The first selector that matches decides: later ones find the connection marked (or
+    // excluded) and return.
+    if b.selector.is_none() {
         b.selector = rule.selector;
     }
     let is_return = rule.stmts.last() == Some(&Stmt::Verdict(Verdict::Return));
@@ -194,7 +196,7 @@ fn run_statements(rs: &Ruleset, rule: &Rule, from: usize, p: &Packet, mut s: Sta
                     }
                     set_mark(target, n, &mut s)
                 }
-                Eval::Known(_) | Eval::Absent => return vec![s],
+                Eval::Known(_) | Eval::Absent => return vec![missed(s, i)],
                 Eval::Split(kind, values) => {
                     return fork(kind, values, &mut s, |v, st| match v {
                         Val::Num(n) => {
@@ -225,7 +227,7 @@ fn run_statements(rs: &Ruleset, rule: &Rule, from: usize, p: &Packet, mut s: Sta
                         s.branch.inbound |= is_ingress(map);
                         return verdict(rs, &v, s);
                     }
-                    _ => return vec![s],
+                    _ => return vec![missed(s, i)],
                 }
             }
             Stmt::SetUpdate { .. } | Stmt::Counter => {}
@@ -241,6 +243,15 @@ fn run_statements(rs: &Ruleset, rule: &Rule, from: usize, p: &Packet, mut s: Sta
         }
     }
     vec![s]
+}
+
+/// A map lookup that found nothing stops its rule (nft's NFT_BREAK). When that was the
+/// rule's first statement, the rule did nothing and leaves the list of rules that acted.
+fn missed(mut s: State, statement: usize) -> State {
+    if statement == 0 {
+        s.branch.steps.pop();
+    }
+    s
 }
 
 /// One state per value of a split, each with its share.
@@ -434,10 +445,24 @@ fn split_keys(key: &Expr, p: &Packet) -> Option<(SplitKind, Vec<(Val, f64)>)> {
             *modulus,
         ),
         Expr::Jhash {
-            field: f, modulus, ..
+            field: f,
+            modulus,
+            seed,
         } => {
             // A hash of the source of another family never runs for this packet.
-            field(*f, p)?;
+            let v6 = matches!(f, Field::Ip6Saddr | Field::Ip6Daddr);
+            if v6 != p.v6() {
+                return None;
+            }
+            if let Some(Val::Addr(a)) = field(*f, p) {
+                // A known source: the one bucket the kernel computes.
+                let bytes = match a {
+                    IpAddr::V4(a) => a.octets().to_vec(),
+                    IpAddr::V6(a) => a.octets().to_vec(),
+                };
+                let k = crate::jhash::bucket(&bytes, *seed, *modulus);
+                return Some((SplitKind::SourceHash, vec![(Val::Num(k), 1.0)]));
+            }
             (SplitKind::SourceHash, *modulus)
         }
         _ => return None,
