@@ -213,3 +213,72 @@ fn table(f: &Families, s: &Status) {
         .set(clamp(c.max));
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use nftbalance_engine::inspect::{GatewayStatus, LastApply, MemberShare, PolicyStatus};
+
+    fn status() -> Status {
+        let gw = |name: &str, state: &str, rtt_ms| GatewayStatus {
+            name: name.into(),
+            interface: format!("{name}0"),
+            state: state.into(),
+            available: Some(state != "down"),
+            weight: 1,
+            packets: 10,
+            bytes: 1500,
+            new_connections: 3,
+            live_connections: 2,
+            new_connection_share: 50.0,
+            byte_share: 50.0,
+            loss_percent: Some(20),
+            rtt_ms,
+            transitions: Some(1),
+            probe_rounds: Some(7),
+        };
+        Status {
+            table: "nftbalance".into(),
+            family: "inet".into(),
+            applied: true,
+            state_source: "watch".into(),
+            pending: None,
+            gateways: vec![gw("fibre", "up", Some(12)), gw("lte", "down", None)],
+            policies: vec![PolicyStatus {
+                name: "(default)".into(),
+                tier: Some(1),
+                members: vec![MemberShare {
+                    gateway: "fibre".into(),
+                    share: 100.0,
+                }],
+                last_resort: None,
+            }],
+            conntrack: None,
+            last_apply: Some(LastApply {
+                at: 1_700_000_000,
+                duration_ms: Some(25),
+                ok: true,
+            }),
+        }
+    }
+
+    #[test]
+    fn names_units_and_values_follow_the_conventions() {
+        let text = render(&status());
+        for line in [
+            "# TYPE nftbalance_gateway_bytes_total counter",
+            "nftbalance_gateway_up{gateway=\"lte\",interface=\"lte0\"} 0",
+            "nftbalance_gateway_up{gateway=\"fibre\",interface=\"fibre0\"} 1",
+            "nftbalance_gateway_rtt_seconds{gateway=\"fibre\",interface=\"fibre0\"} 0.012",
+            "nftbalance_gateway_loss_ratio{gateway=\"fibre\",interface=\"fibre0\"} 0.2",
+            "nftbalance_gateway_probe_rounds_total{gateway=\"lte\",interface=\"lte0\"} 7",
+            "nftbalance_policy_active_tier{policy=\"(default)\"} 1",
+            "nftbalance_policy_member_share_ratio{gateway=\"fibre\",policy=\"(default)\"} 1",
+            "nftbalance_last_apply_duration_seconds{family=\"inet\",table=\"nftbalance\"} 0.025",
+        ] {
+            assert!(text.lines().any(|l| l == line), "{line} missing:\n{text}");
+        }
+        // No RTT without answered rounds.
+        assert!(!text.contains("nftbalance_gateway_rtt_seconds{gateway=\"lte\""));
+    }
+}
