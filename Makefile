@@ -10,7 +10,8 @@ export PATH := /usr/local/sbin:/usr/sbin:/sbin:$(HOME)/.cargo/bin:$(PATH)
 # libnftnl-dev, libmnl-dev, pkg-config: the netlink write path links libnftnl.
 # strace: one test compares our netlink messages with the ones nft sends.
 # flock (util-linux): a test holds a table's lock as another nftbalance would.
-APT_PACKAGES := nftables iptables iproute2 libnftnl-dev libmnl-dev pkg-config strace util-linux
+# prometheus (promtool) and curl: the metrics tests check the exposition and scrape the endpoint.
+APT_PACKAGES := nftables iptables iproute2 libnftnl-dev libmnl-dev pkg-config strace util-linux prometheus curl
 
 .PHONY: all deps bench-deps build demo test lint bless bench stress fuzz clean
 
