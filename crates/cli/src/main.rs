@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::Context;
-use clap::{Parser, Subcommand, ValueEnum};
+use clap::{CommandFactory, Parser, Subcommand, ValueEnum};
 use nftbalance_engine::{self as engine, BackendKind, Say};
 use nftbalance_legacy as legacy;
 use nftbalance_routing as routing;
@@ -121,6 +121,20 @@ enum Command {
     },
     /// Read legacy iptables rules and print the balancer they implement as a spec, or as nft.
     Translate(translate_cmd::TranslateArgs),
+    /// Print the JSON Schema of the spec, for editors to check and complete spec files.
+    ///
+    /// The schema (JSON Schema draft 2020-12) says every field, its type, its default and
+    /// what it means. It checks each value on its own; what depends on other values (unique
+    /// marks, known gateway names, a mark inside mark_mask) only nftbalance checks, so run
+    /// `nftbalance dump SPEC` before `apply`. A spec may name the schema in a "$schema" key,
+    /// which nftbalance ignores.
+    Schema,
+    /// Write the man pages, shell completions and schema the package ships into DIR.
+    #[command(hide = true)]
+    PackageFiles {
+        /// Where to write them (created if missing).
+        dir: PathBuf,
+    },
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -146,6 +160,7 @@ pub(crate) enum Backend {
     IptablesLegacy,
 }
 
+mod package_files;
 mod privilege;
 
 // diff and apply at 100k rules build and free millions of small attribute buffers: glibc's
@@ -247,6 +262,16 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             }
         }
         Command::Translate(args) => return translate_cmd::run(&args),
+        Command::Schema => {
+            let mut text = serde_json::to_string_pretty(&nftbalance_spec::json_schema())?;
+            text.push('\n');
+            write_stdout(&text)?;
+        }
+        Command::PackageFiles { dir } => {
+            for path in package_files::write(Cli::command(), &dir)? {
+                println!("{}", path.display());
+            }
+        }
         Command::Recover => {
             privilege::require_net_admin("recover")?;
             let lines = engine::apply::recover(&SAY)?;
