@@ -143,6 +143,16 @@ impl<'v> Obj<'v> {
     }
 }
 
+/// The keys an unknown one may have meant: `$schema` is for editors, not a likely typo's target.
+fn shown_keys(known: &[&str]) -> String {
+    let keys: Vec<&str> = known
+        .iter()
+        .copied()
+        .filter(|k| !k.starts_with('$'))
+        .collect();
+    keys.join(", ")
+}
+
 fn join(path: &str, key: &str) -> String {
     if path.is_empty() {
         key.to_string()
@@ -200,7 +210,7 @@ impl Cx {
             if !known.contains(&key.as_str()) {
                 self.err(
                     join(path, &quote_key(key)),
-                    format!("unknown field; expected one of: {}", known.join(", ")),
+                    format!("unknown field; expected one of: {}", shown_keys(known)),
                 );
             }
         }

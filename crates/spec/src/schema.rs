@@ -32,6 +32,17 @@ pub fn json_schema() -> Value {
         .into_root_schema_for::<SpecJson>();
     let mut value = schema.to_value();
     forbid_null(&mut value);
+    // What the file is comes first for a reader: `$schema`, title, description.
+    if let Value::Object(map) = &mut value {
+        let mut ordered = serde_json::Map::new();
+        for key in ["$schema", "title", "description"] {
+            if let Some(v) = map.remove(key) {
+                ordered.insert(key.into(), v);
+            }
+        }
+        ordered.append(map);
+        *map = ordered;
+    }
     value
 }
 
