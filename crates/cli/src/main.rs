@@ -12,9 +12,14 @@ use nftbalance_routing as routing;
 use nftbalance_ruleset as ruleset;
 use nftbalance_spec::Spec;
 
-/// Spread new outgoing connections of a multi-uplink router across its uplinks, keep every
-/// connection on the uplink it started on, and answer inbound connections through the uplink
-/// they arrived on, natively on nftables, from one JSON spec.
+/// Multi-uplink load balancing for Linux routers, on nftables.
+///
+/// nftbalance spreads the new outgoing connections of a router with several uplinks across
+/// them, keeps every connection on the uplink it started on, answers inbound connections
+/// through the uplink they arrived on, and moves new connections off an uplink that fails its
+/// health checks. One JSON spec describes it all (`nftbalance schema` prints its JSON
+/// Schema): `dump` shows the ruleset it compiles to, `apply` puts it into the kernel, `watch`
+/// checks the uplinks and fails over, `status` shows how traffic is spread.
 #[derive(Debug, Parser)]
 #[command(name = "nftbalance", version, max_term_width = 100)]
 struct Cli {
@@ -44,7 +49,7 @@ enum Command {
         #[arg(long, value_enum, default_value_t = Backend::Nftables)]
         backend: Backend,
     },
-    /// Compare the live table with the spec's ruleset and print every difference.
+    /// Compare the live table and policy routing with the spec's and print every difference.
     ///
     /// Exit status 0 when they are the same, 1 when they differ (or the table is missing),
     /// 2 on error. Elements of sets filled from the packet path (sticky) are state, not
@@ -81,6 +86,7 @@ enum Command {
     /// States come from the running `watch` (its state file), or else from one probe round
     /// now. Traffic and new connections are the ruleset's per-gateway counters (since the
     /// last full apply); live connections are conntrack entries with the gateway's mark.
+    /// Needs CAP_NET_ADMIN (root).
     Status {
         /// The spec file (JSON).
         spec: PathBuf,
@@ -91,7 +97,11 @@ enum Command {
         #[arg(long)]
         state_file: Option<PathBuf>,
     },
-    /// Remove everything nftbalance owns for this spec (its table). Running it twice is fine.
+    /// Remove the spec's table and the policy routing apply put in for it.
+    ///
+    /// The rules go first, so nothing is marked for routing that is gone; then the ip rules
+    /// and per-uplink routes, unless another table's rules are in force and the routing is
+    /// theirs (flush says so). Running it twice is fine. Needs CAP_NET_ADMIN (root).
     Flush {
         /// The spec file (JSON); `-` reads standard input.
         spec: PathBuf,
@@ -115,11 +125,10 @@ enum Command {
     Dump {
         /// The spec file (JSON); `-` reads standard input.
         spec: PathBuf,
-        /// Output format.
+        /// What to print.
         #[arg(long, short, value_enum, default_value_t = DumpFormat::Nft)]
         format: DumpFormat,
     },
-    /// Read legacy iptables rules and print the balancer they implement as a spec, or as nft.
     Translate(translate_cmd::TranslateArgs),
     /// Print the JSON Schema of the spec, for editors to check and complete spec files.
     ///

@@ -12,6 +12,36 @@ use clap_complete::Shell;
 /// Man pages go in section 8: nftbalance changes the system's firewall and routing.
 const MAN_SECTION: &str = "8";
 
+/// What nftbalance(8) says beyond the command line (roff, after clap's sections).
+const MAIN_PAGE_END: &str = r#".SH "EXIT STATUS"
+0 when the command did what it was asked; 1 when a check found a difference
+(\fBdiff\fR); 2 on an error (bad input, a kernel refusal), with nothing applied.
+.SH FILES
+.TP
+.I /etc/nftbalance/spec.json
+The spec the packaged services use. Examples are in
+.IR /usr/share/doc/nftbalance/examples/ .
+.TP
+.I /usr/share/nftbalance/spec.schema.json
+The spec's JSON Schema, for editors (the output of \fBnftbalance schema\fR).
+.TP
+.I /run/nftbalance/
+The journal of an apply under way and the state file of \fBwatch\fR.
+.TP
+.I /usr/lib/systemd/system/nftbalance.service
+Applies the spec at boot; \fInftbalance\-watch.service\fR runs \fBwatch\fR.
+Neither is enabled when the package is installed.
+.SH ENVIRONMENT
+.TP
+.B RUST_LOG
+How much is logged to standard error: warn (the default), info or debug.
+.SH "SEE ALSO"
+.BR nft (8),
+.BR ip\-rule (8),
+.BR conntrack (8),
+.BR systemctl (1)
+"#;
+
 /// Writes `man/*.8`, `completions/{bash,zsh,fish}/...` and `nftbalance.schema.json` under
 /// `dir`; returns the files written.
 pub fn write(cmd: Command, dir: &Path) -> anyhow::Result<Vec<PathBuf>> {
@@ -47,6 +77,11 @@ fn man_pages(cmd: &Command, dir: &Path, written: &mut Vec<PathBuf>) -> anyhow::R
         .source(format!("nftbalance {}", env!("CARGO_PKG_VERSION")));
     let mut text = Vec::new();
     man.render(&mut text)?;
+    text.extend_from_slice(if cmd.get_name() == "nftbalance" {
+        MAIN_PAGE_END.as_bytes()
+    } else {
+        b".SH \"SEE ALSO\"\n.BR nftbalance (8)\n"
+    });
     write_file(&dir.join(man.get_filename()), &text, written)?;
     for sub in cmd.get_subcommands().filter(|s| !s.is_hide_set()) {
         man_pages(sub, dir, written)?;
