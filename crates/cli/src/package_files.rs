@@ -49,13 +49,14 @@ pub fn write(cmd: Command, dir: &Path) -> anyhow::Result<Vec<PathBuf>> {
     cmd.build();
     let mut written = Vec::new();
     man_pages(&cmd, &dir.join("man"), &mut written)?;
+    let mut visible = without_hidden(&cmd);
     for (shell, file) in [
         (Shell::Bash, "bash/nftbalance"),
         (Shell::Zsh, "zsh/_nftbalance"),
         (Shell::Fish, "fish/nftbalance.fish"),
     ] {
         let mut text = Vec::new();
-        clap_complete::generate(shell, &mut cmd.clone(), "nftbalance", &mut text);
+        clap_complete::generate(shell, &mut visible, "nftbalance", &mut text);
         write_file(&dir.join("completions").join(file), &text, &mut written)?;
     }
     let mut schema = serde_json::to_string_pretty(&nftbalance_spec::json_schema())?;
@@ -87,6 +88,15 @@ fn man_pages(cmd: &Command, dir: &Path, written: &mut Vec<PathBuf>) -> anyhow::R
         man_pages(sub, dir, written)?;
     }
     Ok(())
+}
+
+/// The command without its hidden subcommands, which clap_complete would offer (the top level
+/// has no arguments of its own beyond --help and --version).
+fn without_hidden(cmd: &Command) -> Command {
+    Command::new("nftbalance")
+        .version(env!("CARGO_PKG_VERSION"))
+        .disable_help_subcommand(true)
+        .subcommands(cmd.get_subcommands().filter(|s| !s.is_hide_set()).cloned())
 }
 
 fn write_file(path: &Path, bytes: &[u8], written: &mut Vec<PathBuf>) -> anyhow::Result<()> {

@@ -102,10 +102,19 @@ fn package_holds_the_binary_man_pages_completions_units_and_examples() {
         .filter(|c| *c != "help")
         .collect();
     assert!(subcommands.len() >= 9, "{help}");
-    for sub in subcommands {
+    let bash = std::fs::read_to_string(b.root.join(EXPECTED[2])).unwrap();
+    for sub in &subcommands {
         let page = format!("usr/share/man/man8/nftbalance-{sub}.8.gz");
         assert!(files.contains(&page.as_str()), "no {page} in:\n{listing}");
+        assert!(
+            bash.contains(&format!(" {sub}")),
+            "bash does not complete {sub}"
+        );
     }
+    assert!(
+        !bash.contains("package-files"),
+        "a hidden command is completed"
+    );
     let conffiles = b.dir.join("control");
     run(Command::new("dpkg-deb")
         .arg("-e")

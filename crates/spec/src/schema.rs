@@ -300,21 +300,6 @@ fn hex<S: serde::Serializer>(v: &u32, s: S) -> Result<S::Ok, S::Error> {
     s.serialize_str(&format!("{v:#x}"))
 }
 
-impl JsonSchema for Bits {
-    fn inline_schema() -> bool {
-        true
-    }
-    fn schema_name() -> Cow<'static, str> {
-        "Bits".into()
-    }
-    fn json_schema(_: &mut SchemaGenerator) -> Schema {
-        json_schema!({ "anyOf": [
-            { "type": "integer", "minimum": 0, "maximum": u32::MAX },
-            { "type": "string", "pattern": U32_TEXT },
-        ] })
-    }
-}
-
 /// A number from MIN to MAX (also accepted as a decimal string, like every number).
 #[derive(Serialize)]
 struct Count<const MIN: u32, const MAX: u32>(u32);
@@ -345,82 +330,51 @@ impl<const MIN: u32, const MAX: u32> JsonSchema for Count<MIN, MAX> {
 #[derive(Serialize)]
 struct Duration(String);
 
-impl JsonSchema for Duration {
-    fn inline_schema() -> bool {
-        true
-    }
-    fn schema_name() -> Cow<'static, str> {
-        "Duration".into()
-    }
-    fn json_schema(_: &mut SchemaGenerator) -> Schema {
-        json_schema!({ "type": "string", "pattern": DURATION })
-    }
-}
-
 /// A port: a number, or "FIRST-LAST".
 struct Port;
-
-impl JsonSchema for Port {
-    fn inline_schema() -> bool {
-        true
-    }
-    fn schema_name() -> Cow<'static, str> {
-        "Port".into()
-    }
-    fn json_schema(_: &mut SchemaGenerator) -> Schema {
-        json_schema!({ "anyOf": [
-            { "type": "integer", "minimum": 1, "maximum": u16::MAX },
-            { "type": "string", "pattern": PORT_TEXT },
-        ] })
-    }
-}
 
 /// An address or prefix ("10.0.0.0/8", "fc00::/7"), or a list of them.
 struct Prefixes;
 
-impl JsonSchema for Prefixes {
-    fn inline_schema() -> bool {
-        true
-    }
-    fn schema_name() -> Cow<'static, str> {
-        "Prefixes".into()
-    }
-    fn json_schema(_: &mut SchemaGenerator) -> Schema {
-        json_schema!({ "anyOf": [
-            { "type": "string" },
-            { "type": "array", "items": { "type": "string" } },
-        ] })
-    }
-}
-
 /// An IPv4 address.
 struct Ipv4Text;
-
-impl JsonSchema for Ipv4Text {
-    fn inline_schema() -> bool {
-        true
-    }
-    fn schema_name() -> Cow<'static, str> {
-        "Ipv4Text".into()
-    }
-    fn json_schema(_: &mut SchemaGenerator) -> Schema {
-        json_schema!({ "type": "string", "format": "ipv4" })
-    }
-}
 
 /// An IPv6 address.
 struct Ipv6Text;
 
-impl JsonSchema for Ipv6Text {
-    fn inline_schema() -> bool {
-        true
-    }
-    fn schema_name() -> Cow<'static, str> {
-        "Ipv6Text".into()
-    }
-    fn json_schema(_: &mut SchemaGenerator) -> Schema {
-        json_schema!({ "type": "string", "format": "ipv6" })
-    }
+/// Value types written in place (no `$defs` entry): type => its schema.
+macro_rules! inline_schemas {
+    ($($ty:ident => $schema:tt,)*) => {$(
+        impl JsonSchema for $ty {
+            fn inline_schema() -> bool {
+                true
+            }
+            fn schema_name() -> Cow<'static, str> {
+                stringify!($ty).into()
+            }
+            fn json_schema(_: &mut SchemaGenerator) -> Schema {
+                json_schema!($schema)
+            }
+        }
+    )*};
+}
+
+inline_schemas! {
+    Bits => { "anyOf": [
+        { "type": "integer", "minimum": 0, "maximum": u32::MAX },
+        { "type": "string", "pattern": U32_TEXT },
+    ] },
+    Duration => { "type": "string", "pattern": DURATION },
+    Port => { "anyOf": [
+        { "type": "integer", "minimum": 1, "maximum": u16::MAX },
+        { "type": "string", "pattern": PORT_TEXT },
+    ] },
+    Prefixes => { "anyOf": [
+        { "type": "string" },
+        { "type": "array", "items": { "type": "string" } },
+    ] },
+    Ipv4Text => { "type": "string", "format": "ipv4" },
+    Ipv6Text => { "type": "string", "format": "ipv6" },
 }
 
 fn default_table() -> String {
