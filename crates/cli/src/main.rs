@@ -5,16 +5,21 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::Context;
-use clap::{Parser, Subcommand, ValueEnum};
+use clap::{CommandFactory, Parser, Subcommand, ValueEnum};
 use nftbalance_engine::{self as engine, BackendKind, Say};
 use nftbalance_legacy as legacy;
 use nftbalance_routing as routing;
 use nftbalance_ruleset as ruleset;
 use nftbalance_spec::Spec;
 
-/// Spread new outgoing connections of a multi-uplink router across its uplinks, keep every
-/// connection on the uplink it started on, and answer inbound connections through the uplink
-/// they arrived on, natively on nftables, from one JSON spec.
+/// Multi-uplink load balancing for Linux routers, on nftables.
+///
+/// nftbalance spreads the new outgoing connections of a router with several uplinks across
+/// them, keeps every connection on the uplink it started on, answers inbound connections
+/// through the uplink they arrived on, and moves new connections off an uplink that fails its
+/// health checks. One JSON spec describes it all (`nftbalance schema` prints its JSON
+/// Schema): `dump` shows the ruleset it compiles to, `apply` puts it into the kernel, `watch`
+/// checks the uplinks and fails over, `status` shows how traffic is spread.
 #[derive(Debug, Parser)]
 #[command(name = "nftbalance", version, max_term_width = 100)]
 struct Cli {
@@ -44,7 +49,7 @@ enum Command {
         #[arg(long, value_enum, default_value_t = Backend::Nftables)]
         backend: Backend,
     },
-    /// Compare the live table with the spec's ruleset and print every difference.
+    /// Compare the live table and policy routing with the spec's and print every difference.
     ///
     /// Exit status 0 when they are the same, 1 when they differ (or the table is missing),
     /// 2 on error. Elements of sets filled from the packet path (sticky) are state, not
@@ -85,6 +90,7 @@ enum Command {
     /// States come from the running `watch` (its state file), or else from one probe round
     /// now. Traffic and new connections are the ruleset's per-gateway counters (since the
     /// last full apply); live connections are conntrack entries with the gateway's mark.
+    /// Needs CAP_NET_ADMIN (root).
     Status {
         /// The spec file (JSON).
         spec: PathBuf,
@@ -99,7 +105,11 @@ enum Command {
         #[arg(long)]
         state_file: Option<PathBuf>,
     },
-    /// Remove everything nftbalance owns for this spec (its table). Running it twice is fine.
+    /// Remove the spec's table and the policy routing apply put in for it.
+    ///
+    /// The rules go first, so nothing is marked for routing that is gone; then the ip rules
+    /// and per-uplink routes, unless another table's rules are in force and the routing is
+    /// theirs (flush says so). Running it twice is fine. Needs CAP_NET_ADMIN (root).
     Flush {
         /// The spec file (JSON); `-` reads standard input.
         spec: PathBuf,
@@ -123,7 +133,7 @@ enum Command {
     Dump {
         /// The spec file (JSON); `-` reads standard input.
         spec: PathBuf,
-        /// Output format.
+        /// What to print.
         #[arg(long, short, value_enum, default_value_t = DumpFormat::Nft)]
         format: DumpFormat,
     },
@@ -158,6 +168,20 @@ enum Command {
     /// Nothing changes. Counting connections needs CAP_NET_ADMIN; without it only the shares
     /// are shown.
     Simulate(explain_cmd::SimulateArgs),
+    /// Print the JSON Schema of the spec, for editors to check and complete spec files.
+    ///
+    /// The schema (JSON Schema draft 2020-12) says every field, its type, its default and
+    /// what it means. It checks each value on its own; what depends on other values (unique
+    /// marks, known gateway names, a mark inside mark_mask) only nftbalance checks, so run
+    /// `nftbalance dump SPEC` before `apply`. A spec may name the schema in a "$schema" key,
+    /// which nftbalance ignores.
+    Schema,
+    /// Write the man pages, shell completions and schema the package ships into DIR.
+    #[command(hide = true)]
+    PackageFiles {
+        /// Where to write them (created if missing).
+        dir: PathBuf,
+    },
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -183,6 +207,7 @@ pub(crate) enum Backend {
     IptablesLegacy,
 }
 
+mod package_files;
 mod privilege;
 
 // diff and apply at 100k rules build and free millions of small attribute buffers: glibc's
@@ -295,6 +320,16 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             }
         }
         Command::Translate(args) => return translate_cmd::run(&args),
+        Command::Schema => {
+            let mut text = serde_json::to_string_pretty(&nftbalance_spec::json_schema())?;
+            text.push('\n');
+            write_stdout(&text)?;
+        }
+        Command::PackageFiles { dir } => {
+            for path in package_files::write(Cli::command(), &dir)? {
+                println!("{}", path.display());
+            }
+        }
         Command::Recover => {
             privilege::require_net_admin("recover")?;
             let lines = engine::apply::recover(&SAY)?;
