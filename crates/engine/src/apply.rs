@@ -146,6 +146,11 @@ pub fn apply(spec: &Spec, source: &str, backend: BackendKind, say: &Say) -> anyh
     apply_locked(spec, source, backend, &files, say)
 }
 
+/// Milliseconds since `started`, for the applied record.
+fn millis_since(started: std::time::Instant) -> Option<u64> {
+    u64::try_from(started.elapsed().as_millis()).ok()
+}
+
 /// [`apply`] under a lock the caller holds.
 pub(crate) fn apply_locked(
     spec: &Spec,
@@ -154,6 +159,7 @@ pub(crate) fn apply_locked(
     files: &TableFiles,
     say: &Say,
 ) -> anyhow::Result<Done> {
+    let started = std::time::Instant::now();
     if let Some(other) = other_table(files, backend)? {
         anyhow::bail!(
             "{other} is applied in this network namespace already, and nftbalance's policy \
@@ -198,6 +204,7 @@ pub(crate) fn apply_locked(
     match result {
         Ok(outcome) => {
             failpoint("after-commit");
+            let took = millis_since(started);
             let counters_since = match &previous {
                 Some(p) if !outcome.counters_reset => p.counters_since,
                 _ => Some(state::now()),
@@ -205,6 +212,7 @@ pub(crate) fn apply_locked(
             let committed = Committed {
                 generation: outcome.generation,
                 counters_since,
+                duration_ms: took,
             };
             record_applied(files, backend, source, &availability, committed, say);
             let done = outcome.summary;
@@ -302,6 +310,8 @@ fn last_commit(record: &Applied) -> LastCommit {
 struct Committed {
     generation: Option<u32>,
     counters_since: Option<u64>,
+    /// How long the apply took.
+    duration_ms: Option<u64>,
 }
 
 /// The applied record a running watch follows. A failure to write it is a warning: the
@@ -322,6 +332,7 @@ fn record_applied(
         kept: availability.kept.clone(),
         netns_cookie: netns_cookie(),
         at: state::now(),
+        duration_ms: committed.duration_ms,
         pid: std::process::id(),
         generation: committed.generation,
         counters_since: committed.counters_since,

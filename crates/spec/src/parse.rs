@@ -81,9 +81,8 @@ impl Spec {
             }])
         })?;
         let mut cx = Cx {
-            errors: Vec::new(),
             lists: Some(lists),
-            lists_read: false,
+            ..Cx::default()
         };
         let spec = cx.spec(&value);
         let spec = match spec {
@@ -108,10 +107,10 @@ fn syntax_message(e: &serde_json::Error) -> String {
 }
 
 /// Names become parts of nft identifiers (chains, sets); keep them short and plain.
-const NAME_MAX: usize = 32;
+pub(crate) const NAME_MAX: usize = 32;
 /// Each gateway costs a routing table, ip rules and per-gateway objects; real routers have a
 /// handful of uplinks.
-const MAX_GATEWAYS: usize = 64;
+pub(crate) const MAX_GATEWAYS: usize = 64;
 /// Longest sticky timeout: 30 days.
 const STICKY_MAX_SECS: u64 = 30 * 86_400;
 /// Routing table ids the kernel reserves: unspec, default, main, local.
@@ -123,7 +122,7 @@ const RESERVED_TABLES: [(u32, &str); 4] = [
 ];
 
 /// Most policies a spec may name: each becomes chains and maps of its own.
-const MAX_POLICIES: usize = 64;
+pub(crate) const MAX_POLICIES: usize = 64;
 /// Percentages: loss thresholds.
 const MAX_PERCENT: u32 = 100;
 /// Most rounds a quality window may hold.
@@ -131,7 +130,7 @@ const MAX_WINDOW: u32 = 100;
 /// Longest hold-down: a day.
 const HOLD_DOWN_MAX_MS: u64 = 86_400_000;
 /// Most words of a hook command (the program and its arguments).
-const MAX_HOOK_WORDS: usize = 64;
+pub(crate) const MAX_HOOK_WORDS: usize = 64;
 
 #[derive(Default)]
 struct Cx<'l> {
@@ -140,6 +139,9 @@ struct Cx<'l> {
     lists: Option<&'l mut dyn ListSource>,
     /// Whether an `@` entry was read.
     lists_read: bool,
+    /// Set by [`objects_read`]: every object read goes into `read`.
+    record: bool,
+    read: Vec<ObjectRead>,
 }
 
 /// Errors reported from one list before the rest of it is skipped.
@@ -171,6 +173,27 @@ fn write_out_lists(value: &mut Value, spec: &Spec) {
     }
 }
 
+/// An object the parser read: its path and the keys it accepts there.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ObjectRead {
+    pub path: String,
+    pub accepted: &'static [&'static str],
+}
+
+/// Every object the parser reads in `text`, in order, with the keys each accepts: what the
+/// schema's tests compare with the schema. Empty when the text is not JSON.
+pub fn objects_read(text: &str) -> Vec<ObjectRead> {
+    let Ok(value) = serde_json::from_str::<Value>(text) else {
+        return Vec::new();
+    };
+    let mut cx = Cx {
+        record: true,
+        ..Cx::default()
+    };
+    cx.spec(&value);
+    cx.read
+}
+
 /// A JSON object being read: remembers which keys were used to report unknown ones.
 struct Obj<'v> {
     path: String,
@@ -183,6 +206,16 @@ impl<'v> Obj<'v> {
         debug_assert!(self.known.contains(&key));
         self.map.get(key).map(|v| (v, join(&self.path, key)))
     }
+}
+
+/// The keys an unknown one may have meant: `$schema` is for editors, not a likely typo's target.
+fn shown_keys(known: &[&str]) -> String {
+    let keys: Vec<&str> = known
+        .iter()
+        .copied()
+        .filter(|k| !k.starts_with('$'))
+        .collect();
+    keys.join(", ")
 }
 
 fn join(path: &str, key: &str) -> String {
@@ -232,11 +265,17 @@ impl Cx<'_> {
             self.err(path, format!("expected an object, found {}", describe(v)));
             return None;
         };
+        if self.record {
+            self.read.push(ObjectRead {
+                path: path.to_string(),
+                accepted: known,
+            });
+        }
         for key in map.keys() {
             if !known.contains(&key.as_str()) {
                 self.err(
                     join(path, &quote_key(key)),
-                    format!("unknown field; expected one of: {}", known.join(", ")),
+                    format!("unknown field; expected one of: {}", shown_keys(known)),
                 );
             }
         }
@@ -344,8 +383,13 @@ impl Cx<'_> {
                 "watch",
                 "policies",
                 "hooks",
+                // The schema an editor checks the file against; nftbalance ignores it.
+                "$schema",
             ],
         )?;
+        if let Some((v, p)) = obj.field("$schema") {
+            self.string(v, &p);
+        }
 
         let table = match obj.field("table") {
             Some((v, p)) => self
@@ -1612,7 +1656,7 @@ struct Thresholds {
 }
 
 /// Milliseconds as a duration a user would write: "1s", "250ms".
-fn show_ms(ms: u32) -> String {
+pub(crate) fn show_ms(ms: u32) -> String {
     if ms.is_multiple_of(1000) {
         format_duration(ms / 1000)
     } else {
