@@ -88,6 +88,7 @@ bench-deps: deps
 bench: bench-deps
 	$(CARGO) build --release --locked --workspace --bins
 	bench/apply.sh
+	bench/reapply.sh
 	bench/translate.sh
 	bench/diff.sh
 	$(CARGO) bench --locked -q -p nftbalance-integration --bench failover

@@ -419,7 +419,13 @@ pub(crate) fn read_input(path: &Path, what: &str, limit: u64) -> anyhow::Result<
 pub(crate) fn read_spec(path: &Path) -> anyhow::Result<(Spec, String)> {
     let shown = path.display();
     let text = read_input(path, "spec", MAX_SPEC_BYTES)?;
-    let spec = Spec::from_json(&text).map_err(|errors| {
+    let mut lists = FileLists {
+        dir: match path.parent() {
+            Some(d) if path != Path::new("-") => d.to_path_buf(),
+            _ => std::path::PathBuf::from("."),
+        },
+    };
+    let (spec, written_out) = Spec::from_json_with_lists(&text, &mut lists).map_err(|errors| {
         let count = errors.0.len();
         let mut lines: Vec<String> = errors
             .0
@@ -440,7 +446,20 @@ pub(crate) fn read_spec(path: &Path) -> anyhow::Result<(Spec, String)> {
         };
         anyhow::anyhow!("{head}\n{}", lines.join("\n"))
     })?;
-    Ok((spec, text))
+    // With lists from files, what was applied is the text with the lists written out.
+    Ok((spec, written_out.unwrap_or(text)))
+}
+
+/// The lists of `"@PATH"` entries: files, a relative PATH taken from the spec's directory.
+struct FileLists {
+    dir: std::path::PathBuf,
+}
+
+impl nftbalance_spec::lists::ListSource for FileLists {
+    fn open(&mut self, name: &str) -> io::Result<Box<dyn io::BufRead + '_>> {
+        let file = std::fs::File::open(self.dir.join(name))?;
+        Ok(Box::new(io::BufReader::with_capacity(64 << 10, file)))
+    }
 }
 
 /// Writes to stdout; a closed pipe (`| head`) is not an error.

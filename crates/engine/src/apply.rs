@@ -9,6 +9,7 @@ use nftbalance_routing as routing;
 use nftbalance_ruleset::Availability;
 use nftbalance_spec::Spec;
 
+use crate::backend::LastCommit;
 use crate::files::{self, netns_cookie, TableFiles};
 use crate::journal::{self, Interrupted, Journal};
 use crate::lock::{TableLock, LOCK_WAIT};
@@ -194,15 +195,27 @@ pub(crate) fn apply_locked(
     failpoint("after-routing");
     let availability = availability_with_watch(spec, files, &report.unrouted_gateways(), say);
     let b = backend.backend();
+    let previous = previous_record(files, backend);
+    let last = previous.as_ref().map(last_commit);
     let result = b
         .generation()
         .and_then(|generation| journal.routing_done(&availability, generation))
-        .and_then(|()| b.replace(spec, &availability));
+        .and_then(|()| b.apply_over(spec, source, &availability, last.as_ref()));
     match result {
-        Ok(done) => {
+        Ok(outcome) => {
             failpoint("after-commit");
             let took = millis_since(started);
-            record_applied(files, backend, source, &availability, took, say);
+            let counters_since = match &previous {
+                Some(p) if !outcome.counters_reset => p.counters_since,
+                _ => Some(state::now()),
+            };
+            let committed = Committed {
+                generation: outcome.generation,
+                counters_since,
+                duration_ms: took,
+            };
+            record_applied(files, backend, source, &availability, committed, say);
+            let done = outcome.summary;
             routing::apply(&rsock, &plan, &links).map_err(|e| {
                 anyhow::Error::from(e).context(format!(
                     "{done}, but removing the previous ip rules and routes failed; \
@@ -276,6 +289,31 @@ pub(crate) fn expected_availability(
     (a, Some(watch))
 }
 
+/// The applied record of this table's last commit by `backend` in this network namespace.
+fn previous_record(files: &TableFiles, backend: BackendKind) -> Option<Applied> {
+    Applied::read(&files.applied())
+        .ok()
+        .filter(|a| a.backend == backend)
+        .filter(|a| a.netns_cookie.is_none() || a.netns_cookie == netns_cookie())
+}
+
+/// What a record says was committed.
+fn last_commit(record: &Applied) -> LastCommit {
+    LastCommit {
+        source: record.spec.clone(),
+        availability: record.availability(),
+        generation: record.generation,
+    }
+}
+
+/// What the applied record says about the commit besides the spec.
+struct Committed {
+    generation: Option<u32>,
+    counters_since: Option<u64>,
+    /// How long the apply took.
+    duration_ms: Option<u64>,
+}
+
 /// The applied record a running watch follows. A failure to write it is a warning: the
 /// rules are in, and watch falls back to its own spec.
 fn record_applied(
@@ -283,7 +321,7 @@ fn record_applied(
     backend: BackendKind,
     source: &str,
     availability: &Availability,
-    duration_ms: Option<u64>,
+    committed: Committed,
     say: &Say,
 ) {
     let record = Applied {
@@ -294,8 +332,10 @@ fn record_applied(
         kept: availability.kept.clone(),
         netns_cookie: netns_cookie(),
         at: state::now(),
-        duration_ms,
+        duration_ms: committed.duration_ms,
         pid: std::process::id(),
+        generation: committed.generation,
+        counters_since: committed.counters_since,
     };
     if let Err(e) = record.write(&files.applied()) {
         (say.warn)(&format!("{e:#}"));

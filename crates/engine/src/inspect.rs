@@ -90,6 +90,9 @@ pub struct Status {
     /// The default policy and every named one, as the ruleset in force splits them.
     pub policies: Vec<PolicyStatus>,
     pub conntrack: Option<ConntrackUsage>,
+    /// Unix seconds since which the counters count (the last commit that re-created them,
+    /// from the applied record); none when unknown.
+    pub counters_since: Option<u64>,
     /// None when nothing was applied (no applied record).
     pub last_apply: Option<LastApply>,
 }
@@ -338,6 +341,10 @@ pub fn status_from(spec: &Spec, watch: Option<&WatchState>) -> anyhow::Result<St
         gateways,
         policies: policies(spec),
         conntrack: conntrack_usage(),
+        counters_since: applied
+            .then(|| crate::state::Applied::read(&TableFiles::of(spec).applied()).ok())
+            .flatten()
+            .and_then(|a| a.counters_since),
         last_apply,
     })
 }

@@ -172,6 +172,15 @@ pub struct Applied {
     pub duration_ms: Option<u64>,
     /// pid of the process that applied it (apply, or watch after a failover).
     pub pid: u32,
+    /// The nftables generation right after the commit, when no other commit can have come
+    /// between: while the kernel's generation still reads this, the live table is exactly
+    /// this record's ruleset, and the next apply sends only the difference.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub generation: Option<u32>,
+    /// Unix seconds since which the table's counters count (the last commit that re-created
+    /// them); none when unknown.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub counters_since: Option<u64>,
 }
 
 impl Applied {
@@ -296,9 +305,18 @@ mod tests {
             at: 3,
             duration_ms: Some(12),
             pid: 4,
+            generation: Some(5),
+            counters_since: Some(2),
         };
         a.write(&path).unwrap();
         assert_eq!(Applied::read(&path).unwrap(), a);
+        // A record from before generation and counters_since still reads.
+        std::fs::write(
+            &path,
+            r#"{"version":1,"backend":"nftables","spec":"{}","unavailable":[],"netns_cookie":null,"at":3,"pid":4}"#,
+        )
+        .unwrap();
+        assert_eq!(Applied::read(&path).unwrap().generation, None);
         std::fs::write(&path, r#"{"version":9}"#).unwrap();
         assert!(Applied::read(&path).is_err());
         std::fs::remove_file(&path).unwrap();

@@ -717,6 +717,12 @@ impl Session {
             at: state::now(),
             duration_ms: self.last_update_ms,
             pid: std::process::id(),
+            // Unknown here, so the next apply reads the table back; watch's updates leave
+            // the gateway chains alone, so their counters count since the last apply's time.
+            generation: None,
+            counters_since: Applied::read(&self.files.applied())
+                .ok()
+                .and_then(|a| a.counters_since),
         };
         if let Err(e) = record.write(&self.files.applied()) {
             log::warn!("{e:#}");

@@ -254,6 +254,7 @@ mod tests {
                 last_resort: None,
             }],
             conntrack: None,
+            counters_since: None,
             last_apply: Some(LastApply {
                 at: 1_700_000_000,
                 duration_ms: Some(25),

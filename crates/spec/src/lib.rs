@@ -2,6 +2,7 @@
 //!
 //! Pure: parsing touches no host state, so every error it reports depends on the input alone.
 
+pub mod lists;
 mod model;
 pub mod name;
 mod nft_keywords;
