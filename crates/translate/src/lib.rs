@@ -7,11 +7,12 @@ mod error;
 pub mod iptables;
 mod names;
 mod nft;
+mod eval;
 mod recognise;
 mod report;
 pub mod script;
 pub mod shell;
-mod sim;
+
 
 use std::collections::{BTreeMap, BTreeSet};
 
