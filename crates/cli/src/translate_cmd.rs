@@ -15,8 +15,10 @@ use nftbalance_translate as translate;
 /// The spec goes to standard output; the report to standard error: which input lines became
 /// which part of the spec, which were redundant, and every line outside the model, with its
 /// file and line. Several FILEs are read in order as one input (for example an
-/// iptables-save capture and the script with its ip lines). Exit status 0 when translated,
-/// 2 when something cannot be read or translated exactly (nothing is dropped silently).
+/// iptables-save capture and the script with its ip lines). Exit status 0 when translated
+/// (the spec does everything the input's marking did), 2 when something cannot be read or
+/// translated exactly, or when a rule marks connections in a way the spec does not
+/// (`--partial` prints the spec anyway): nothing is dropped silently.
 #[derive(Debug, Args)]
 pub struct TranslateArgs {
     /// The rules: iptables-save output or a shell script; `-` reads standard input.
@@ -28,6 +30,10 @@ pub struct TranslateArgs {
     /// With `--to nft`: recognise nothing, translate every rule rule by rule.
     #[arg(long)]
     literal: bool,
+    /// Print the spec even when some rules mark connections in a way it does not reproduce
+    /// (they are listed in the report). Without it, that is an error (exit 2).
+    #[arg(long)]
+    partial: bool,
     /// Give a shell variable the script uses but does not set (repeatable).
     #[arg(long = "define", short = 'D', value_name = "NAME=VALUE")]
     defines: Vec<String>,
@@ -87,6 +93,14 @@ pub fn run(args: &TranslateArgs) -> anyhow::Result<ExitCode> {
         To::Nft => translate::to_nft(&inputs, &defines, args.literal)?,
     };
     eprint!("{report}");
+    let marking: Vec<String> = report.marking().map(|e| e.loc.to_string()).collect();
+    if !marking.is_empty() && !args.partial {
+        eprintln!(
+            "error: these rules mark connections in a way the spec does not reproduce: {} (--partial prints the spec anyway)",
+            marking.join(", ")
+        );
+        return Ok(ExitCode::from(2));
+    }
     let mut stdout = io::stdout().lock();
     match stdout
         .write_all(out.as_bytes())
