@@ -64,12 +64,14 @@ fn rect_of(s: &Selector) -> Rect {
 }
 
 /// Whether the input's outcome is the spec's (marks compared within `mask`).
-pub fn agrees(o: &Outcome, e: &Expect, mask: u32) -> bool {
+/// `main`: marks routed by the main table, which count as unmarked.
+pub fn agrees(o: &Outcome, e: &Expect, mask: u32, main: &[(u32, u32)]) -> bool {
     if o.unknown.is_some() || o.dropped {
         return false;
     }
     let mut got: Vec<(u32, f64)> = Vec::new();
     for (m, s) in &o.marks {
+        let m = if main.iter().any(|(v, k)| m & k == *v) { &0 } else { m };
         match got.iter_mut().find(|(k, _)| *k == m & mask) {
             Some(x) => x.1 += s,
             None => got.push((m & mask, *s)),
@@ -92,11 +94,11 @@ pub fn agrees(o: &Outcome, e: &Expect, mask: u32) -> bool {
 }
 
 /// The classes of `ev` where the spec differs from the input, with the rules to blame.
-pub fn differences(spec: &Spec, ev: &Evaluation, forward: bool, mask: u32, writes: impl Fn(RuleRef) -> bool) -> Vec<(usize, BTreeSet<RuleRef>)> {
+pub fn differences(spec: &Spec, ev: &Evaluation, forward: bool, mask: u32, main: &[(u32, u32)], writes: impl Fn(RuleRef) -> bool) -> Vec<(usize, BTreeSet<RuleRef>)> {
     let mut out = Vec::new();
     for (i, (c, o)) in ev.classes.iter().enumerate() {
         let e = expect(spec, &ev.dims, c, forward);
-        if agrees(o, &e, mask) {
+        if agrees(o, &e, mask, main) {
             continue;
         }
         let mut blame: BTreeSet<RuleRef> = o.ran.iter().copied().filter(|r| writes(*r)).collect();

@@ -59,9 +59,8 @@ pub fn cover(ev: &Evaluation, keys: &[Key], exclude: &[Ipv4Net]) -> Vec<(Key, Re
     for k in wanted {
         let set: Vec<usize> = (0..keys.len()).filter(|&i| keys[i] == k).collect();
         let mut rects = Vec::new();
-        if g.cover(&set, 0, &mut rects) {
-            out.extend(rects.into_iter().map(|r| (k, r)));
-        }
+        g.cover(&set, 0, &mut rects);
+        out.extend(rects.into_iter().map(|r| (k, r)));
     }
     out
 }
@@ -85,14 +84,15 @@ impl Grid<'_> {
         self.keys[i] == Key::Ingress || self.exclude.iter().any(|e| e.contains(&self.dims().dsts[c.dst].rep))
     }
 
-    /// Covers `set` with selectors, splitting on dimension `dim` and the ones after it.
-    fn cover(&self, set: &[usize], dim: usize, out: &mut Vec<Rect>) -> bool {
+    /// Covers `set` with selectors, splitting on dimension `dim` and the ones after it; the
+    /// classes no selector can stand for are left out (the check names their rules).
+    fn cover(&self, set: &[usize], dim: usize, out: &mut Vec<Rect>) {
         if out.len() > MAX_RECTS {
-            return false;
+            return;
         }
         if let Some(r) = self.express(set) {
             out.push(r);
-            return true;
+            return;
         }
         for d in dim..5 {
             let mut parts: Vec<(usize, Vec<usize>)> = Vec::new();
@@ -111,10 +111,12 @@ impl Grid<'_> {
                 }
             }
             if parts.len() > 1 {
-                return parts.iter().all(|(_, p)| self.cover(p, d, out));
+                for (_, p) in &parts {
+                    self.cover(p, d, out);
+                }
+                return;
             }
         }
-        false
     }
 
     /// Protocol name, as an index (the first class with that name).

@@ -65,6 +65,8 @@ pub fn find(script: &Script, mangle: &Table, fwd: &Evaluation, local: &Evaluatio
             }
         }
     }
+    let main = routing::main_table_marks(script);
+    marks.retain(|m| !main.iter().any(|(v, k)| m & k == *v));
     marks.sort_by_key(|m| order(*m));
     for m in marks {
         match routing::interface_of_mark(script, m) {

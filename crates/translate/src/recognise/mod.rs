@@ -92,8 +92,9 @@ pub fn recognise(script: &Script, report: &mut Report) -> Result<Recognition, Tr
     let mask = mark_mask(mangle, &fwd, &local, report);
     // Phase 3: keys, splits, exclusions, selectors.
     let mut splits: Vec<Split> = Vec::new();
-    let keys_f = keys(&fwd, &gws, &mut splits, mask, true);
-    let keys_l = keys(&local, &gws, &mut splits, mask, false);
+    let main = routing::main_table_marks(script);
+    let keys_f = keys(&fwd, &gws, &main, &mut splits, mask, true);
+    let keys_l = keys(&local, &gws, &main, &mut splits, mask, false);
     let exclude = cover::exclusions(&[(&fwd, &keys_f), (&local, &keys_l)]);
     let rects_f = cover::cover(&fwd, &keys_f, &exclude);
     let rects_l = cover::cover(&local, &keys_l, &exclude);
@@ -108,7 +109,7 @@ pub fn recognise(script: &Script, report: &mut Report) -> Result<Recognition, Tr
     let sticky = fwd.classes.iter().chain(&local.classes).find_map(|(_, o)| o.sticky);
     let spec = build(script, &gws, &splits, default, mask, exclude, sticky, snat, [&rects_f, &rects_l]);
     // Phase 5: check, and say what became of every rule.
-    let parts = report::Parts { mangle, fwd: &fwd, local: &local, keys: [&keys_f, &keys_l], rects: [&rects_f, &rects_l], gws: &gws, splits: &splits };
+    let parts = report::Parts { mangle, fwd: &fwd, local: &local, keys: [&keys_f, &keys_l], rects: [&rects_f, &rects_l], gws: &gws, splits: &splits, main: &main };
     report::rules(&spec, &parts, mask, report, &mut consumed);
     Ok(Recognition { spec, consumed })
 }
@@ -155,7 +156,8 @@ fn mark_mask(mangle: &Table, fwd: &Evaluation, local: &Evaluation, report: &mut 
 }
 
 /// Each class's key; new splits are added to `splits`.
-fn keys(ev: &Evaluation, gws: &[Gw], splits: &mut Vec<Split>, mask: u32, forward: bool) -> Vec<Key> {
+/// `main`: (mark, mask) of `ip rule fwmark M/K lookup main`: such a mark routes as unmarked.
+fn keys(ev: &Evaluation, gws: &[Gw], main: &[(u32, u32)], splits: &mut Vec<Split>, mask: u32, forward: bool) -> Vec<Key> {
     let gw_of = |m: u32| gws.iter().position(|g| g.mark & mask == m & mask);
     ev.classes
         .iter()
@@ -172,7 +174,7 @@ fn keys(ev: &Evaluation, gws: &[Gw], splits: &mut Vec<Split>, mask: u32, forward
                 return Key::Other;
             }
             match o.fixed() {
-                Some(m) if m & mask == 0 => Key::Zero,
+                Some(m) if m & mask == 0 || main.iter().any(|(v, k)| m & k == *v) => Key::Zero,
                 Some(m) if gws.len() == 1 && gw_of(m).is_some() => split_key(o, gws, splits, mask).unwrap_or(Key::Other),
                 Some(m) => gw_of(m).map_or(Key::Other, Key::Pin),
                 None => split_key(o, gws, splits, mask).unwrap_or(Key::Other),

@@ -22,6 +22,8 @@ pub struct Parts<'a> {
     pub rects: [&'a [(Key, Rect)]; 2],
     pub gws: &'a [Gw],
     pub splits: &'a [Split],
+    /// Marks routed by the main table.
+    pub main: &'a [(u32, u32)],
 }
 
 /// Rules the spec's ruleset always has an equivalent of, whatever the balancer.
@@ -46,7 +48,7 @@ pub fn rules(spec: &Spec, p: &Parts<'_>, mask: u32, report: &mut Report, consume
     // Marking the spec does not reproduce.
     let mut blamed: BTreeMap<RuleRef, String> = BTreeMap::new();
     for (ev, forward) in [(p.fwd, true), (p.local, false)] {
-        for (i, rules) in check::differences(spec, ev, forward, mask, writes) {
+        for (i, rules) in check::differences(spec, ev, forward, mask, p.main, writes) {
             let (c, _) = &ev.classes[i];
             let hook = if forward { "PREROUTING" } else { "OUTPUT" };
             for r in rules {

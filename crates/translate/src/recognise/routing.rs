@@ -238,3 +238,9 @@ pub fn interface_of_mark(script: &Script, mark: u32) -> Option<String> {
     let rule = script.ip_rules.iter().find(|r| r.fwmark.is_some_and(|(m, k)| m & k == mark & k && m == mark))?;
     script.ip_routes.iter().filter(|r| r.table == rule.table).find_map(|r| r.dev.clone())
 }
+
+/// Marks routed by the main table (`ip rule fwmark M/K lookup main`, mwan3's "default"):
+/// connections with them behave as unmarked ones.
+pub fn main_table_marks(script: &Script) -> Vec<(u32, u32)> {
+    script.ip_rules.iter().filter(|r| r.table == 254).filter_map(|r| r.fwmark).map(|(m, k)| (m & k, k)).collect()
+}
