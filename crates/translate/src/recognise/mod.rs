@@ -95,7 +95,13 @@ pub fn recognise(script: &Script, report: &mut Report) -> Result<Recognition, Tr
     let main = routing::main_table_marks(script);
     let keys_f = keys(&fwd, &gws, &main, &mut splits, mask, true);
     let keys_l = keys(&local, &gws, &main, &mut splits, mask, false);
-    let exclude = cover::exclusions(&[(&fwd, &keys_f), (&local, &keys_l)]);
+    let mut exclude = cover::exclusions(&[(&fwd, &keys_f), (&local, &keys_l)]);
+    // In input order, as the rules test them.
+    let first_test = |n: &ipnet::Ipv4Net| {
+        let rules = mangle.chains.iter().flat_map(|c| &c.rules);
+        rules.filter(|r| r.rule.dst.as_ref().is_some_and(|d| d.value.trunc() == *n)).map(|r| r.loc.clone()).min()
+    };
+    exclude.sort_by_cached_key(first_test);
     let rects_f = cover::cover(&fwd, &keys_f, &exclude);
     let rects_l = cover::cover(&local, &keys_l, &exclude);
     let default = default_split(&splits, gws.len());
