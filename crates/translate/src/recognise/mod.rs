@@ -102,8 +102,10 @@ pub fn recognise(script: &Script, report: &mut Report) -> Result<Recognition, Tr
         rules.filter(|r| r.rule.dst.as_ref().is_some_and(|d| d.value.trunc() == *n)).map(|r| r.loc.clone()).min()
     };
     exclude.sort_by_cached_key(first_test);
-    let rects_f = cover::cover(&fwd, &keys_f, &exclude);
-    let rects_l = cover::cover(&local, &keys_l, &exclude);
+    let mut rects_f = cover::cover(&fwd, &keys_f, &exclude);
+    let mut rects_l = cover::cover(&local, &keys_l, &exclude);
+    in_input_order(mangle, &fwd, &mut rects_f);
+    in_input_order(mangle, &local, &mut rects_l);
     let default = default_split(&splits, gws.len());
     if let Some(d) = default {
         set_weights(&mut gws, &splits[d], report);
@@ -118,6 +120,17 @@ pub fn recognise(script: &Script, report: &mut Report) -> Result<Recognition, Tr
     let parts = report::Parts { mangle, fwd: &fwd, local: &local, keys: [&keys_f, &keys_l], rects: [&rects_f, &rects_l], gws: &gws, splits: &splits, main: &main };
     report::rules(&spec, &parts, mask, report, &mut consumed);
     Ok(Recognition { spec, consumed })
+}
+
+/// Selectors in the order of the first rule that tells their classes from the others.
+fn in_input_order(mangle: &Table, ev: &Evaluation, rects: &mut [(Key, cover::Rect)]) {
+    let mut all = rects.iter().flat_map(|(_, r)| r.classes.iter()).map(|&i| &ev.classes[i].1.ran);
+    let Some(first) = all.next() else { return };
+    let common: BTreeSet<eval::RuleRef> = all.fold(first.clone(), |acc, r| acc.intersection(r).copied().collect());
+    rects.sort_by_cached_key(|(_, r)| {
+        let ran = r.classes.iter().flat_map(|&i| ev.classes[i].1.ran.iter());
+        ran.filter(|x| !common.contains(x)).map(|&(c, i)| mangle.chains[c].rules[i].loc.clone()).min()
+    });
 }
 
 /// Interface names the spec may give gateways, so that their classes exist (their inbound
