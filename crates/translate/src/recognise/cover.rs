@@ -125,53 +125,61 @@ impl Grid<'_> {
         self.dims().protos.iter().position(|x| x.proto == *name).unwrap_or(p)
     }
 
-    /// One selector for exactly `set` (and classes that do not matter), if there is one.
+    /// One selector for exactly `set` (and classes that do not matter), if there is one: the
+    /// widest of the candidate values of each dimension that matches no other class.
     fn express(&self, set: &[usize]) -> Option<Rect> {
         let dims = self.dims();
         let key = self.keys[set[0]];
-        let care: Vec<usize> = (0..self.keys.len()).filter(|&i| !self.dont_care(i)).collect();
-        let all = |f: &dyn Fn(&Class) -> usize| -> BTreeSet<usize> { care.iter().map(|&i| f(self.class(i))).collect() };
+        // The spec tries pins before balanced selectors: a balanced selector may cover pins.
+        let shadowed = |i: usize| matches!(key, Key::Split(_)) && matches!(self.keys[i], Key::Pin(_));
+        let care: Vec<usize> = (0..self.keys.len()).filter(|&i| !self.dont_care(i) && !shadowed(i)).collect();
         let of = |f: &dyn Fn(&Class) -> usize| -> BTreeSet<usize> { set.iter().map(|&i| f(self.class(i))).collect() };
-        // Interface.
+        // Interface: any, or the one exact name.
         let iifs = of(&|c| c.iif.unwrap_or(usize::MAX));
-        let iif = if iifs == all(&|c| c.iif.unwrap_or(usize::MAX)) {
-            None
-        } else if let [k] = iifs.iter().copied().collect::<Vec<_>>()[..] {
-            Some(dims.iifs.get(k)?.exact.clone()?)
-        } else {
-            return None;
-        };
-        // Protocol and ports.
+        let mut iif_options = vec![None];
+        if let [k] = iifs.iter().copied().collect::<Vec<_>>()[..] {
+            iif_options.extend(dims.iifs.get(k).and_then(|x| x.exact.clone()).map(Some));
+        }
         let protos = of(&|c| c.proto);
-        let (protocol, dports) = if protos.len() == dims.protos.len() {
-            (None, Vec::new())
-        } else {
-            let names: BTreeSet<&str> = protos.iter().map(|&p| dims.protos[p].proto.as_str()).collect();
-            let [name] = names.into_iter().collect::<Vec<_>>()[..] else { return None };
-            let protocol = match name {
-                "tcp" => Protocol::Tcp,
-                "udp" => Protocol::Udp,
-                _ => return None,
-            };
-            let every = dims.protos.iter().filter(|p| p.proto == name).count();
-            let ports = if protos.len() == every { Vec::new() } else { merged_ports(protos.iter().filter_map(|&p| dims.protos[p].ports)) };
-            (Some(protocol), ports)
+        let proto_options = proto_options(dims, &protos);
+        let nets = |got: BTreeSet<usize>, prefix: &dyn Fn(usize) -> Option<Ipv4Net>| {
+            let mut v = vec![Vec::new()];
+            v.extend(got.iter().map(|&k| prefix(k)).collect::<Option<Vec<_>>>());
+            v
         };
-        let daddr = prefixes(&of(&|c| c.dst), &all(&|c| c.dst), |k| dims.dsts[k].prefix)?;
-        let saddr = prefixes(&of(&|c| c.src), &all(&|c| c.src), |k| dims.srcs[k].prefix)?;
-        let rect = Rect { iif, protocol, dports, saddr, daddr, classes: set.to_vec() };
-        // Exact: no class that matters with another key matches it.
-        let exact = care.iter().all(|&i| self.keys[i] == key || !matches(dims, self.class(i), &rect));
-        exact.then_some(rect)
+        let dst_options = nets(of(&|c| c.dst), &|k| dims.dsts[k].prefix);
+        let src_options = nets(of(&|c| c.src), &|k| dims.srcs[k].prefix);
+        for iif in &iif_options {
+            for (protocol, dports) in &proto_options {
+                for daddr in &dst_options {
+                    for saddr in &src_options {
+                        let rect = Rect { iif: iif.clone(), protocol: *protocol, dports: dports.clone(), saddr: saddr.clone(), daddr: daddr.clone(), classes: set.to_vec() };
+                        // Every class of the set matches; no class that matters with another key does.
+                        let covers = set.iter().all(|&i| matches(dims, self.class(i), &rect));
+                        if covers && care.iter().all(|&i| self.keys[i] == key || !matches(dims, self.class(i), &rect)) {
+                            return Some(rect);
+                        }
+                    }
+                }
+            }
+        }
+        None
     }
 }
 
-/// The prefixes of `got` (empty: every region), None when `got` needs the "elsewhere" region.
-fn prefixes(got: &BTreeSet<usize>, all: &BTreeSet<usize>, prefix: impl Fn(usize) -> Option<Ipv4Net>) -> Option<Vec<Ipv4Net>> {
-    if got.is_superset(all) {
-        return Some(Vec::new());
-    }
-    got.iter().map(|&k| prefix(k)).collect()
+/// Protocol and port candidates for a set of protocol classes, widest first.
+fn proto_options(dims: &Dims, protos: &BTreeSet<usize>) -> Vec<(Option<Protocol>, Vec<PortRange>)> {
+    let mut out = vec![(None, Vec::new())];
+    let names: BTreeSet<&str> = protos.iter().map(|&p| dims.protos[p].proto.as_str()).collect();
+    let [name] = names.into_iter().collect::<Vec<_>>()[..] else { return out };
+    let protocol = match name {
+        "tcp" => Protocol::Tcp,
+        "udp" => Protocol::Udp,
+        _ => return out,
+    };
+    out.push((Some(protocol), Vec::new()));
+    out.push((Some(protocol), merged_ports(protos.iter().filter_map(|&p| dims.protos[p].ports))));
+    out
 }
 
 fn merged_ports(it: impl Iterator<Item = (u16, u16)>) -> Vec<PortRange> {
