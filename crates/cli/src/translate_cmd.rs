@@ -92,7 +92,10 @@ pub fn run(args: &TranslateArgs) -> anyhow::Result<ExitCode> {
         }
         To::Nft => translate::to_nft(&inputs, &defines, args.literal)?,
     };
-    eprint!("{report}");
+    // Buffered: a report of 100,000 lines would otherwise be 100,000 unbuffered writes.
+    let mut stderr = io::BufWriter::new(io::stderr().lock());
+    write!(stderr, "{report}").and_then(|()| stderr.flush()).context("writing the report")?;
+    drop(stderr);
     let marking: Vec<String> = report.marking().map(|e| e.loc.to_string()).collect();
     if !marking.is_empty() && !args.partial {
         eprintln!(

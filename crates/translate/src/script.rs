@@ -184,7 +184,7 @@ pub fn read(
         if lines + n > crate::MAX_LINES {
             return Err(TranslateError::LineLimit {
                 loc: Loc {
-                    file: input.name.to_string(),
+                    file: input.name.into(),
                     line: crate::MAX_LINES - lines + 1,
                 },
                 limit: crate::MAX_LINES,
@@ -193,9 +193,10 @@ pub fn read(
         lines += n;
         let mut section: Option<String> = None;
         let mut depth = 0usize;
+        let file: std::sync::Arc<str> = input.name.into();
         for ll in shell::logical_lines(input.text) {
             let loc = Loc {
-                file: input.name.to_string(),
+                file: file.clone(),
                 line: ll.line,
             };
             let text = ll.text.trim().to_string();
@@ -348,13 +349,20 @@ fn restore_line(
             "iptables-restore rule outside a *table section (add `*mangle`, `*nat`, ... before it)"
                 .into(),
     })?;
-    let args: Vec<String> = shell::tokenize(body, false)
-        .into_iter()
-        .filter_map(|t| match t {
-            shell::Token::Word(w) => w.literal(),
-            _ => None,
-        })
-        .collect();
+    // Most saved rules have no quoting, variables or operators: their words are the
+    // whitespace-separated fields (no tokenizer and no per-character parts).
+    let plain = !body.contains(['"', '\'', '\\', '$', '`', ';', '|', '&', '<', '>', '(', ')', '#']);
+    let args: Vec<String> = if plain {
+        body.split_whitespace().map(str::to_string).collect()
+    } else {
+        shell::tokenize(body, false)
+            .into_iter()
+            .filter_map(|t| match t {
+                shell::Token::Word(w) => w.literal(),
+                _ => None,
+            })
+            .collect()
+    };
     apply(s, loc, text, table.to_string(), &args, false)
 }
 
