@@ -23,7 +23,7 @@ pub enum What {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Entry {
     pub loc: Loc,
-    pub text: String,
+    pub text: std::sync::Arc<str>,
     pub what: Vec<What>,
 }
 

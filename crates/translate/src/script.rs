@@ -3,6 +3,7 @@
 
 use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
+use std::sync::Arc;
 
 use ipnet::Ipv4Net;
 
@@ -22,7 +23,8 @@ pub struct Input<'a> {
 #[derive(Debug, Clone, PartialEq)]
 pub struct RuleAt {
     pub loc: Loc,
-    pub text: String,
+    /// The input line, shared with its [`Line`] and its report entry.
+    pub text: Arc<str>,
     pub rule: Rule,
 }
 
@@ -127,7 +129,7 @@ pub enum LineKind {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Line {
     pub loc: Loc,
-    pub text: String,
+    pub text: Arc<str>,
     pub kind: LineKind,
 }
 
@@ -176,6 +178,7 @@ pub fn read(
     defines: &BTreeMap<String, String>,
 ) -> Result<Script, TranslateError> {
     let mut s = Script::default();
+    s.lines.reserve(inputs.iter().map(|i| i.text.lines().count()).sum());
     let mut vars = shell::Vars::new(defines);
     let mut rt_tables: BTreeMap<String, u32> = BTreeMap::new();
     let mut lines = 0;
@@ -199,7 +202,7 @@ pub fn read(
                 file: file.clone(),
                 line: ll.line,
             };
-            let text = ll.text.trim().to_string();
+            let text: Arc<str> = ll.text.trim().into();
             if text.is_empty() {
                 continue;
             }
@@ -220,13 +223,13 @@ pub fn read(
                 if builtins(name.trim()).is_empty() {
                     return Err(TranslateError::Option {
                         loc,
-                        option: text.clone(),
+                        option: text.to_string(),
                         message: "only the filter, mangle, nat and raw tables are read".into(),
                     });
                 }
                 s.table_mut(name.trim());
                 LineKind::Structure("table".into())
-            } else if text == "COMMIT" {
+            } else if &*text == "COMMIT" {
                 section = None;
                 LineKind::Structure("commit".into())
             } else if let Some(decl) = text.strip_prefix(':') {
@@ -335,7 +338,7 @@ fn header_gateway(loc: &Loc, w: &[&str]) -> Option<HeaderGateway> {
 fn restore_line(
     s: &mut Script,
     loc: &Loc,
-    text: &str,
+    text: &Arc<str>,
     section: Option<&str>,
 ) -> Result<LineKind, TranslateError> {
     let body = if text.starts_with('[') {
@@ -370,7 +373,7 @@ fn restore_line(
 fn apply(
     s: &mut Script,
     loc: &Loc,
-    text: &str,
+    text: &Arc<str>,
     default_table: String,
     args: &[String],
     shell_form: bool,
@@ -401,7 +404,7 @@ fn apply(
             .into_iter()
             .map(|rule| RuleAt {
                 loc: loc.clone(),
-                text: text.to_string(),
+                text: text.clone(),
                 rule,
             })
             .collect()
@@ -500,7 +503,7 @@ fn basename(s: &str) -> &str {
 fn shell_line(
     s: &mut Script,
     loc: &Loc,
-    text: &str,
+    text: &Arc<str>,
     vars: &mut shell::Vars,
     defines: &BTreeMap<String, String>,
     rt_tables: &mut BTreeMap<String, u32>,
@@ -584,7 +587,7 @@ fn shell_line(
 fn simple_command(
     s: &mut Script,
     loc: &Loc,
-    text: &str,
+    text: &Arc<str>,
     cmd: &SimpleCommand,
     vars: &mut shell::Vars,
     defines: &BTreeMap<String, String>,
