@@ -143,8 +143,17 @@ impl Selection {
 
 pub fn generate(seed: u64) -> Generated {
     let mut r = Rng::new(seed);
-    let shape = [Shape::SplitChain, Shape::Inline, Shape::PerMarkChains, Shape::Mwan3][r.below(4)];
-    let masks: &[u32] = if shape == Shape::Mwan3 { &[0x3f00, 0xff00, 0xf0] } else { &[0xffff_ffff, 0xff, 0xff00, 0x3f00, 0xf0] };
+    let shape = [
+        Shape::SplitChain,
+        Shape::Inline,
+        Shape::PerMarkChains,
+        Shape::Mwan3,
+    ][r.below(4)];
+    let masks: &[u32] = if shape == Shape::Mwan3 {
+        &[0x3f00, 0xff00, 0xf0]
+    } else {
+        &[0xffff_ffff, 0xff, 0xff00, 0x3f00, 0xf0]
+    };
     let mask = masks[r.below(masks.len())];
     let shift = mask.trailing_zeros();
     // mwan3's "main table" mark is every bit of the mask; no gateway may have it.
@@ -160,30 +169,61 @@ pub fn generate(seed: u64) -> Generated {
         }
     }
     let uplinks: Vec<Uplink> = (0..n)
-        .map(|i| Uplink { slot: slots[i], mark: marks[i], weight: 1 + r.below(10) as u32, table: 100 + slots[i] as u32 })
+        .map(|i| Uplink {
+            slot: slots[i],
+            mark: marks[i],
+            weight: 1 + r.below(10) as u32,
+            table: 100 + slots[i] as u32,
+        })
         .collect();
     let random = r.chance(50);
     let sel = if r.chance(40) {
-        Selection { proto: None, ports: Vec::new() }
+        Selection {
+            proto: None,
+            ports: Vec::new(),
+        }
     } else {
         let mut ports = PORTS.to_vec();
         r.shuffle(&mut ports);
         ports.truncate(2 + r.below(3));
-        Selection { proto: Some(if r.chance(50) { "tcp" } else { "udp" }), ports }
+        Selection {
+            proto: Some(if r.chance(50) { "tcp" } else { "udp" }),
+            ports,
+        }
     };
     let excluded: Vec<usize> = (0..EXCLUDABLE.len()).filter(|_| r.chance(40)).collect();
     // A shadowing ACCEPT for one selected port (only where the selection has ports: the
     // spec's narrower selector), a pin by source subnet.
     let pin = r.chance(35).then(|| r.below(n));
     // mwan3's pin applies to all of lan0: a port hole in it is no selector (out of model).
-    let shadowable = sel.proto.is_some() && sel.ports.len() > 1 && !(shape == Shape::Mwan3 && pin.is_some());
+    let shadowable =
+        sel.proto.is_some() && sel.ports.len() > 1 && !(shape == Shape::Mwan3 && pin.is_some());
     let shadow = (shadowable && r.chance(50)).then(|| sel.ports[0]);
     let ingress = shape != Shape::PerMarkChains && r.chance(60);
-    let g = Gen { shape, mask, uplinks: &uplinks, sel: &sel, random, excluded: &excluded, shadow, pin, ingress };
+    let g = Gen {
+        shape,
+        mask,
+        uplinks: &uplinks,
+        sel: &sel,
+        random,
+        excluded: &excluded,
+        shadow,
+        pin,
+        ingress,
+    };
     let save = g.save();
     let ip_lines = g.ip_lines();
     let probes = g.probes();
-    Generated { seed, shape, save, ip_lines, uplinks, mask, random, probes }
+    Generated {
+        seed,
+        shape,
+        save,
+        ip_lines,
+        uplinks,
+        mask,
+        random,
+        probes,
+    }
 }
 
 struct Gen<'a> {
@@ -205,7 +245,14 @@ impl Gen<'_> {
 
     /// Each gateway's split rules' conditions and targets (nth slots or a random cascade),
     /// `guard` the connection-mark condition each rule after the first needs.
-    fn split(&self, chain: &str, target: &dyn Fn(usize) -> String, guard: &str, keep_guard_first: bool, out: &mut String) {
+    fn split(
+        &self,
+        chain: &str,
+        target: &dyn Fn(usize) -> String,
+        guard: &str,
+        keep_guard_first: bool,
+        out: &mut String,
+    ) {
         let total: u32 = self.uplinks.iter().map(|u| u.weight).sum();
         if self.random {
             let mut left = total;
@@ -215,7 +262,11 @@ impl Gen<'_> {
                     let _ = writeln!(out, "-A {chain}{g} -j {}", target(i));
                 } else {
                     let p = f64::from(u.weight) / f64::from(left);
-                    let _ = writeln!(out, "-A {chain}{g} -m statistic --mode random --probability {p:.11} -j {}", target(i));
+                    let _ = writeln!(
+                        out,
+                        "-A {chain}{g} -m statistic --mode random --probability {p:.11} -j {}",
+                        target(i)
+                    );
                 }
                 left -= u.weight;
             }
@@ -224,7 +275,12 @@ impl Gen<'_> {
             let mut s = 0;
             for (i, u) in self.uplinks.iter().enumerate() {
                 for _ in 0..u.weight {
-                    let _ = writeln!(out, "-A {chain}{guard} -m statistic --mode nth --every {} --packet 0 -j {}", total - s, target(i));
+                    let _ = writeln!(
+                        out,
+                        "-A {chain}{guard} -m statistic --mode nth --every {} --packet 0 -j {}",
+                        total - s,
+                        target(i)
+                    );
                     s += 1;
                 }
             }
@@ -233,7 +289,11 @@ impl Gen<'_> {
             let mut s = 0;
             for (i, u) in self.uplinks.iter().enumerate() {
                 for _ in 0..u.weight {
-                    let _ = writeln!(out, "-A {chain} -m statistic --mode nth --every {total} --packet {s} -j {}", target(i));
+                    let _ = writeln!(
+                        out,
+                        "-A {chain} -m statistic --mode nth --every {total} --packet {s} -j {}",
+                        target(i)
+                    );
                     s += 1;
                 }
             }
@@ -256,18 +316,30 @@ impl Gen<'_> {
         let _ = writeln!(out, "{restore}");
         if self.ingress {
             for u in self.uplinks {
-                let _ = writeln!(out, "-A PREROUTING -i {} -m state --state NEW -j CONNMARK --set-xmark {}", UPLINKS[u.slot], self.m(u.mark));
+                let _ = writeln!(
+                    out,
+                    "-A PREROUTING -i {} -m state --state NEW -j CONNMARK --set-xmark {}",
+                    UPLINKS[u.slot],
+                    self.m(u.mark)
+                );
             }
         }
         if let (Some(p), Some(proto)) = (self.shadow, self.sel.proto) {
-            let _ = writeln!(out, "-A PREROUTING -i lan0 -p {proto} -m {proto} --dport {p} -j ACCEPT");
+            let _ = writeln!(
+                out,
+                "-A PREROUTING -i lan0 -p {proto} -m {proto} --dport {p} -j ACCEPT"
+            );
         }
     }
 
     /// Connection marks set by CONNMARK, in a split chain or inline.
     fn ct_shape(&self, out: &mut String) {
         let mask = self.mask;
-        let chain = if self.shape == Shape::Inline { "PREROUTING" } else { "SPLIT" };
+        let chain = if self.shape == Shape::Inline {
+            "PREROUTING"
+        } else {
+            "SPLIT"
+        };
         if chain == "SPLIT" {
             out.push_str(":SPLIT - [0:0]\n");
         }
@@ -285,7 +357,11 @@ impl Gen<'_> {
             let _ = writeln!(out, "-A {chain}{cond} -d {} -j RETURN", EXCLUDABLE[e].0);
         }
         if let Some(k) = self.pin {
-            let _ = writeln!(out, "-A {chain}{cond} -s 192.168.60.0/24 -j CONNMARK --set-xmark {}", self.m(self.uplinks[k].mark));
+            let _ = writeln!(
+                out,
+                "-A {chain}{cond} -s 192.168.60.0/24 -j CONNMARK --set-xmark {}",
+                self.m(self.uplinks[k].mark)
+            );
         }
         let guard = format!("{cond} -m connmark --mark {}", self.m(0));
         let target = |i: usize| format!("CONNMARK --set-xmark {}", self.m(self.uplinks[i].mark));
@@ -307,17 +383,28 @@ impl Gen<'_> {
         for u in self.uplinks {
             let _ = writeln!(out, ":TO_{} - [0:0]", UPLINKS[u.slot].to_uppercase());
         }
-        let _ = writeln!(out, "-A PREROUTING -j CONNMARK --restore-mark --nfmask {mask:#x} --ctmask {mask:#x}");
+        let _ = writeln!(
+            out,
+            "-A PREROUTING -j CONNMARK --restore-mark --nfmask {mask:#x} --ctmask {mask:#x}"
+        );
         let sel = format!(" -i lan0{}", self.sel.args());
         for &e in self.excluded {
             let _ = writeln!(out, "-A PREROUTING{sel} -d {} -j RETURN", EXCLUDABLE[e].0);
         }
         if let Some(p) = self.shadow {
             let proto = self.sel.proto.unwrap_or("tcp");
-            let _ = writeln!(out, "-A PREROUTING -i lan0 -p {proto} -m {proto} --dport {p} -j ACCEPT");
+            let _ = writeln!(
+                out,
+                "-A PREROUTING -i lan0 -p {proto} -m {proto} --dport {p} -j ACCEPT"
+            );
         }
         if let Some(k) = self.pin {
-            let _ = writeln!(out, "-A PREROUTING{sel} -s 192.168.60.0/24 -m mark --mark {} -j TO_{}", self.m(0), UPLINKS[self.uplinks[k].slot].to_uppercase());
+            let _ = writeln!(
+                out,
+                "-A PREROUTING{sel} -s 192.168.60.0/24 -m mark --mark {} -j TO_{}",
+                self.m(0),
+                UPLINKS[self.uplinks[k].slot].to_uppercase()
+            );
         }
         let guard = format!("{sel} -m mark --mark {}", self.m(0));
         let target = |i: usize| format!("TO_{}", UPLINKS[self.uplinks[i].slot].to_uppercase());
@@ -325,7 +412,10 @@ impl Gen<'_> {
         for u in self.uplinks {
             let c = format!("TO_{}", UPLINKS[u.slot].to_uppercase());
             let _ = writeln!(out, "-A {c} -j MARK --set-xmark {}", self.m(u.mark));
-            let _ = writeln!(out, "-A {c} -j CONNMARK --save-mark --nfmask {mask:#x} --ctmask {mask:#x}");
+            let _ = writeln!(
+                out,
+                "-A {c} -j CONNMARK --save-mark --nfmask {mask:#x} --ctmask {mask:#x}"
+            );
         }
     }
 
@@ -340,33 +430,83 @@ impl Gen<'_> {
         if self.ingress {
             let _ = writeln!(out, "-A mwan3_hook -m mark --mark {z} -j mwan3_ifaces_in");
             for u in self.uplinks {
-                let _ = writeln!(out, "-A mwan3_ifaces_in -i {} -m mark --mark {z} -j MARK --set-xmark {}", UPLINKS[u.slot], self.m(u.mark));
+                let _ = writeln!(
+                    out,
+                    "-A mwan3_ifaces_in -i {} -m mark --mark {z} -j MARK --set-xmark {}",
+                    UPLINKS[u.slot],
+                    self.m(u.mark)
+                );
             }
         }
         if let (Some(p), Some(proto)) = (self.shadow, self.sel.proto) {
-            let _ = writeln!(out, "-A mwan3_hook -i lan0 -p {proto} -m {proto} --dport {p} -j RETURN");
+            let _ = writeln!(
+                out,
+                "-A mwan3_hook -i lan0 -p {proto} -m {proto} --dport {p} -j RETURN"
+            );
         }
-        let _ = writeln!(out, "-A mwan3_hook -i lan0 -m mark --mark {z} -j mwan3_rules");
-        let _ = writeln!(out, "-A mwan3_hook -j CONNMARK --save-mark --nfmask {mask:#x} --ctmask {mask:#x}");
+        let _ = writeln!(
+            out,
+            "-A mwan3_hook -i lan0 -m mark --mark {z} -j mwan3_rules"
+        );
+        let _ = writeln!(
+            out,
+            "-A mwan3_hook -j CONNMARK --save-mark --nfmask {mask:#x} --ctmask {mask:#x}"
+        );
         for &e in self.excluded {
-            let _ = writeln!(out, "-A mwan3_rules -d {} -m mark --mark {z} -j MARK --set-xmark {}", EXCLUDABLE[e].0, self.m(mask));
+            let _ = writeln!(
+                out,
+                "-A mwan3_rules -d {} -m mark --mark {z} -j MARK --set-xmark {}",
+                EXCLUDABLE[e].0,
+                self.m(mask)
+            );
         }
         if let Some(k) = self.pin {
-            let _ = writeln!(out, "-A mwan3_rules -s 192.168.60.0/24 -m mark --mark {z} -j MARK --set-xmark {}", self.m(self.uplinks[k].mark));
+            let _ = writeln!(
+                out,
+                "-A mwan3_rules -s 192.168.60.0/24 -m mark --mark {z} -j MARK --set-xmark {}",
+                self.m(self.uplinks[k].mark)
+            );
         }
-        let _ = writeln!(out, "-A mwan3_rules{} -m mark --mark {z} -j mwan3_policy", self.sel.args());
+        let _ = writeln!(
+            out,
+            "-A mwan3_rules{} -m mark --mark {z} -j mwan3_policy",
+            self.sel.args()
+        );
         let target = |i: usize| format!("MARK --set-xmark {}", self.m(self.uplinks[i].mark));
-        self.split("mwan3_policy", &target, &format!(" -m mark --mark {z}"), true, out);
+        self.split(
+            "mwan3_policy",
+            &target,
+            &format!(" -m mark --mark {z}"),
+            true,
+            out,
+        );
     }
 
     fn ip_lines(&self) -> String {
         let mut out = String::new();
         if self.shape == Shape::Mwan3 {
-            let _ = writeln!(out, "ip rule add priority 900 fwmark {mask:#x}/{mask:#x} lookup main", mask = self.mask);
+            let _ = writeln!(
+                out,
+                "ip rule add priority 900 fwmark {mask:#x}/{mask:#x} lookup main",
+                mask = self.mask
+            );
         }
         for (i, u) in self.uplinks.iter().enumerate() {
-            let _ = writeln!(out, "ip rule add priority {} fwmark {:#x}/{:#x} lookup {}", 1000 + i, u.mark, self.mask, u.table);
-            let _ = writeln!(out, "ip route add default via {} dev {} table {}", next_hop(u.slot), UPLINKS[u.slot], u.table);
+            let _ = writeln!(
+                out,
+                "ip rule add priority {} fwmark {:#x}/{:#x} lookup {}",
+                1000 + i,
+                u.mark,
+                self.mask,
+                u.table
+            );
+            let _ = writeln!(
+                out,
+                "ip route add default via {} dev {} table {}",
+                next_hop(u.slot),
+                UPLINKS[u.slot],
+                u.table
+            );
         }
         out
     }
@@ -376,21 +516,73 @@ impl Gen<'_> {
             None => (true, 4000),
             Some(p) => (p == "udp", *self.sel.ports.last().expect("ports")),
         };
-        let probe = |src, dst, udp, dport, expect, why| Probe { src, dst, udp, dport, expect, why };
-        let mut out = vec![probe(SRC_MAIN, BALANCED_DST, udp, port, Expect::Balanced, "selected")];
-        out.push(probe(SRC_OTHER_LAN, BALANCED_DST, udp, port, Expect::Unmarked, "another LAN"));
+        let probe = |src, dst, udp, dport, expect, why| Probe {
+            src,
+            dst,
+            udp,
+            dport,
+            expect,
+            why,
+        };
+        let mut out = vec![probe(
+            SRC_MAIN,
+            BALANCED_DST,
+            udp,
+            port,
+            Expect::Balanced,
+            "selected",
+        )];
+        out.push(probe(
+            SRC_OTHER_LAN,
+            BALANCED_DST,
+            udp,
+            port,
+            Expect::Unmarked,
+            "another LAN",
+        ));
         if self.sel.proto.is_some() {
-            let unselected = (1..).map(|p| 7000 + p).find(|p| !self.sel.ports.contains(p)).expect("a port");
-            out.push(probe(SRC_MAIN, BALANCED_DST, udp, unselected, Expect::Unmarked, "unselected port"));
+            let unselected = (1..)
+                .map(|p| 7000 + p)
+                .find(|p| !self.sel.ports.contains(p))
+                .expect("a port");
+            out.push(probe(
+                SRC_MAIN,
+                BALANCED_DST,
+                udp,
+                unselected,
+                Expect::Unmarked,
+                "unselected port",
+            ));
         }
         for &e in self.excluded {
-            out.push(probe(SRC_MAIN, EXCLUDABLE[e].1, udp, port, Expect::Unmarked, "excluded destination"));
+            out.push(probe(
+                SRC_MAIN,
+                EXCLUDABLE[e].1,
+                udp,
+                port,
+                Expect::Unmarked,
+                "excluded destination",
+            ));
         }
         if let Some(p) = self.shadow {
-            out.push(probe(SRC_MAIN, BALANCED_DST, udp, p, Expect::Unmarked, "shadowed by ACCEPT"));
+            out.push(probe(
+                SRC_MAIN,
+                BALANCED_DST,
+                udp,
+                p,
+                Expect::Unmarked,
+                "shadowed by ACCEPT",
+            ));
         }
         if let Some(k) = self.pin {
-            out.push(probe(SRC_PINNED, BALANCED_DST, udp, port, Expect::Pinned(k), "pinned source"));
+            out.push(probe(
+                SRC_PINNED,
+                BALANCED_DST,
+                udp,
+                port,
+                Expect::Pinned(k),
+                "pinned source",
+            ));
         }
         out
     }

@@ -36,15 +36,32 @@ struct Rig {
 
 fn batch(ns: &Netns, lines: &str) {
     let out = ns.exec("ip", &["-batch", "-"], Some(lines.as_bytes()));
-    assert!(out.status.success(), "ip -batch in {}: {}\n{lines}", ns.name(), String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "ip -batch in {}: {}\n{lines}",
+        ns.name(),
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 impl Rig {
     fn new() -> Rig {
-        let (lan, router, sink) = (Netns::new("dflan"), Netns::new("dfrtr"), Netns::new("dfsink"));
-        router.sysctl(&["net.ipv4.ip_forward=1", "net.ipv4.conf.all.rp_filter=0", "net.ipv4.conf.default.rp_filter=0"]);
+        let (lan, router, sink) = (
+            Netns::new("dflan"),
+            Netns::new("dfrtr"),
+            Netns::new("dfsink"),
+        );
+        router.sysctl(&[
+            "net.ipv4.ip_forward=1",
+            "net.ipv4.conf.all.rp_filter=0",
+            "net.ipv4.conf.default.rp_filter=0",
+        ]);
         let (mut r, mut s, mut l) = (String::new(), String::new(), String::new());
-        let uplinks = UPLINKS.iter().enumerate().map(|(k, n)| (k as u8, *n)).chain([(9u8, "main0")]);
+        let uplinks = UPLINKS
+            .iter()
+            .enumerate()
+            .map(|(k, n)| (k as u8, *n))
+            .chain([(9u8, "main0")]);
         for (k, name) in uplinks {
             let (ours, theirs) = (mac(0, k, 1), mac(0, k, 2));
             r += &format!("link add {name} address {ours} type veth peer name {name} address {theirs} netns {}\n", sink.name());
@@ -60,9 +77,13 @@ impl Rig {
             let nets: &[u8] = if k == 0 { &[50, 60] } else { &[70] };
             for n in nets {
                 r += &format!("addr add 192.168.{n}.1/24 dev {name}\n");
-                r += &format!("neigh replace 192.168.{n}.10 lladdr {theirs} dev {name} nud permanent\n");
+                r += &format!(
+                    "neigh replace 192.168.{n}.10 lladdr {theirs} dev {name} nud permanent\n"
+                );
                 l += &format!("addr add 192.168.{n}.10/24 dev {name}\n");
-                l += &format!("neigh replace 192.168.{n}.1 lladdr {ours} dev {name} nud permanent\n");
+                l += &format!(
+                    "neigh replace 192.168.{n}.1 lladdr {ours} dev {name} nud permanent\n"
+                );
             }
         }
         r += "route add default via 100.64.9.2 dev main0\n";
@@ -77,7 +98,12 @@ impl Rig {
         }
         nft += " }\n}\n";
         sink.load_nft(&nft);
-        Rig { lan, router, sink, next_port: 20000 }
+        Rig {
+            lan,
+            router,
+            sink,
+            next_port: 20000,
+        }
     }
 
     fn counts(&self) -> Vec<u64> {
@@ -144,22 +170,53 @@ fn translate(g: &Generated) -> String {
         .output()
         .unwrap();
     let _ = std::fs::remove_dir_all(save.parent().unwrap());
-    assert!(out.status.success(), "seed {}: translate failed\n{}\n{}{}", g.seed, String::from_utf8_lossy(&out.stderr), g.save, g.ip_lines);
+    assert!(
+        out.status.success(),
+        "seed {}: translate failed\n{}\n{}{}",
+        g.seed,
+        String::from_utf8_lossy(&out.stderr),
+        g.save,
+        g.ip_lines
+    );
     String::from_utf8(out.stdout).unwrap()
 }
 
 fn legacy_router(g: &Generated) -> Rig {
     let rig = Rig::new();
-    let out = rig.router.exec("iptables-legacy-restore", &[], Some(g.save.as_bytes()));
-    assert!(out.status.success(), "seed {}: {}\n{}", g.seed, String::from_utf8_lossy(&out.stderr), g.save);
-    batch(&rig.router, &g.ip_lines.lines().map(|l| l.trim_start_matches("ip ")).collect::<Vec<_>>().join("\n"));
+    let out = rig
+        .router
+        .exec("iptables-legacy-restore", &[], Some(g.save.as_bytes()));
+    assert!(
+        out.status.success(),
+        "seed {}: {}\n{}",
+        g.seed,
+        String::from_utf8_lossy(&out.stderr),
+        g.save
+    );
+    batch(
+        &rig.router,
+        &g.ip_lines
+            .lines()
+            .map(|l| l.trim_start_matches("ip "))
+            .collect::<Vec<_>>()
+            .join("\n"),
+    );
     rig
 }
 
 fn spec_router(g: &Generated, spec: &str) -> Rig {
     let rig = Rig::new();
-    let out = rig.router.exec(&target_binary("nftbalance"), &["apply", "-"], Some(spec.as_bytes()));
-    assert!(out.status.success(), "seed {}: apply: {}\n{spec}", g.seed, String::from_utf8_lossy(&out.stderr));
+    let out = rig.router.exec(
+        &target_binary("nftbalance"),
+        &["apply", "-"],
+        Some(spec.as_bytes()),
+    );
+    assert!(
+        out.status.success(),
+        "seed {}: apply: {}\n{spec}",
+        g.seed,
+        String::from_utf8_lossy(&out.stderr)
+    );
     rig
 }
 
@@ -188,7 +245,9 @@ fn plan(g: &Generated, p: &Probe) -> (u32, Vec<f64>) {
 /// 5 standard deviations of its expectation (3 would fail about one run in three over the
 /// hundreds of counts a run checks; a wrong weight is far outside either bound at n = 400).
 fn check(g: &Generated, p: &Probe, who: &str, n: u32, share: &[f64], got: &[u64]) {
-    let ctx = || format!("seed {} ({:?}, {}): probe {p:?} ({}): {who} sent {n}, sinks got {got:?}, want shares {share:?}\n{}{}", g.seed, g.shape, if g.random { "random" } else { "nth" }, p.why, g.save, g.ip_lines);
+    let ctx = || {
+        format!("seed {} ({:?}, {}): probe {p:?} ({}): {who} sent {n}, sinks got {got:?}, want shares {share:?}\n{}{}", g.seed, g.shape, if g.random { "random" } else { "nth" }, p.why, g.save, g.ip_lines)
+    };
     for (k, s) in share.iter().enumerate() {
         let want = f64::from(n) * s;
         let ok = if g.random && p.expect == Expect::Balanced {
@@ -217,7 +276,10 @@ fn differential(g: &Generated) {
 }
 
 fn inputs() -> u64 {
-    std::env::var("NFTBALANCE_DIFF_INPUTS").ok().and_then(|v| v.parse().ok()).unwrap_or(40)
+    std::env::var("NFTBALANCE_DIFF_INPUTS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(40)
 }
 
 #[test]
@@ -242,27 +304,50 @@ fn generated_legacy_balancers_and_their_translated_specs_route_alike() {
 fn generated_legacy_balancers_translate_completely() {
     for seed in 1..=300 {
         let g = legacy_gen::generate(seed);
-        let inputs = [Input { name: "rules.save", text: &g.save }, Input { name: "ip.sh", text: &g.ip_lines }];
-        let (spec, report) = to_spec(&inputs, &Default::default()).unwrap_or_else(|e| panic!("seed {seed}: {e}\n{}{}", g.save, g.ip_lines));
-        let marking: Vec<String> = report.marking().map(|e| format!("{}: {}", e.loc, e.text)).collect();
-        assert!(marking.is_empty(), "seed {seed}: {marking:?}\n{report}\n{}{}", g.save, g.ip_lines);
-        assert_eq!(spec.gateways.len(), g.uplinks.len(), "seed {seed}\n{}", g.save);
+        let inputs = [
+            Input {
+                name: "rules.save",
+                text: &g.save,
+            },
+            Input {
+                name: "ip.sh",
+                text: &g.ip_lines,
+            },
+        ];
+        let (spec, report) = to_spec(&inputs, &Default::default())
+            .unwrap_or_else(|e| panic!("seed {seed}: {e}\n{}{}", g.save, g.ip_lines));
+        let marking: Vec<String> = report
+            .marking()
+            .map(|e| format!("{}: {}", e.loc, e.text))
+            .collect();
+        assert!(
+            marking.is_empty(),
+            "seed {seed}: {marking:?}\n{report}\n{}{}",
+            g.save,
+            g.ip_lines
+        );
+        assert_eq!(
+            spec.gateways.len(),
+            g.uplinks.len(),
+            "seed {seed}\n{}",
+            g.save
+        );
         let total: u32 = g.uplinks.iter().map(|u| u.weight).sum();
         let spec_total: u32 = spec.gateways.iter().map(|x| x.weight).sum();
         for u in &g.uplinks {
-            let gw = spec.gateways.iter().find(|x| x.mark == u.mark).unwrap_or_else(|| panic!("seed {seed}: mark {:#x}", u.mark));
+            let gw = spec
+                .gateways
+                .iter()
+                .find(|x| x.mark == u.mark)
+                .unwrap_or_else(|| panic!("seed {seed}: mark {:#x}", u.mark));
             assert_eq!(gw.interface, UPLINKS[u.slot], "seed {seed}");
-            assert_eq!(u64::from(gw.weight) * u64::from(total), u64::from(u.weight) * u64::from(spec_total), "seed {seed}: weights\n{}", g.save);
+            assert_eq!(
+                u64::from(gw.weight) * u64::from(total),
+                u64::from(u.weight) * u64::from(spec_total),
+                "seed {seed}: weights\n{}",
+                g.save
+            );
         }
         assert_eq!(spec.mark_mask, g.mask, "seed {seed}");
     }
-}
-
-#[test]
-#[ignore]
-fn dump_generated() {
-    let seed: u64 = std::env::var("SEED").unwrap().parse().unwrap();
-    let g = legacy_gen::generate(seed);
-    std::fs::write("/tmp/gen.save", &g.save).unwrap();
-    std::fs::write("/tmp/gen.sh", &g.ip_lines).unwrap();
 }

@@ -94,7 +94,9 @@ pub fn run(args: &TranslateArgs) -> anyhow::Result<ExitCode> {
     };
     // Buffered: a report of 100,000 lines would otherwise be 100,000 unbuffered writes.
     let mut stderr = io::BufWriter::new(io::stderr().lock());
-    write!(stderr, "{report}").and_then(|()| stderr.flush()).context("writing the report")?;
+    write!(stderr, "{report}")
+        .and_then(|()| stderr.flush())
+        .context("writing the report")?;
     drop(stderr);
     let marking: Vec<String> = report.marking().map(|e| e.loc.to_string()).collect();
     if !marking.is_empty() && !args.partial {

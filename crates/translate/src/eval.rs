@@ -136,7 +136,12 @@ struct Packet<'a> {
 /// The chains reachable from `hook`, and their rules.
 pub fn reachable(table: &Table, hook: &str) -> BTreeSet<RuleRef> {
     let mut out = BTreeSet::new();
-    let mut todo: Vec<usize> = table.chains.iter().position(|c| c.name == hook).into_iter().collect();
+    let mut todo: Vec<usize> = table
+        .chains
+        .iter()
+        .position(|c| c.name == hook)
+        .into_iter()
+        .collect();
     let mut seen = BTreeSet::new();
     while let Some(c) = todo.pop() {
         if !seen.insert(c) {
@@ -158,7 +163,10 @@ pub fn reachable(table: &Table, hook: &str) -> BTreeSet<RuleRef> {
 /// `uplinks`: interface names to give classes of their own even where no rule tests them.
 pub fn evaluate(table: &Table, hook: &str, uplinks: &[String]) -> Result<Evaluation, String> {
     let reached = reachable(table, hook);
-    let rules: Vec<&Rule> = reached.iter().map(|&(c, i)| &table.chains[c].rules[i].rule).collect();
+    let rules: Vec<&Rule> = reached
+        .iter()
+        .map(|&(c, i)| &table.chains[c].rules[i].rule)
+        .collect();
     let dims = dims(&rules, hook == "PREROUTING", uplinks);
     let iifs: Vec<Option<usize>> = if dims.iifs.is_empty() {
         vec![None]
@@ -172,14 +180,23 @@ pub fn evaluate(table: &Table, hook: &str, uplinks: &[String]) -> Result<Evaluat
         ));
     }
     let Some(start) = table.chains.iter().position(|c| c.name == hook) else {
-        return Ok(Evaluation { dims, classes: Vec::new(), reached });
+        return Ok(Evaluation {
+            dims,
+            classes: Vec::new(),
+            reached,
+        });
     };
     let mut classes = Vec::with_capacity(total);
     for &iif in &iifs {
         for proto in 0..dims.protos.len() {
             for dst in 0..dims.dsts.len() {
                 for src in 0..dims.srcs.len() {
-                    let class = Class { iif, proto, dst, src };
+                    let class = Class {
+                        iif,
+                        proto,
+                        dst,
+                        src,
+                    };
                     let p = &dims.protos[proto];
                     let packet = Packet {
                         iif: iif.map(|i| dims.iifs[i].rep.as_str()),
@@ -193,7 +210,11 @@ pub fn evaluate(table: &Table, hook: &str, uplinks: &[String]) -> Result<Evaluat
             }
         }
     }
-    Ok(Evaluation { dims, classes, reached })
+    Ok(Evaluation {
+        dims,
+        classes,
+        reached,
+    })
 }
 
 /// The values the rules test, as classes.
@@ -216,7 +237,12 @@ fn dims(rules: &[&Rule], forward: bool, uplinks: &[String]) -> Dims {
             srcs.insert(n.value.trunc());
         }
         for m in &r.matches {
-            if let Match::Ports { dir: Dir::Dst, ports, .. } = m {
+            if let Match::Ports {
+                dir: Dir::Dst,
+                ports,
+                ..
+            } = m
+            {
                 for p in ports {
                     bounds.insert(u32::from(p.first));
                     bounds.insert(u32::from(p.last) + 1);
@@ -229,7 +255,11 @@ fn dims(rules: &[&Rule], forward: bool, uplinks: &[String]) -> Dims {
     protos.insert("udp".into());
     let bounds: Vec<u32> = bounds.into_iter().collect();
     let mut out = Dims {
-        iifs: if forward { iif_classes(&names) } else { Vec::new() },
+        iifs: if forward {
+            iif_classes(&names)
+        } else {
+            Vec::new()
+        },
         dsts: regions(&dsts),
         srcs: regions(&srcs),
         ..Dims::default()
@@ -238,13 +268,22 @@ fn dims(rules: &[&Rule], forward: bool, uplinks: &[String]) -> Dims {
         if p == "tcp" || p == "udp" {
             for w in bounds.windows(2) {
                 let ports = (w[0] as u16, (w[1] - 1) as u16);
-                out.protos.push(ProtoPorts { proto: p.clone(), ports: Some(ports) });
+                out.protos.push(ProtoPorts {
+                    proto: p.clone(),
+                    ports: Some(ports),
+                });
             }
         } else {
-            out.protos.push(ProtoPorts { proto: p.clone(), ports: None });
+            out.protos.push(ProtoPorts {
+                proto: p.clone(),
+                ports: None,
+            });
         }
     }
-    out.protos.push(ProtoPorts { proto: String::new(), ports: None });
+    out.protos.push(ProtoPorts {
+        proto: String::new(),
+        ports: None,
+    });
     out
 }
 
@@ -261,15 +300,24 @@ fn proto_name(p: &str) -> String {
 fn iif_classes(names: &BTreeSet<String>) -> Vec<Iif> {
     let mut out: Vec<Iif> = (names.iter())
         .filter(|n| !n.ends_with('+'))
-        .map(|n| Iif { rep: n.clone(), exact: Some(n.clone()) })
+        .map(|n| Iif {
+            rep: n.clone(),
+            exact: Some(n.clone()),
+        })
         .collect();
     // A wildcard's own class: a name it matches that no exact name equals.
     for w in names.iter().filter(|n| n.ends_with('+')) {
         let stem = w.trim_end_matches('+');
-        let rep = (0..).map(|k| format!("{stem}~{k}")).find(|c| !names.contains(c)).expect("unbounded");
+        let rep = (0..)
+            .map(|k| format!("{stem}~{k}"))
+            .find(|c| !names.contains(c))
+            .expect("unbounded");
         out.push(Iif { rep, exact: None });
     }
-    out.push(Iif { rep: "~other".into(), exact: None });
+    out.push(Iif {
+        rep: "~other".into(),
+        exact: None,
+    });
     out
 }
 
@@ -277,9 +325,16 @@ fn iif_classes(names: &BTreeSet<String>) -> Vec<Iif> {
 fn regions(prefixes: &BTreeSet<Ipv4Net>) -> Vec<Region> {
     let mut out: Vec<Region> = Vec::new();
     for p in prefixes {
-        let inner: Vec<Ipv4Net> = prefixes.iter().filter(|q| *q != p && p.contains(*q)).copied().collect();
+        let inner: Vec<Ipv4Net> = prefixes
+            .iter()
+            .filter(|q| *q != p && p.contains(*q))
+            .copied()
+            .collect();
         if let Some(rep) = uncovered(*p, &inner) {
-            out.push(Region { prefix: Some(*p), rep });
+            out.push(Region {
+                prefix: Some(*p),
+                rep,
+            });
         }
     }
     let all: Vec<Ipv4Net> = prefixes.iter().copied().collect();
@@ -292,12 +347,19 @@ fn regions(prefixes: &BTreeSet<Ipv4Net>) -> Vec<Region> {
 
 /// An address of `net` in none of `holes`.
 fn uncovered(net: Ipv4Net, holes: &[Ipv4Net]) -> Option<Ipv4Addr> {
-    let overlapping: Vec<Ipv4Net> =
-        holes.iter().filter(|h| h.contains(&net) || net.contains(*h)).copied().collect();
+    let overlapping: Vec<Ipv4Net> = holes
+        .iter()
+        .filter(|h| h.contains(&net) || net.contains(*h))
+        .copied()
+        .collect();
     if overlapping.is_empty() {
         // Not the network address: a host address stands for the region in real traffic too.
         let a = u32::from(net.network());
-        return Some(Ipv4Addr::from(if net.prefix_len() < 31 { a + 1 } else { a }));
+        return Some(Ipv4Addr::from(if net.prefix_len() < 31 {
+            a + 1
+        } else {
+            a
+        }));
     }
     if overlapping.iter().any(|h| h.contains(&net)) {
         return None;
@@ -422,10 +484,14 @@ impl<'a> Runner<'a> {
 
     fn at_start(&self) -> bool {
         self.counters.iter().all(|(&(c, i), n)| {
-            let every = self.table.chains[c].rules[i].rule.matches.iter().find_map(|m| match m {
-                Match::Nth { every, .. } => Some(u64::from(*every)),
-                _ => None,
-            });
+            let every = self.table.chains[c].rules[i]
+                .rule
+                .matches
+                .iter()
+                .find_map(|m| match m {
+                    Match::Nth { every, .. } => Some(u64::from(*every)),
+                    _ => None,
+                });
             every.is_none_or(|e| n % e == 0)
         })
     }
@@ -438,13 +504,19 @@ impl<'a> Runner<'a> {
         let mut after = None;
         loop {
             self.counters = saved.clone();
-            let mut o = Oracle { prefix, taken: Vec::new(), prob: 1.0 };
+            let mut o = Oracle {
+                prefix,
+                taken: Vec::new(),
+                prob: 1.0,
+            };
             let mut m = Marks::default();
             let flow = self.run(start, p, &mut m, &mut o, 0);
             let mark = if m.ct != 0 { m.ct } else { m.nf };
             out.push((o.prob, mark, flow == Flow::Drop));
             after.get_or_insert_with(|| self.counters.clone());
-            let Some(j) = o.taken.iter().rposition(|(c, a)| c + 1 < *a) else { break };
+            let Some(j) = o.taken.iter().rposition(|(c, a)| c + 1 < *a) else {
+                break;
+            };
             if out.len() >= MAX_PATHS {
                 self.unknown.get_or_insert((start, 0));
                 break;
@@ -456,7 +528,14 @@ impl<'a> Runner<'a> {
         out
     }
 
-    fn run(&mut self, chain: usize, p: &Packet<'_>, m: &mut Marks, o: &mut Oracle, depth: usize) -> Flow {
+    fn run(
+        &mut self,
+        chain: usize,
+        p: &Packet<'_>,
+        m: &mut Marks,
+        o: &mut Oracle,
+        depth: usize,
+    ) -> Flow {
         if depth > MAX_DEPTH {
             self.unknown.get_or_insert((chain, 0));
             return Flow::Stop;
@@ -483,13 +562,23 @@ impl<'a> Runner<'a> {
         Flow::Next
     }
 
-    fn target(&mut self, at: RuleRef, rule: &Rule, p: &Packet<'_>, m: &mut Marks, o: &mut Oracle, depth: usize) -> Flow {
+    fn target(
+        &mut self,
+        at: RuleRef,
+        rule: &Rule,
+        p: &Packet<'_>,
+        m: &mut Marks,
+        o: &mut Oracle,
+        depth: usize,
+    ) -> Flow {
         match &rule.target {
             None | Some(Target::Log { .. }) => {}
             Some(Target::SetConnmark { value, mask }) => m.ct = (m.ct & !mask) ^ value,
             Some(Target::SetMark { value, mask }) => m.nf = (m.nf & !mask) ^ value,
             Some(Target::SaveMark { nfmask, ctmask }) => m.ct = (m.ct & !ctmask) ^ (m.nf & nfmask),
-            Some(Target::RestoreMark { nfmask, ctmask }) => m.nf = (m.nf & !nfmask) ^ (m.ct & ctmask),
+            Some(Target::RestoreMark { nfmask, ctmask }) => {
+                m.nf = (m.nf & !nfmask) ^ (m.ct & ctmask)
+            }
             Some(Target::Return) => return Flow::Return,
             Some(Target::Accept) => return Flow::Stop,
             Some(Target::Drop | Target::Reject(_)) => return Flow::Drop,
@@ -506,7 +595,11 @@ impl<'a> Runner<'a> {
                     f => f,
                 };
             }
-            Some(Target::Hmark { modulus, rnd, offset }) => {
+            Some(Target::Hmark {
+                modulus,
+                rnd,
+                offset,
+            }) => {
                 self.hash = Some(*rnd);
                 let n = (*modulus).max(1) as usize;
                 let c = o.choose(n, |_| 1.0 / n as f64);
@@ -519,7 +612,14 @@ impl<'a> Runner<'a> {
         Flow::Next
     }
 
-    fn test(&mut self, at: RuleRef, rule: &Rule, p: &Packet<'_>, m: &Marks, o: &mut Oracle) -> Test {
+    fn test(
+        &mut self,
+        at: RuleRef,
+        rule: &Rule,
+        p: &Packet<'_>,
+        m: &Marks,
+        o: &mut Oracle,
+    ) -> Test {
         if rule.unsupported.is_some() || rule.oif.is_some() {
             return Test::Unknown;
         }
@@ -551,8 +651,15 @@ impl<'a> Runner<'a> {
                 Match::Mark { neg, value, mask } => (m.nf & mask == *value) != *neg,
                 Match::State { neg, states } => states.contains(&CtState::New) != *neg,
                 Match::Comment(_) => true,
-                Match::Ports { dir: Dir::Dst, neg, ports, .. } => {
-                    let Some(d) = p.dport else { return Test::NoMatch };
+                Match::Ports {
+                    dir: Dir::Dst,
+                    neg,
+                    ports,
+                    ..
+                } => {
+                    let Some(d) = p.dport else {
+                        return Test::NoMatch;
+                    };
                     ports.iter().any(|r| r.first <= d && d <= r.last) != *neg
                 }
                 Match::Ports { dir: Dir::Src, .. } => return Test::Unknown,
@@ -568,7 +675,9 @@ impl<'a> Runner<'a> {
                     let q = *probability;
                     (o.choose(2, |c| if c == 0 { q } else { 1.0 - q }) == 0) != *neg
                 }
-                Match::Recent { action, seconds, .. } => match action {
+                Match::Recent {
+                    action, seconds, ..
+                } => match action {
                     RecentAction::Set => true,
                     // A new source is in no list yet: the first connection never matches.
                     RecentAction::Update | RecentAction::Rcheck => {
@@ -602,6 +711,9 @@ pub fn writes_mark(rule: &Rule) -> bool {
             | Target::Hmark { .. },
         ) => true,
         // An option the parser could not read may be a mark target's.
-        _ => rule.unsupported.as_ref().is_some_and(|u| u.option.to_ascii_uppercase().contains("MARK")),
+        _ => rule
+            .unsupported
+            .as_ref()
+            .is_some_and(|u| u.option.to_ascii_uppercase().contains("MARK")),
     }
 }

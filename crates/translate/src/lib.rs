@@ -4,15 +4,14 @@
 //! Pure: reads only the text it is given; no syscalls, environment or clock.
 
 mod error;
+mod eval;
 pub mod iptables;
 mod names;
 mod nft;
-mod eval;
 mod recognise;
 mod report;
 pub mod script;
 pub mod shell;
-
 
 use std::collections::{BTreeMap, BTreeSet};
 

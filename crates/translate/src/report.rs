@@ -81,14 +81,18 @@ impl Report {
 
     /// The lines that mark connections the spec does not: `translate` exits 2 on any.
     pub fn marking(&self) -> impl Iterator<Item = &Entry> {
-        self.entries.iter().filter(|e| e.what.iter().any(|w| matches!(w, What::Marks(_))))
+        self.entries
+            .iter()
+            .filter(|e| e.what.iter().any(|w| matches!(w, What::Marks(_))))
     }
 
     /// The lines outside the model.
     pub fn outside(&self) -> impl Iterator<Item = &Entry> {
-        self.entries
-            .iter()
-            .filter(|e| e.what.iter().any(|w| matches!(w, What::Outside(_) | What::Marks(_))))
+        self.entries.iter().filter(|e| {
+            e.what
+                .iter()
+                .any(|w| matches!(w, What::Outside(_) | What::Marks(_)))
+        })
     }
 }
 

@@ -178,7 +178,8 @@ pub fn read(
     defines: &BTreeMap<String, String>,
 ) -> Result<Script, TranslateError> {
     let mut s = Script::default();
-    s.lines.reserve(inputs.iter().map(|i| i.text.lines().count()).sum());
+    s.lines
+        .reserve(inputs.iter().map(|i| i.text.lines().count()).sum());
     let mut vars = shell::Vars::new(defines);
     let mut rt_tables: BTreeMap<String, u32> = BTreeMap::new();
     let mut lines = 0;
@@ -354,7 +355,9 @@ fn restore_line(
     })?;
     // Most saved rules have no quoting, variables or operators: their words are the
     // whitespace-separated fields (no tokenizer and no per-character parts).
-    let plain = !body.contains(['"', '\'', '\\', '$', '`', ';', '|', '&', '<', '>', '(', ')', '#']);
+    let plain = !body.contains([
+        '"', '\'', '\\', '$', '`', ';', '|', '&', '<', '>', '(', ')', '#',
+    ]);
     let args: Vec<String> = if plain {
         body.split_whitespace().map(str::to_string).collect()
     } else {

@@ -48,9 +48,17 @@ pub fn logical_lines(text: &str) -> Vec<LogicalLine<'_>> {
             (raw, false)
         };
         let done = match current.take() {
-            None if !continues => LogicalLine { line: i + 1, text: body.into(), heredoc: None },
+            None if !continues => LogicalLine {
+                line: i + 1,
+                text: body.into(),
+                heredoc: None,
+            },
             None => {
-                current = Some(LogicalLine { line: i + 1, text: body.to_string().into(), heredoc: None });
+                current = Some(LogicalLine {
+                    line: i + 1,
+                    text: body.to_string().into(),
+                    heredoc: None,
+                });
                 continue;
             }
             Some(mut cur) => {
@@ -67,7 +75,11 @@ pub fn logical_lines(text: &str) -> Vec<LogicalLine<'_>> {
             let found = heredocs(&done.text);
             if !found.is_empty() {
                 let program = program_name(&done.text);
-                pending.extend(found.into_iter().map(|(d, strip)| (d, strip, program.clone())));
+                pending.extend(
+                    found
+                        .into_iter()
+                        .map(|(d, strip)| (d, strip, program.clone())),
+                );
             }
         }
         out.push(done);

@@ -32,7 +32,10 @@ fn outside_corpus_matches_goldens() {
 fn outside_corpus_names_every_marking_line() {
     for f in fixture_files("legacy/outside", "save") {
         let text = fs::read_to_string(&f).unwrap();
-        let input = [Input { name: "in.save", text: &text }];
+        let input = [Input {
+            name: "in.save",
+            text: &text,
+        }];
         let (_, report) = to_spec(&input, &BTreeMap::new()).unwrap();
         let named: Vec<usize> = report.marking().map(|e| e.loc.line).collect();
         let want: Vec<usize> = (text.lines().enumerate())

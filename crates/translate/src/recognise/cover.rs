@@ -33,7 +33,10 @@ pub fn exclusions(hooks: &[(&Evaluation, &[Key])]) -> Vec<Ipv4Net> {
     for (ev, _) in hooks {
         prefixes.extend(ev.dims.dsts.iter().filter_map(|r| r.prefix));
     }
-    let marked_somewhere = hooks.iter().any(|(_, keys)| keys.iter().any(|k| matches!(k, Key::Pin(_) | Key::Split(_))));
+    let marked_somewhere = hooks.iter().any(|(_, keys)| {
+        keys.iter()
+            .any(|k| matches!(k, Key::Pin(_) | Key::Split(_)))
+    });
     if !marked_somewhere {
         return Vec::new();
     }
@@ -44,14 +47,26 @@ pub fn exclusions(hooks: &[(&Evaluation, &[Key])]) -> Vec<Ipv4Net> {
             })
         })
     };
-    let excluded: Vec<Ipv4Net> = prefixes.iter().filter(|p| zero_inside(p)).copied().collect();
+    let excluded: Vec<Ipv4Net> = prefixes
+        .iter()
+        .filter(|p| zero_inside(p))
+        .copied()
+        .collect();
     // Outermost only.
-    excluded.iter().filter(|p| !excluded.iter().any(|q| q != *p && q.contains(*p))).copied().collect()
+    excluded
+        .iter()
+        .filter(|p| !excluded.iter().any(|q| q != *p && q.contains(*p)))
+        .copied()
+        .collect()
 }
 
 /// The selectors of every key (pins and splits), in key order.
 pub fn cover(ev: &Evaluation, keys: &[Key], exclude: &[Ipv4Net]) -> Vec<(Key, Rect)> {
-    let mut wanted: Vec<Key> = keys.iter().copied().filter(|k| matches!(k, Key::Pin(_) | Key::Split(_))).collect();
+    let mut wanted: Vec<Key> = keys
+        .iter()
+        .copied()
+        .filter(|k| matches!(k, Key::Pin(_) | Key::Split(_)))
+        .collect();
     wanted.sort();
     wanted.dedup();
     let g = Grid { ev, keys, exclude };
@@ -81,7 +96,11 @@ impl Grid<'_> {
     /// Classes whose key does not matter: inbound on a gateway's interface, or excluded.
     fn dont_care(&self, i: usize) -> bool {
         let c = self.class(i);
-        self.keys[i] == Key::Ingress || self.exclude.iter().any(|e| e.contains(&self.dims().dsts[c.dst].rep))
+        self.keys[i] == Key::Ingress
+            || self
+                .exclude
+                .iter()
+                .any(|e| e.contains(&self.dims().dsts[c.dst].rep))
     }
 
     /// Covers `set` with selectors, splitting on dimension `dim` and the ones after it; the
@@ -122,7 +141,11 @@ impl Grid<'_> {
     /// Protocol name, as an index (the first class with that name).
     fn proto_group(&self, p: usize) -> usize {
         let name = &self.dims().protos[p].proto;
-        self.dims().protos.iter().position(|x| x.proto == *name).unwrap_or(p)
+        self.dims()
+            .protos
+            .iter()
+            .position(|x| x.proto == *name)
+            .unwrap_or(p)
     }
 
     /// One selector for exactly `set` (and classes that do not matter), if there is one: the
@@ -131,9 +154,14 @@ impl Grid<'_> {
         let dims = self.dims();
         let key = self.keys[set[0]];
         // The spec tries pins before balanced selectors: a balanced selector may cover pins.
-        let shadowed = |i: usize| matches!(key, Key::Split(_)) && matches!(self.keys[i], Key::Pin(_));
-        let care: Vec<usize> = (0..self.keys.len()).filter(|&i| !self.dont_care(i) && !shadowed(i)).collect();
-        let of = |f: &dyn Fn(&Class) -> usize| -> BTreeSet<usize> { set.iter().map(|&i| f(self.class(i))).collect() };
+        let shadowed =
+            |i: usize| matches!(key, Key::Split(_)) && matches!(self.keys[i], Key::Pin(_));
+        let care: Vec<usize> = (0..self.keys.len())
+            .filter(|&i| !self.dont_care(i) && !shadowed(i))
+            .collect();
+        let of = |f: &dyn Fn(&Class) -> usize| -> BTreeSet<usize> {
+            set.iter().map(|&i| f(self.class(i))).collect()
+        };
         // Interface: any, or the one exact name.
         let iifs = of(&|c| c.iif.unwrap_or(usize::MAX));
         let mut iif_options = vec![None];
@@ -153,10 +181,21 @@ impl Grid<'_> {
             for (protocol, dports) in &proto_options {
                 for daddr in &dst_options {
                     for saddr in &src_options {
-                        let rect = Rect { iif: iif.clone(), protocol: *protocol, dports: dports.clone(), saddr: saddr.clone(), daddr: daddr.clone(), classes: set.to_vec() };
+                        let rect = Rect {
+                            iif: iif.clone(),
+                            protocol: *protocol,
+                            dports: dports.clone(),
+                            saddr: saddr.clone(),
+                            daddr: daddr.clone(),
+                            classes: set.to_vec(),
+                        };
                         // Every class of the set matches; no class that matters with another key does.
                         let covers = set.iter().all(|&i| matches(dims, self.class(i), &rect));
-                        if covers && care.iter().all(|&i| self.keys[i] == key || !matches(dims, self.class(i), &rect)) {
+                        if covers
+                            && care.iter().all(|&i| {
+                                self.keys[i] == key || !matches(dims, self.class(i), &rect)
+                            })
+                        {
                             return Some(rect);
                         }
                     }
@@ -170,15 +209,23 @@ impl Grid<'_> {
 /// Protocol and port candidates for a set of protocol classes, widest first.
 fn proto_options(dims: &Dims, protos: &BTreeSet<usize>) -> Vec<(Option<Protocol>, Vec<PortRange>)> {
     let mut out = vec![(None, Vec::new())];
-    let names: BTreeSet<&str> = protos.iter().map(|&p| dims.protos[p].proto.as_str()).collect();
-    let [name] = names.into_iter().collect::<Vec<_>>()[..] else { return out };
+    let names: BTreeSet<&str> = protos
+        .iter()
+        .map(|&p| dims.protos[p].proto.as_str())
+        .collect();
+    let [name] = names.into_iter().collect::<Vec<_>>()[..] else {
+        return out;
+    };
     let protocol = match name {
         "tcp" => Protocol::Tcp,
         "udp" => Protocol::Udp,
         _ => return out,
     };
     out.push((Some(protocol), Vec::new()));
-    out.push((Some(protocol), merged_ports(protos.iter().filter_map(|&p| dims.protos[p].ports))));
+    out.push((
+        Some(protocol),
+        merged_ports(protos.iter().filter_map(|&p| dims.protos[p].ports)),
+    ));
     out
 }
 
@@ -204,7 +251,12 @@ pub fn matches(dims: &Dims, c: &Class, r: &Rect) -> bool {
     };
     let p = &dims.protos[c.proto];
     let proto_ok = r.protocol.is_none_or(|x| x.as_str() == p.proto)
-        && (r.dports.is_empty() || p.ports.is_some_and(|(a, _)| r.dports.iter().any(|d| d.first <= a && a <= d.last)));
+        && (r.dports.is_empty()
+            || p.ports
+                .is_some_and(|(a, _)| r.dports.iter().any(|d| d.first <= a && a <= d.last)));
     let net_ok = |nets: &[Ipv4Net], a| nets.is_empty() || nets.iter().any(|n| n.contains(&a));
-    iif_ok && proto_ok && net_ok(&r.daddr, dims.dsts[c.dst].rep) && net_ok(&r.saddr, dims.srcs[c.src].rep)
+    iif_ok
+        && proto_ok
+        && net_ok(&r.daddr, dims.dsts[c.dst].rep)
+        && net_ok(&r.saddr, dims.srcs[c.src].rep)
 }

@@ -15,12 +15,24 @@ use super::{routing, Gw};
 
 /// The gateways in order (header, then first rule setting each mark), and which input
 /// interfaces are the gateways' own (their new connections keep the gateway's mark).
-pub fn find(script: &Script, mangle: &Table, fwd: &Evaluation, local: &Evaluation, report: &mut Report) -> Vec<Gw> {
+pub fn find(
+    script: &Script,
+    mangle: &Table,
+    fwd: &Evaluation,
+    local: &Evaluation,
+    report: &mut Report,
+) -> Vec<Gw> {
     let mut gws: Vec<Gw> = script
         .header_gateways
         .iter()
         .map(|h| {
-            report.add(&h.loc, What::Spec(format!("gateway {} (the header written by nftbalance)", h.name)));
+            report.add(
+                &h.loc,
+                What::Spec(format!(
+                    "gateway {} (the header written by nftbalance)",
+                    h.name
+                )),
+            );
             Gw {
                 name: Some(h.name.clone()),
                 interface: Some(h.interface.clone()),
@@ -39,8 +51,18 @@ pub fn find(script: &Script, mangle: &Table, fwd: &Evaluation, local: &Evaluatio
     let mut ingress: Vec<(String, u32)> = Vec::new();
     for (k, iif) in fwd.dims.iifs.iter().enumerate() {
         let Some(name) = &iif.exact else { continue };
-        let mut marks = fwd.classes.iter().filter(|(c, _)| c.iif == Some(k)).map(|(_, o)| (o.unknown.is_none() && !o.dropped).then(|| o.fixed()).flatten());
-        let Some(Some(m)) = marks.next() else { continue };
+        let mut marks = fwd
+            .classes
+            .iter()
+            .filter(|(c, _)| c.iif == Some(k))
+            .map(|(_, o)| {
+                (o.unknown.is_none() && !o.dropped)
+                    .then(|| o.fixed())
+                    .flatten()
+            });
+        let Some(Some(m)) = marks.next() else {
+            continue;
+        };
         if m != 0 && marks.all(|x| x == Some(m)) {
             ingress.push((name.clone(), m));
         }
@@ -53,7 +75,12 @@ pub fn find(script: &Script, mangle: &Table, fwd: &Evaluation, local: &Evaluatio
             // The mark's uplink is another interface: this one is pinned, not an uplink.
             Some(_) => {}
             None if routed.as_ref().is_some_and(|d| *d != iif) => {}
-            None => gws.push(Gw { interface: Some(iif), mark: m, ingress: true, ..Gw::default() }),
+            None => gws.push(Gw {
+                interface: Some(iif),
+                mark: m,
+                ingress: true,
+                ..Gw::default()
+            }),
         }
     }
     // Marks the classes end with that no gateway has yet, by the first rule setting them.
@@ -84,7 +111,9 @@ fn first_setter(mangle: &Table) -> BTreeMap<u32, Loc> {
     let mut out: BTreeMap<u32, Loc> = BTreeMap::new();
     for c in &mangle.chains {
         for r in &c.rules {
-            if let Some(Target::SetConnmark { value, .. } | Target::SetMark { value, .. }) = &r.rule.target {
+            if let Some(Target::SetConnmark { value, .. } | Target::SetMark { value, .. }) =
+                &r.rule.target
+            {
                 let e = out.entry(*value).or_insert_with(|| r.loc.clone());
                 if r.loc < *e {
                     *e = r.loc.clone();

@@ -80,7 +80,8 @@ pub fn recognise(script: &Script, report: &mut Report) -> Result<Recognition, Tr
         .table("mangle")
         .ok_or_else(|| TranslateError::NoBalancer("the input has no mangle rules".into()))?;
     // Phase 1: evaluate.
-    let fwd = eval::evaluate(mangle, "PREROUTING", &uplink_names(script)).map_err(TranslateError::NoBalancer)?;
+    let fwd = eval::evaluate(mangle, "PREROUTING", &uplink_names(script))
+        .map_err(TranslateError::NoBalancer)?;
     let local = eval::evaluate(mangle, "OUTPUT", &[]).map_err(TranslateError::NoBalancer)?;
     // Phase 2: gateways.
     let mut gws = gateways::find(script, mangle, &fwd, &local, report);
@@ -99,7 +100,10 @@ pub fn recognise(script: &Script, report: &mut Report) -> Result<Recognition, Tr
     // In input order, as the rules test them.
     let first_test = |n: &ipnet::Ipv4Net| {
         let rules = mangle.chains.iter().flat_map(|c| &c.rules);
-        rules.filter(|r| r.rule.dst.as_ref().is_some_and(|d| d.value.trunc() == *n)).map(|r| r.loc.clone()).min()
+        rules
+            .filter(|r| r.rule.dst.as_ref().is_some_and(|d| d.value.trunc() == *n))
+            .map(|r| r.loc.clone())
+            .min()
     };
     exclude.sort_by_cached_key(first_test);
     let mut rects_f = cover::cover(&fwd, &keys_f, &exclude);
@@ -114,33 +118,73 @@ pub fn recognise(script: &Script, report: &mut Report) -> Result<Recognition, Tr
     let mut consumed = BTreeSet::new();
     let snat = routing::snat(script, &mut gws, report, &mut consumed);
     routing::routing(script, &mut gws, report);
-    let sticky = fwd.classes.iter().chain(&local.classes).find_map(|(_, o)| o.sticky);
-    let spec = build(script, &gws, &splits, default, mask, exclude, sticky, snat, [&rects_f, &rects_l]);
+    let sticky = fwd
+        .classes
+        .iter()
+        .chain(&local.classes)
+        .find_map(|(_, o)| o.sticky);
+    let spec = build(
+        script,
+        &gws,
+        &splits,
+        default,
+        mask,
+        exclude,
+        sticky,
+        snat,
+        [&rects_f, &rects_l],
+    );
     // Phase 5: check, and say what became of every rule.
-    let parts = report::Parts { mangle, fwd: &fwd, local: &local, keys: [&keys_f, &keys_l], rects: [&rects_f, &rects_l], gws: &gws, splits: &splits, main: &main };
+    let parts = report::Parts {
+        mangle,
+        fwd: &fwd,
+        local: &local,
+        keys: [&keys_f, &keys_l],
+        rects: [&rects_f, &rects_l],
+        gws: &gws,
+        splits: &splits,
+        main: &main,
+    };
     report::rules(&spec, &parts, mask, report, &mut consumed);
     Ok(Recognition { spec, consumed })
 }
 
 /// Selectors in the order of the first rule that tells their classes from the others.
 fn in_input_order(mangle: &Table, ev: &Evaluation, rects: &mut [(Key, cover::Rect)]) {
-    let mut all = rects.iter().flat_map(|(_, r)| r.classes.iter()).map(|&i| &ev.classes[i].1.ran);
+    let mut all = rects
+        .iter()
+        .flat_map(|(_, r)| r.classes.iter())
+        .map(|&i| &ev.classes[i].1.ran);
     let Some(first) = all.next() else { return };
-    let common: BTreeSet<eval::RuleRef> = all.fold(first.clone(), |acc, r| acc.intersection(r).copied().collect());
+    let common: BTreeSet<eval::RuleRef> = all.fold(first.clone(), |acc, r| {
+        acc.intersection(r).copied().collect()
+    });
     rects.sort_by_cached_key(|(_, r)| {
         let ran = r.classes.iter().flat_map(|&i| ev.classes[i].1.ran.iter());
-        ran.filter(|x| !common.contains(x)).map(|&(c, i)| mangle.chains[c].rules[i].loc.clone()).min()
+        ran.filter(|x| !common.contains(x))
+            .map(|&(c, i)| mangle.chains[c].rules[i].loc.clone())
+            .min()
     });
 }
 
 /// Interface names the spec may give gateways, so that their classes exist (their inbound
 /// connections are what the spec's ingress marks).
 fn uplink_names(script: &Script) -> Vec<String> {
-    let mut out: Vec<String> = script.header_gateways.iter().map(|h| h.interface.clone()).collect();
+    let mut out: Vec<String> = script
+        .header_gateways
+        .iter()
+        .map(|h| h.interface.clone())
+        .collect();
     out.extend(script.ip_routes.iter().filter_map(|r| r.dev.clone()));
     if let Some(nat) = script.table("nat") {
         for c in &nat.chains {
-            out.extend(c.rules.iter().filter_map(|r| r.rule.oif.as_ref()).filter(|o| !o.neg).map(|o| o.value.clone()));
+            out.extend(
+                c.rules
+                    .iter()
+                    .filter_map(|r| r.rule.oif.as_ref())
+                    .filter(|o| !o.neg)
+                    .map(|o| o.value.clone()),
+            );
         }
     }
     out.retain(|n| !n.ends_with('+'));
@@ -157,7 +201,9 @@ fn mark_mask(mangle: &Table, fwd: &Evaluation, local: &Evaluation, report: &mut 
             Some(Target::SetConnmark { value, mask }) if *value != 0 && value & !mask == 0 => {
                 masks.insert(*mask);
             }
-            Some(Target::RestoreMark { nfmask, ctmask } | Target::SaveMark { nfmask, ctmask }) if nfmask == ctmask => {
+            Some(Target::RestoreMark { nfmask, ctmask } | Target::SaveMark { nfmask, ctmask })
+                if nfmask == ctmask =>
+            {
                 masks.insert(*ctmask);
             }
             _ => {}
@@ -168,7 +214,10 @@ fn mark_mask(mangle: &Table, fwd: &Evaluation, local: &Evaluation, report: &mut 
         1 => *masks.iter().next().expect("one"),
         _ => {
             let list: Vec<String> = masks.iter().map(|m| format!("{m:#x}")).collect();
-            report.note(format!("the rules use several mark masks ({}); the spec uses the widest", list.join(", ")));
+            report.note(format!(
+                "the rules use several mark masks ({}); the spec uses the widest",
+                list.join(", ")
+            ));
             masks.iter().fold(0, |a, b| a | b)
         }
     }
@@ -176,7 +225,14 @@ fn mark_mask(mangle: &Table, fwd: &Evaluation, local: &Evaluation, report: &mut 
 
 /// Each class's key; new splits are added to `splits`.
 /// `main`: (mark, mask) of `ip rule fwmark M/K lookup main`: such a mark routes as unmarked.
-fn keys(ev: &Evaluation, gws: &[Gw], main: &[(u32, u32)], splits: &mut Vec<Split>, mask: u32, forward: bool) -> Vec<Key> {
+fn keys(
+    ev: &Evaluation,
+    gws: &[Gw],
+    main: &[(u32, u32)],
+    splits: &mut Vec<Split>,
+    mask: u32,
+    forward: bool,
+) -> Vec<Key> {
     let gw_of = |m: u32| gws.iter().position(|g| g.mark & mask == m & mask);
     ev.classes
         .iter()
@@ -184,7 +240,8 @@ fn keys(ev: &Evaluation, gws: &[Gw], main: &[(u32, u32)], splits: &mut Vec<Split
             let uplink = forward
                 && c.iif.is_some_and(|k| {
                     let name = ev.dims.iifs[k].exact.as_deref();
-                    gws.iter().any(|g| g.interface.as_deref() == name && name.is_some())
+                    gws.iter()
+                        .any(|g| g.interface.as_deref() == name && name.is_some())
                 });
             if uplink {
                 return Key::Ingress;
@@ -194,7 +251,9 @@ fn keys(ev: &Evaluation, gws: &[Gw], main: &[(u32, u32)], splits: &mut Vec<Split
             }
             match o.fixed() {
                 Some(m) if m & mask == 0 || main.iter().any(|(v, k)| m & k == *v) => Key::Zero,
-                Some(m) if gws.len() == 1 && gw_of(m).is_some() => split_key(o, gws, splits, mask).unwrap_or(Key::Other),
+                Some(m) if gws.len() == 1 && gw_of(m).is_some() => {
+                    split_key(o, gws, splits, mask).unwrap_or(Key::Other)
+                }
                 Some(m) => gw_of(m).map_or(Key::Other, Key::Pin),
                 None => split_key(o, gws, splits, mask).unwrap_or(Key::Other),
             }
@@ -215,10 +274,18 @@ fn split_key(o: &Outcome, gws: &[Gw], splits: &mut Vec<Split>, mask: u32) -> Opt
     };
     let w = weights_of(&shares)?;
     let weights: Vec<(usize, u32)> = w.into_iter().enumerate().filter(|(_, x)| *x > 0).collect();
-    let i = match splits.iter().position(|s| s.method == method && s.hash_seed == hash_seed && s.weights == weights) {
+    let i = match splits
+        .iter()
+        .position(|s| s.method == method && s.hash_seed == hash_seed && s.weights == weights)
+    {
         Some(i) => i,
         None => {
-            splits.push(Split { method, hash_seed, weights, classes: 0 });
+            splits.push(Split {
+                method,
+                hash_seed,
+                weights,
+                classes: 0,
+            });
             splits.len() - 1
         }
     };
@@ -230,16 +297,23 @@ fn split_key(o: &Outcome, gws: &[Gw], splits: &mut Vec<Split>, mask: u32) -> Opt
 /// 1e-6 (0 for a gateway with no share).
 fn weights_of(shares: &[f64]) -> Option<Vec<u32>> {
     (1..=nftbalance_spec::MAX_WEIGHT).find_map(|total| {
-        let w: Vec<u32> = shares.iter().map(|s| (s * f64::from(total)).round() as u32).collect();
+        let w: Vec<u32> = shares
+            .iter()
+            .map(|s| (s * f64::from(total)).round() as u32)
+            .collect();
         let exact = w.iter().sum::<u32>() == total
-            && w.iter().zip(shares).all(|(x, s)| (f64::from(*x) / f64::from(total) - s).abs() < 1e-6);
+            && w.iter()
+                .zip(shares)
+                .all(|(x, s)| (f64::from(*x) / f64::from(total) - s).abs() < 1e-6);
         exact.then_some(w)
     })
 }
 
 /// The split over every gateway that most classes take: the spec's default balance.
 fn default_split(splits: &[Split], gateways: usize) -> Option<usize> {
-    (0..splits.len()).filter(|&i| splits[i].weights.len() == gateways).max_by_key(|&i| (splits[i].classes, usize::MAX - i))
+    (0..splits.len())
+        .filter(|&i| splits[i].weights.len() == gateways)
+        .max_by_key(|&i| (splits[i].classes, usize::MAX - i))
 }
 
 fn set_weights(gws: &mut [Gw], split: &Split, report: &mut Report) {
@@ -247,12 +321,17 @@ fn set_weights(gws: &mut [Gw], split: &Split, report: &mut Report) {
     let w: Vec<u32> = split.weights.iter().map(|(_, x)| *x).collect();
     let header: Vec<u32> = gws.iter().map(|g| g.weight.unwrap_or(0)).collect();
     let proportional = header.iter().all(|h| *h > 0)
-        && header.iter().zip(&w).all(|(h, x)| u64::from(*h) * u64::from(w[0]) == u64::from(*x) * u64::from(header[0]));
+        && header
+            .iter()
+            .zip(&w)
+            .all(|(h, x)| u64::from(*h) * u64::from(w[0]) == u64::from(*x) * u64::from(header[0]));
     if proportional {
         return;
     }
     if header.iter().any(|h| *h > 0) {
-        report.note(format!("the header's weights {header:?} differ from the split's {w:?}; the split wins"));
+        report.note(format!(
+            "the header's weights {header:?} differ from the split's {w:?}; the split wins"
+        ));
     }
     for (g, x) in gws.iter_mut().zip(w) {
         g.weight = Some(x);
@@ -260,7 +339,10 @@ fn set_weights(gws: &mut [Gw], split: &Split, report: &mut Report) {
 }
 
 pub fn gw_name(gws: &[Gw], i: usize) -> String {
-    gws[i].name.clone().unwrap_or_else(|| format!("isp{}", i + 1))
+    gws[i]
+        .name
+        .clone()
+        .unwrap_or_else(|| format!("isp{}", i + 1))
 }
 
 /// The policy name of a split that is not the default.
@@ -300,8 +382,23 @@ fn build(
     let mut policies = BTreeMap::new();
     for (i, s) in splits.iter().enumerate() {
         if Some(i) != default {
-            let members = s.weights.iter().map(|&(g, weight)| Member { gateway: gw_name(gws, g), tier: 1, weight }).collect();
-            policies.insert(split_name(i), Policy { members, method: s.method, last_resort: AllDown::KeepLast });
+            let members = s
+                .weights
+                .iter()
+                .map(|&(g, weight)| Member {
+                    gateway: gw_name(gws, g),
+                    tier: 1,
+                    weight,
+                })
+                .collect();
+            policies.insert(
+                split_name(i),
+                Policy {
+                    members,
+                    method: s.method,
+                    last_resort: AllDown::KeepLast,
+                },
+            );
         }
     }
     let selectors = |list: &[(Key, cover::Rect)]| -> Vec<Selector> {
@@ -325,7 +422,10 @@ fn build(
     };
     let main = default.map(|d| &splits[d]);
     Spec {
-        table: script.header_table.as_ref().map_or("nftbalance".to_string(), |(_, t)| t.clone()),
+        table: script
+            .header_table
+            .as_ref()
+            .map_or("nftbalance".to_string(), |(_, t)| t.clone()),
         family: match script.header_family.as_deref() {
             Some("ip") => Family::Ip,
             Some("ip6") => Family::Ip6,
@@ -339,7 +439,9 @@ fn build(
             local: selectors(rects[1]),
             exclude: exclude.into_iter().map(IpNet::V4).collect(),
             sticky: sticky.map(|timeout_secs| Sticky { timeout_secs }),
-            hash_seed: main.and_then(|s| s.hash_seed).unwrap_or(nftbalance_spec::DEFAULT_HASH_SEED),
+            hash_seed: main
+                .and_then(|s| s.hash_seed)
+                .unwrap_or(nftbalance_spec::DEFAULT_HASH_SEED),
         },
         snat,
         watch: Watch::default(),

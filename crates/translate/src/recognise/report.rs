@@ -42,9 +42,16 @@ fn structural(rule: &Rule) -> Option<&'static str> {
     }
 }
 
-pub fn rules(spec: &Spec, p: &Parts<'_>, mask: u32, report: &mut Report, consumed: &mut BTreeSet<RuleId>) {
+pub fn rules(
+    spec: &Spec,
+    p: &Parts<'_>,
+    mask: u32,
+    report: &mut Report,
+    consumed: &mut BTreeSet<RuleId>,
+) {
     let rule = |r: RuleRef| &p.mangle.chains[r.0].rules[r.1];
-    let writes = |r: RuleRef| eval::writes_mark(&rule(r).rule) && structural(&rule(r).rule).is_none();
+    let writes =
+        |r: RuleRef| eval::writes_mark(&rule(r).rule) && structural(&rule(r).rule).is_none();
     // Marking the spec does not reproduce.
     let mut blamed: BTreeMap<RuleRef, String> = BTreeMap::new();
     for (ev, forward) in [(p.fwd, true), (p.local, false)] {
@@ -52,13 +59,24 @@ pub fn rules(spec: &Spec, p: &Parts<'_>, mask: u32, report: &mut Report, consume
             let (c, _) = &ev.classes[i];
             let hook = if forward { "PREROUTING" } else { "OUTPUT" };
             for r in rules {
-                blamed.entry(r).or_insert_with(|| format!("{hook}: marks new connections ({}) in a way the spec does not", check::describe(&ev.dims, c)));
+                blamed.entry(r).or_insert_with(|| {
+                    format!(
+                        "{hook}: marks new connections ({}) in a way the spec does not",
+                        check::describe(&ev.dims, c)
+                    )
+                });
             }
         }
     }
     let labels = labels(p);
     let reached: BTreeSet<RuleRef> = p.fwd.reached.union(&p.local.reached).copied().collect();
-    let ran: BTreeSet<RuleRef> = p.fwd.classes.iter().chain(&p.local.classes).flat_map(|(_, o)| o.ran.iter().copied()).collect();
+    let ran: BTreeSet<RuleRef> = p
+        .fwd
+        .classes
+        .iter()
+        .chain(&p.local.classes)
+        .flat_map(|(_, o)| o.ran.iter().copied())
+        .collect();
     for (ci, c) in p.mangle.chains.iter().enumerate() {
         let elsewhere = hooks_reaching(p.mangle, ci);
         for (i, r) in c.rules.iter().enumerate() {
@@ -68,21 +86,28 @@ pub fn rules(spec: &Spec, p: &Parts<'_>, mask: u32, report: &mut Report, consume
                 What::Marks(why.clone())
             } else if !reached.contains(&at) {
                 match elsewhere {
-                    Some(h) if eval::writes_mark(&r.rule) => What::Marks(format!("marks in {h}: the spec has no such marking")),
+                    Some(h) if eval::writes_mark(&r.rule) => {
+                        What::Marks(format!("marks in {h}: the spec has no such marking"))
+                    }
                     Some(_) => continue,
                     None => What::Redundant("never reached from a built-in chain".into()),
                 }
             } else if let Some(s) = structural(&r.rule) {
                 What::Spec(s.into())
             } else if matches!(r.rule.target, Some(Target::Log { .. })) || r.rule.target.is_none() {
-                What::Outside("logs or counts only: not part of the spec (kept rule by rule)".into())
+                What::Outside(
+                    "logs or counts only: not part of the spec (kept rule by rule)".into(),
+                )
             } else if matches!(r.rule.target, Some(Target::Drop | Target::Reject(_))) {
                 continue;
             } else if let Some(l) = labels.get(&at) {
                 What::Spec(l.clone())
             } else if !ran.contains(&at) {
                 if eval::writes_mark(&r.rule) {
-                    What::Marks("writes a mark, but for no new connection: the spec has no such marking".into())
+                    What::Marks(
+                        "writes a mark, but for no new connection: the spec has no such marking"
+                            .into(),
+                    )
                 } else {
                     What::Redundant("never decides anything for a new connection".into())
                 }
@@ -100,13 +125,18 @@ pub fn rules(spec: &Spec, p: &Parts<'_>, mask: u32, report: &mut Report, consume
 
 /// The built-in chain (other than PREROUTING and OUTPUT) that reaches chain `c`, if any.
 fn hooks_reaching(mangle: &Table, c: usize) -> Option<&'static str> {
-    ["INPUT", "FORWARD", "POSTROUTING"].into_iter().find(|h| eval::reachable(mangle, h).iter().any(|(x, _)| *x == c))
+    ["INPUT", "FORWARD", "POSTROUTING"]
+        .into_iter()
+        .find(|h| eval::reachable(mangle, h).iter().any(|(x, _)| *x == c))
 }
 
 /// Each rule that ran for some class: the first part of the spec it became.
 fn labels(p: &Parts<'_>) -> BTreeMap<RuleRef, String> {
     let mut out: BTreeMap<RuleRef, String> = BTreeMap::new();
-    for (h, (ev, kind)) in [(p.fwd, "forward"), (p.local, "local")].into_iter().enumerate() {
+    for (h, (ev, kind)) in [(p.fwd, "forward"), (p.local, "local")]
+        .into_iter()
+        .enumerate()
+    {
         for (j, (k, r)) in p.rects[h].iter().enumerate() {
             let what = match k {
                 Key::Pin(g) => format!("balance.{kind}[{j}]: pinned to {}", gw_name(p.gws, *g)),
@@ -125,11 +155,22 @@ fn labels(p: &Parts<'_>) -> BTreeMap<RuleRef, String> {
         for (i, (c, o)) in ev.classes.iter().enumerate() {
             let what = match p.keys[h][i] {
                 Key::Ingress => {
-                    let name = c.iif.and_then(|k| ev.dims.iifs[k].exact.clone()).unwrap_or_default();
-                    let g = p.gws.iter().position(|g| g.interface.as_deref() == Some(name.as_str()));
-                    format!("gateway {}: inbound connections on {name} keep its mark", g.map(|g| gw_name(p.gws, g)).unwrap_or_default())
+                    let name = c
+                        .iif
+                        .and_then(|k| ev.dims.iifs[k].exact.clone())
+                        .unwrap_or_default();
+                    let g = p
+                        .gws
+                        .iter()
+                        .position(|g| g.interface.as_deref() == Some(name.as_str()));
+                    format!(
+                        "gateway {}: inbound connections on {name} keep its mark",
+                        g.map(|g| gw_name(p.gws, g)).unwrap_or_default()
+                    )
                 }
-                Key::Zero => "balance.exclude (or not selected): new connections stay unmarked".into(),
+                Key::Zero => {
+                    "balance.exclude (or not selected): new connections stay unmarked".into()
+                }
                 _ => continue,
             };
             for at in &o.ran {

@@ -13,12 +13,23 @@ use super::{Gw, RuleId};
 
 /// Rules of `chain` with unconditional jumps into user chains followed: (chain, index) of
 /// every rule reached, and the jumps themselves.
-fn flatten(table: &Table, chain: &str, out: &mut Vec<(String, usize)>, hooks: &mut Vec<(String, usize)>, depth: usize) {
+fn flatten(
+    table: &Table,
+    chain: &str,
+    out: &mut Vec<(String, usize)>,
+    hooks: &mut Vec<(String, usize)>,
+    depth: usize,
+) {
     let Some(c) = table.chain(chain) else { return };
     for (i, r) in c.rules.iter().enumerate() {
         let rule = &r.rule;
-        let plain = rule.protocol.is_none() && rule.src.is_none() && rule.dst.is_none() && rule.iif.is_none()
-            && rule.oif.is_none() && rule.unsupported.is_none() && rule.other_matches().next().is_none()
+        let plain = rule.protocol.is_none()
+            && rule.src.is_none()
+            && rule.dst.is_none()
+            && rule.iif.is_none()
+            && rule.oif.is_none()
+            && rule.unsupported.is_none()
+            && rule.other_matches().next().is_none()
             && rule.states().is_none();
         if let (true, Some(Target::Jump(t))) = (plain, &rule.target) {
             if depth < 4 && table.chain(t).is_some_and(|c| !c.builtin) {
@@ -32,9 +43,15 @@ fn flatten(table: &Table, chain: &str, out: &mut Vec<(String, usize)>, hooks: &m
 }
 
 /// SNAT or MASQUERADE per gateway interface: whether the spec's `snat` is on; fills addresses.
-pub fn snat(script: &Script, gws: &mut [Gw], report: &mut Report, consumed: &mut BTreeSet<RuleId>) -> bool {
+pub fn snat(
+    script: &Script,
+    gws: &mut [Gw],
+    report: &mut Report,
+    consumed: &mut BTreeSet<RuleId>,
+) -> bool {
     let id = |t: &str, c: &str, i: usize| (t.to_string(), c.to_string(), i);
-    let rule_at = |t: &Table, c: &str, i: usize| -> RuleAt { t.chain(c).expect("chain").rules[i].clone() };
+    let rule_at =
+        |t: &Table, c: &str, i: usize| -> RuleAt { t.chain(c).expect("chain").rules[i].clone() };
     let mut snat = false;
     if let Some(nat) = script.table("nat") {
         let mut refs = Vec::new();
@@ -229,18 +246,30 @@ pub fn routing(script: &Script, gws: &mut [Gw], report: &mut Report) {
     {
         report.note("the input has no `ip route` lines: no gateway has `via` (give the script's ip lines as another FILE to fill it)".into());
     }
-
 }
 
 /// The interface a mark routes by: `ip rule fwmark M lookup T` and a route of table T with
 /// a device.
 pub fn interface_of_mark(script: &Script, mark: u32) -> Option<String> {
-    let rule = script.ip_rules.iter().find(|r| r.fwmark.is_some_and(|(m, k)| m & k == mark & k && m == mark))?;
-    script.ip_routes.iter().filter(|r| r.table == rule.table).find_map(|r| r.dev.clone())
+    let rule = script.ip_rules.iter().find(|r| {
+        r.fwmark
+            .is_some_and(|(m, k)| m & k == mark & k && m == mark)
+    })?;
+    script
+        .ip_routes
+        .iter()
+        .filter(|r| r.table == rule.table)
+        .find_map(|r| r.dev.clone())
 }
 
 /// Marks routed by the main table (`ip rule fwmark M/K lookup main`, mwan3's "default"):
 /// connections with them behave as unmarked ones.
 pub fn main_table_marks(script: &Script) -> Vec<(u32, u32)> {
-    script.ip_rules.iter().filter(|r| r.table == 254).filter_map(|r| r.fwmark).map(|(m, k)| (m & k, k)).collect()
+    script
+        .ip_rules
+        .iter()
+        .filter(|r| r.table == 254)
+        .filter_map(|r| r.fwmark)
+        .map(|(m, k)| (m & k, k))
+        .collect()
 }
