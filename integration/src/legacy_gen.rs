@@ -33,17 +33,17 @@ impl Rng {
     pub fn new(seed: u64) -> Rng {
         Rng(seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1)
     }
-    pub fn next(&mut self) -> u64 {
+    pub fn next_u64(&mut self) -> u64 {
         self.0 ^= self.0 >> 12;
         self.0 ^= self.0 << 25;
         self.0 ^= self.0 >> 27;
         self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
     }
     pub fn below(&mut self, n: usize) -> usize {
-        (self.next() % n as u64) as usize
+        (self.next_u64() % n as u64) as usize
     }
     pub fn chance(&mut self, percent: u64) -> bool {
-        self.next() % 100 < percent
+        self.next_u64() % 100 < percent
     }
     fn shuffle<T>(&mut self, v: &mut [T]) {
         for i in (1..v.len()).rev() {
@@ -163,7 +163,7 @@ pub fn generate(seed: u64) -> Generated {
     r.shuffle(&mut slots);
     let mut marks: Vec<u32> = Vec::new();
     while marks.len() < n {
-        let m = (1 + (r.next() % u64::from(values.min(4096))) as u32) << shift;
+        let m = (1 + (r.next_u64() % u64::from(values.min(4096))) as u32) << shift;
         if !marks.contains(&m) {
             marks.push(m);
         }
