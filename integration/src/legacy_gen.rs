@@ -315,19 +315,25 @@ impl Gen<'_> {
     fn head(&self, restore: &str, out: &mut String) {
         let _ = writeln!(out, "{restore}");
         if self.ingress {
-            for u in self.uplinks {
-                let _ = writeln!(
-                    out,
-                    "-A PREROUTING -i {} -m state --state NEW -j CONNMARK --set-xmark {}",
-                    UPLINKS[u.slot],
-                    self.m(u.mark)
-                );
-            }
+            self.ingress_rules("PREROUTING", " -m state --state NEW", "CONNMARK", out);
         }
+        self.shadow_rule("PREROUTING", "ACCEPT", out);
+    }
+
+    /// One rule per uplink giving its inbound connections its mark.
+    fn ingress_rules(&self, chain: &str, cond: &str, target: &str, out: &mut String) {
+        for u in self.uplinks {
+            let (i, m) = (UPLINKS[u.slot], self.m(u.mark));
+            let _ = writeln!(out, "-A {chain} -i {i}{cond} -j {target} --set-xmark {m}");
+        }
+    }
+
+    /// The rule ahead of the balancer that shadows one selected port, if any.
+    fn shadow_rule(&self, chain: &str, verdict: &str, out: &mut String) {
         if let (Some(p), Some(proto)) = (self.shadow, self.sel.proto) {
             let _ = writeln!(
                 out,
-                "-A PREROUTING -i lan0 -p {proto} -m {proto} --dport {p} -j ACCEPT"
+                "-A {chain} -i lan0 -p {proto} -m {proto} --dport {p} -j {verdict}"
             );
         }
     }
@@ -391,13 +397,7 @@ impl Gen<'_> {
         for &e in self.excluded {
             let _ = writeln!(out, "-A PREROUTING{sel} -d {} -j RETURN", EXCLUDABLE[e].0);
         }
-        if let Some(p) = self.shadow {
-            let proto = self.sel.proto.unwrap_or("tcp");
-            let _ = writeln!(
-                out,
-                "-A PREROUTING -i lan0 -p {proto} -m {proto} --dport {p} -j ACCEPT"
-            );
-        }
+        self.shadow_rule("PREROUTING", "ACCEPT", out);
         if let Some(k) = self.pin {
             let _ = writeln!(
                 out,
@@ -429,21 +429,14 @@ impl Gen<'_> {
         let _ = writeln!(out, "-A mwan3_hook -m mark --mark {z} -j CONNMARK --restore-mark --nfmask {mask:#x} --ctmask {mask:#x}");
         if self.ingress {
             let _ = writeln!(out, "-A mwan3_hook -m mark --mark {z} -j mwan3_ifaces_in");
-            for u in self.uplinks {
-                let _ = writeln!(
-                    out,
-                    "-A mwan3_ifaces_in -i {} -m mark --mark {z} -j MARK --set-xmark {}",
-                    UPLINKS[u.slot],
-                    self.m(u.mark)
-                );
-            }
-        }
-        if let (Some(p), Some(proto)) = (self.shadow, self.sel.proto) {
-            let _ = writeln!(
+            self.ingress_rules(
+                "mwan3_ifaces_in",
+                &format!(" -m mark --mark {z}"),
+                "MARK",
                 out,
-                "-A mwan3_hook -i lan0 -p {proto} -m {proto} --dport {p} -j RETURN"
             );
         }
+        self.shadow_rule("mwan3_hook", "RETURN", out);
         let _ = writeln!(
             out,
             "-A mwan3_hook -i lan0 -m mark --mark {z} -j mwan3_rules"

@@ -5,7 +5,7 @@ use std::collections::BTreeSet;
 use std::net::Ipv4Addr;
 
 use crate::error::Loc;
-use crate::iptables::{Neg, Target};
+use crate::iptables::{Neg, Rule, Target};
 use crate::report::{Report, What};
 use crate::script::{LineKind, RuleAt, Script, Table};
 
@@ -23,14 +23,7 @@ fn flatten(
     let Some(c) = table.chain(chain) else { return };
     for (i, r) in c.rules.iter().enumerate() {
         let rule = &r.rule;
-        let plain = rule.protocol.is_none()
-            && rule.src.is_none()
-            && rule.dst.is_none()
-            && rule.iif.is_none()
-            && rule.oif.is_none()
-            && rule.unsupported.is_none()
-            && rule.other_matches().next().is_none()
-            && rule.states().is_none();
+        let plain = unconditional_but_oif(rule) && rule.oif.is_none();
         if let (true, Some(Target::Jump(t))) = (plain, &rule.target) {
             if depth < 4 && table.chain(t).is_some_and(|c| !c.builtin) {
                 hooks.push((chain.to_string(), i));
@@ -40,6 +33,17 @@ fn flatten(
         }
         out.push((chain.to_string(), i));
     }
+}
+
+/// A rule with no condition but perhaps `-o`, and nothing unreadable.
+fn unconditional_but_oif(rule: &Rule) -> bool {
+    rule.protocol.is_none()
+        && rule.src.is_none()
+        && rule.dst.is_none()
+        && rule.iif.is_none()
+        && rule.unsupported.is_none()
+        && rule.other_matches().next().is_none()
+        && rule.states().is_none()
 }
 
 /// SNAT or MASQUERADE per gateway interface: whether the spec's `snat` is on; fills addresses.
@@ -61,13 +65,7 @@ pub fn snat(
         for (c, i) in &refs {
             let r = rule_at(nat, c, *i);
             let rule = &r.rule;
-            let plain = rule.unsupported.is_none()
-                && rule.src.is_none()
-                && rule.dst.is_none()
-                && rule.protocol.is_none()
-                && rule.iif.is_none()
-                && rule.other_matches().next().is_none()
-                && rule.states().is_none();
+            let plain = unconditional_but_oif(rule);
             let Some(Neg {
                 neg: false,
                 value: oif,
