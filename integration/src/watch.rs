@@ -136,9 +136,10 @@ impl Drop for Watch {
     }
 }
 
-/// `n` new connections from the LAN to the server; how many each uplink carried.
-pub fn uplinks(topo: &Topology, n: usize) -> BTreeMap<usize, usize> {
-    let results = topo.traffic(
+/// `n` new connections from the LAN to the server port 80, each given `timeout_ms`; the
+/// traffic helper's line for each.
+pub fn connect(topo: &Topology, n: usize, timeout_ms: u64) -> Vec<Value> {
+    topo.traffic(
         Which::Lan,
         &[
             "connect",
@@ -146,9 +147,14 @@ pub fn uplinks(topo: &Topology, n: usize) -> BTreeMap<usize, usize> {
             "--count",
             &n.to_string(),
             "--timeout-ms",
-            "1500",
+            &timeout_ms.to_string(),
         ],
-    );
+    )
+}
+
+/// `n` new connections from the LAN to the server; how many each uplink carried.
+pub fn uplinks(topo: &Topology, n: usize) -> BTreeMap<usize, usize> {
+    let results = connect(topo, n, 1500);
     let mut m = BTreeMap::new();
     for r in &results {
         assert_eq!(r["ok"], true, "{r}");
@@ -171,6 +177,20 @@ pub fn status(topo: &Topology, spec: &TempFile, state: Option<&TempFile>) -> Val
         String::from_utf8_lossy(&out.stderr)
     );
     serde_json::from_slice(&out.stdout).unwrap()
+}
+
+/// The handle of the router's `nftbalance` table: a new one means the table was re-created.
+pub fn table_handle(topo: &Topology) -> Value {
+    let doc: Value =
+        serde_json::from_str(&topo.router.ok("nft", &["-j", "list", "tables"])).unwrap();
+    doc["nftables"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|o| o.get("table"))
+        .find(|t| t["name"] == "nftbalance")
+        .map(|t| t["handle"].clone())
+        .unwrap()
 }
 
 /// Polls `check` every 100 ms until it holds or `limit` passes; the time it took.
