@@ -10,9 +10,14 @@ export PATH := /usr/local/sbin:/usr/sbin:/sbin:$(HOME)/.cargo/bin:$(PATH)
 # libnftnl-dev, libmnl-dev, pkg-config: the netlink write path links libnftnl.
 # strace: one test compares our netlink messages with the ones nft sends.
 # flock (util-linux): a test holds a table's lock as another nftbalance would.
-APT_PACKAGES := nftables iptables iproute2 libnftnl-dev libmnl-dev pkg-config strace util-linux
+# prometheus (promtool) and curl: the metrics tests check the exposition and scrape the endpoint.
+# python3-jsonschema: the validator the spec's JSON Schema is tested with.
+# dpkg-dev (dpkg-shlibdeps: the package's Depends), lintian, man-db and groff-base (man pages
+# rendered with warnings on), systemd (systemd-analyze verify): the Debian package's tests.
+APT_PACKAGES := nftables iptables iproute2 libnftnl-dev libmnl-dev pkg-config strace util-linux \
+	prometheus curl python3-jsonschema dpkg-dev lintian man-db groff-base systemd
 
-.PHONY: all deps bench-deps build demo test lint bless bench stress fuzz clean
+.PHONY: all deps cargo-deb bench-deps build demo test deb lint bless bench stress fuzz clean
 
 all: build
 
@@ -42,7 +47,19 @@ lint: deps
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets --locked -- -D warnings
 
-test: deps lint
+# cargo-deb packs the Debian package (`make deb`, and the package test in `make test`).
+CARGO_DEB_VERSION := 3.8.0
+cargo-deb:
+	@command -v cargo-deb >/dev/null || $(CARGO) install cargo-deb --locked --version $(CARGO_DEB_VERSION)
+
+# The Debian package of a release build, checked by lintian:
+# target/debian/nftbalance_VERSION-1_ARCH.deb.
+deb: deps cargo-deb
+	$(CARGO) build --release --locked -p nftbalance
+	@deb=$$(packaging/build-deb.sh target target/debian/) && echo "$$deb" && \
+		lintian --fail-on error,warning "$$deb"
+
+test: deps lint cargo-deb
 	$(CARGO) test --workspace --locked
 	@# Every test namespace is removed on drop; prove nothing was left behind.
 	@left=$$(ip netns list | awk '{print $$1}' | grep -E '^nb[a-z]*-' || true); \

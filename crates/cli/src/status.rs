@@ -110,16 +110,29 @@ fn table(s: &Status) -> String {
     out
 }
 
-pub fn status(path: &Path, as_json: bool, state_file: Option<&Path>) -> anyhow::Result<ExitCode> {
+/// How `status` prints.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Format {
+    /// A table for people.
+    Table,
+    /// JSON.
+    Json,
+    /// Prometheus text exposition format, for node_exporter's textfile collector.
+    Prometheus,
+}
+
+pub fn status(path: &Path, format: Format, state_file: Option<&Path>) -> anyhow::Result<ExitCode> {
     let spec = load_spec(path)?;
     privilege::require_net_admin("status")?;
     let s = inspect::status(&spec, state_file)?;
-    let text = if as_json {
-        let mut t = serde_json::to_string_pretty(&s)?;
-        t.push('\n');
-        t
-    } else {
-        table(&s)
+    let text = match format {
+        Format::Json => {
+            let mut t = serde_json::to_string_pretty(&s)?;
+            t.push('\n');
+            t
+        }
+        Format::Table => table(&s),
+        Format::Prometheus => nftbalance_metrics::render(&s),
     };
     write_stdout(&text)?;
     Ok(ExitCode::SUCCESS)

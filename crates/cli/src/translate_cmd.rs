@@ -9,9 +9,10 @@ use anyhow::Context;
 use clap::{Args, ValueEnum};
 use nftbalance_translate as translate;
 
-/// Read iptables rules (iptables-save output, or a shell script with iptables, iptables-legacy,
-/// /sbin/iptables or $IPT lines and its `ip rule` / `ip route` lines) and print the balancer
-/// they implement as a spec (JSON), or as nft text.
+/// Read legacy iptables rules and print the balancer they implement as a spec, or as nft.
+///
+/// The input is iptables-save output, or a shell script with iptables, iptables-legacy,
+/// /sbin/iptables or $IPT lines and its `ip rule` / `ip route` lines.
 ///
 /// The spec goes to standard output; the report to standard error: which input lines became
 /// which part of the spec, which were redundant, and every line outside the model, with its

@@ -145,6 +145,11 @@ pub fn apply(spec: &Spec, source: &str, backend: BackendKind, say: &Say) -> anyh
     apply_locked(spec, source, backend, &files, say)
 }
 
+/// Milliseconds since `started`, for the applied record.
+fn millis_since(started: std::time::Instant) -> Option<u64> {
+    u64::try_from(started.elapsed().as_millis()).ok()
+}
+
 /// [`apply`] under a lock the caller holds.
 pub(crate) fn apply_locked(
     spec: &Spec,
@@ -153,6 +158,7 @@ pub(crate) fn apply_locked(
     files: &TableFiles,
     say: &Say,
 ) -> anyhow::Result<Done> {
+    let started = std::time::Instant::now();
     if let Some(other) = other_table(files, backend)? {
         anyhow::bail!(
             "{other} is applied in this network namespace already, and nftbalance's policy \
@@ -195,7 +201,8 @@ pub(crate) fn apply_locked(
     match result {
         Ok(done) => {
             failpoint("after-commit");
-            record_applied(files, backend, source, &availability, say);
+            let took = millis_since(started);
+            record_applied(files, backend, source, &availability, took, say);
             routing::apply(&rsock, &plan, &links).map_err(|e| {
                 anyhow::Error::from(e).context(format!(
                     "{done}, but removing the previous ip rules and routes failed; \
@@ -276,6 +283,7 @@ fn record_applied(
     backend: BackendKind,
     source: &str,
     availability: &Availability,
+    duration_ms: Option<u64>,
     say: &Say,
 ) {
     let record = Applied {
@@ -286,6 +294,7 @@ fn record_applied(
         kept: availability.kept.clone(),
         netns_cookie: netns_cookie(),
         at: state::now(),
+        duration_ms,
         pid: std::process::id(),
     };
     if let Err(e) = record.write(&files.applied()) {

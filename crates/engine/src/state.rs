@@ -58,6 +58,12 @@ pub struct GatewayState {
     /// Median round-trip time of the window's answered rounds, milliseconds.
     #[serde(default)]
     pub rtt_ms: Option<u32>,
+    /// State changes since watch started (for metrics).
+    #[serde(default)]
+    pub transitions: u64,
+    /// Probe rounds since watch started (for metrics).
+    #[serde(default)]
+    pub rounds: u64,
 }
 
 /// A file of this module: JSON with a `version` field.
@@ -160,6 +166,10 @@ pub struct Applied {
     pub netns_cookie: Option<u64>,
     /// Unix seconds of the commit.
     pub at: u64,
+    /// How long the change took, from the start of apply (or of watch's update) to the
+    /// commit, in milliseconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub duration_ms: Option<u64>,
     /// pid of the process that applied it (apply, or watch after a failover).
     pub pid: u32,
 }
@@ -214,6 +224,8 @@ mod tests {
                 last_probe: "no answer".into(),
                 loss: Some(30),
                 rtt_ms: Some(12),
+                transitions: 1,
+                rounds: 5,
             }],
             pending: Some("waiting for the lock".into()),
         }
@@ -282,6 +294,7 @@ mod tests {
             kept: BTreeMap::new(),
             netns_cookie: None,
             at: 3,
+            duration_ms: Some(12),
             pid: 4,
         };
         a.write(&path).unwrap();

@@ -266,6 +266,7 @@ fn rule(matches: Vec<Match>, stmts: Vec<Stmt>) -> Rule {
         stmts,
         doc: None,
         counts: None,
+        selector: None,
     }
 }
 
@@ -654,11 +655,18 @@ impl<'s> Compiler<'s> {
 
     /// Selection rules: pinned selectors first, then balanced ones, each in spec order.
     fn selections(&self, selectors: &[Selector], kind: SelectorKind) -> Vec<Rule> {
-        let pinned = selectors.iter().filter(|s| s.gateway.is_some());
-        let balanced = selectors.iter().filter(|s| s.gateway.is_none());
+        let numbered = || selectors.iter().enumerate();
+        let pinned = numbered().filter(|(_, s)| s.gateway.is_some());
+        let balanced = numbered().filter(|(_, s)| s.gateway.is_none());
         pinned
             .chain(balanced)
-            .flat_map(|s| self.selection(s, kind))
+            .flat_map(|(index, s)| {
+                let from = SelectorRef { kind, index };
+                self.selection(s, kind).into_iter().map(move |r| Rule {
+                    selector: Some(from),
+                    ..r
+                })
+            })
             .collect()
     }
 

@@ -7,6 +7,7 @@ pub mod name;
 mod nft_keywords;
 mod parse;
 mod policy;
+mod schema;
 mod target;
 
 pub use model::{
@@ -14,4 +15,5 @@ pub use model::{
     Method, Policy, PolicyKey, PortRange, Protocol, QueryTarget, Selector, SelectorKind, Spec,
     Sticky, Watch, DEFAULT_HASH_SEED, DEFAULT_MARK_MASK, DEFAULT_TABLE, MAX_TIER, MAX_WEIGHT,
 };
-pub use parse::{SpecError, SpecErrors};
+pub use parse::{objects_read, ObjectRead, SpecError, SpecErrors};
+pub use schema::json_schema;

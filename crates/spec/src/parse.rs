@@ -75,10 +75,10 @@ fn syntax_message(e: &serde_json::Error) -> String {
 }
 
 /// Names become parts of nft identifiers (chains, sets); keep them short and plain.
-const NAME_MAX: usize = 32;
+pub(crate) const NAME_MAX: usize = 32;
 /// Each gateway costs a routing table, ip rules and per-gateway objects; real routers have a
 /// handful of uplinks.
-const MAX_GATEWAYS: usize = 64;
+pub(crate) const MAX_GATEWAYS: usize = 64;
 /// Longest sticky timeout: 30 days.
 const STICKY_MAX_SECS: u64 = 30 * 86_400;
 /// Routing table ids the kernel reserves: unspec, default, main, local.
@@ -90,7 +90,7 @@ const RESERVED_TABLES: [(u32, &str); 4] = [
 ];
 
 /// Most policies a spec may name: each becomes chains and maps of its own.
-const MAX_POLICIES: usize = 64;
+pub(crate) const MAX_POLICIES: usize = 64;
 /// Percentages: loss thresholds.
 const MAX_PERCENT: u32 = 100;
 /// Most rounds a quality window may hold.
@@ -98,11 +98,35 @@ const MAX_WINDOW: u32 = 100;
 /// Longest hold-down: a day.
 const HOLD_DOWN_MAX_MS: u64 = 86_400_000;
 /// Most words of a hook command (the program and its arguments).
-const MAX_HOOK_WORDS: usize = 64;
+pub(crate) const MAX_HOOK_WORDS: usize = 64;
 
 #[derive(Default)]
 struct Cx {
     errors: Vec<SpecError>,
+    /// Set by [`objects_read`]: every object read goes into `read`.
+    record: bool,
+    read: Vec<ObjectRead>,
+}
+
+/// An object the parser read: its path and the keys it accepts there.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ObjectRead {
+    pub path: String,
+    pub accepted: &'static [&'static str],
+}
+
+/// Every object the parser reads in `text`, in order, with the keys each accepts: what the
+/// schema's tests compare with the schema. Empty when the text is not JSON.
+pub fn objects_read(text: &str) -> Vec<ObjectRead> {
+    let Ok(value) = serde_json::from_str::<Value>(text) else {
+        return Vec::new();
+    };
+    let mut cx = Cx {
+        record: true,
+        ..Cx::default()
+    };
+    cx.spec(&value);
+    cx.read
 }
 
 /// A JSON object being read: remembers which keys were used to report unknown ones.
@@ -117,6 +141,16 @@ impl<'v> Obj<'v> {
         debug_assert!(self.known.contains(&key));
         self.map.get(key).map(|v| (v, join(&self.path, key)))
     }
+}
+
+/// The keys an unknown one may have meant: `$schema` is for editors, not a likely typo's target.
+fn shown_keys(known: &[&str]) -> String {
+    let keys: Vec<&str> = known
+        .iter()
+        .copied()
+        .filter(|k| !k.starts_with('$'))
+        .collect();
+    keys.join(", ")
 }
 
 fn join(path: &str, key: &str) -> String {
@@ -166,11 +200,17 @@ impl Cx {
             self.err(path, format!("expected an object, found {}", describe(v)));
             return None;
         };
+        if self.record {
+            self.read.push(ObjectRead {
+                path: path.to_string(),
+                accepted: known,
+            });
+        }
         for key in map.keys() {
             if !known.contains(&key.as_str()) {
                 self.err(
                     join(path, &quote_key(key)),
-                    format!("unknown field; expected one of: {}", known.join(", ")),
+                    format!("unknown field; expected one of: {}", shown_keys(known)),
                 );
             }
         }
@@ -278,8 +318,13 @@ impl Cx {
                 "watch",
                 "policies",
                 "hooks",
+                // The schema an editor checks the file against; nftbalance ignores it.
+                "$schema",
             ],
         )?;
+        if let Some((v, p)) = obj.field("$schema") {
+            self.string(v, &p);
+        }
 
         let table = match obj.field("table") {
             Some((v, p)) => self
@@ -1483,7 +1528,7 @@ struct Thresholds {
 }
 
 /// Milliseconds as a duration a user would write: "1s", "250ms".
-fn show_ms(ms: u32) -> String {
+pub(crate) fn show_ms(ms: u32) -> String {
     if ms.is_multiple_of(1000) {
         format_duration(ms / 1000)
     } else {
