@@ -13,6 +13,8 @@ use crate::model::*;
 use crate::name::{self, NameError};
 use crate::target::{self, Target, TargetError};
 
+mod ha;
+
 /// One problem in a spec, with its place.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum SpecError {
@@ -278,6 +280,7 @@ impl Cx {
                 "watch",
                 "policies",
                 "hooks",
+                "ha",
             ],
         )?;
 
@@ -365,6 +368,10 @@ impl Cx {
             Some((v, p)) => self.hooks(v, &p).map(Some),
             None => Some(None),
         };
+        let ha = match obj.field("ha") {
+            Some((v, p)) => self.ha(v, &p, fam, gateways.as_deref()).map(Some),
+            None => Some(None),
+        };
         let (balance, watch) = (balance?, watch?);
         let policies = policies?
             .into_iter()
@@ -387,6 +394,7 @@ impl Cx {
             watch,
             policies,
             hooks: hooks?,
+            ha: ha?,
         })
     }
 
