@@ -5,6 +5,7 @@
 pub mod cli;
 pub mod conntrack_fill;
 pub mod netns;
+pub mod pair;
 pub mod topology;
 pub mod uplinks;
 pub mod watch;

@@ -65,9 +65,9 @@ pub fn dump(spec_path: &Path, format: PairFormat, args: &PairArgs) -> anyhow::Re
 pub enum Transition {
     /// This router took the floating addresses: commit the peer's connections, re-apply.
     Master,
-    /// The peer is master: shorten the timers of connections it now owns, resync from it.
+    /// The peer is master: check conntrackd and request a resync from the peer.
     Backup,
-    /// This router cannot serve (an interface is down): shorten the timers.
+    /// This router cannot serve (an interface is down): check conntrackd.
     Fault,
 }
 

@@ -126,9 +126,9 @@ enum Command {
     /// master: commit conntrackd's external cache (the connections the peer replicated, with
     /// their marks and NAT bindings) to the kernel, flush its caches, resync with the kernel,
     /// send a bulk update to the peer, then re-apply the spec (table and routing). backup:
-    /// shorten the kernel timers of connections the new master owns (`conntrackd -t`) and
-    /// request a resync from it (`-n`). fault: `-t`. Every step runs even when one fails;
-    /// exit 2 if any did. `dump --format keepalived` writes the notify commands.
+    /// check conntrackd (`-s`) and request a resync from the peer (`-n`). fault: `-s`.
+    /// Every step runs even when one fails; exit 2 if any did. `dump --format keepalived`
+    /// writes the notify commands.
     Ha {
         /// The state keepalived reports.
         #[arg(value_enum)]

@@ -66,9 +66,14 @@ impl ConntrackdConf {
             self.node
         );
         let _ = writeln!(w, "Sync {{");
-        // FT-FW: reliable replication with resends; resync from the peer at start-up so a
-        // router that comes back learns the connections the other one holds.
-        let _ = writeln!(w, "    Mode FTFW {{\n        StartupResync on\n    }}");
+        // FT-FW: reliable replication with resends. No external cache: the peer's
+        // connections go straight into the kernel table, so the backup already holds them
+        // (with marks and NAT) when it takes over, whatever the notify command's timing.
+        // Resync from the peer at start-up, so a router that comes back learns them too.
+        let _ = writeln!(
+            w,
+            "    Mode FTFW {{\n        DisableExternalCache on\n        StartupResync on\n    }}"
+        );
         let _ = writeln!(w, "    UDP {{");
         let _ = writeln!(w, "        IPv4_address {}", self.own_address);
         let _ = writeln!(w, "        IPv4_Destination_Address {}", self.peer_address);

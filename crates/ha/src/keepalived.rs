@@ -110,7 +110,9 @@ impl KeepalivedConf {
         let _ = writeln!(w, "    router_id {}", word(&self.router_id));
         // VRRPv3: sub-second advertisements.
         let _ = writeln!(w, "    vrrp_version 3");
-        let _ = writeln!(w, "    script_user root");
+        // Notify commands run as root (they change the ruleset and routing); keepalived
+        // then insists that no one else can write them or their directories.
+        let _ = writeln!(w, "    script_user root\n    enable_script_security");
         let _ = writeln!(w, "}}\n");
         if let Some(group) = &self.sync_group {
             let _ = writeln!(w, "vrrp_sync_group {} {{\n    group {{", word(group));

@@ -1,5 +1,10 @@
 //! What a VRRP transition asks of conntrackd, after conntrack-tools' primary-backup.sh (the
 //! sequence its authors documented for keepalived), and of nftbalance.
+//!
+//! Our conntrackd.conf disables the external cache (the peer's connections go straight into
+//! the kernel table), so two of that script's steps change meaning: `-c` and `-f` are no-ops
+//! in that mode (kept, so a configuration with the cache works too), and `-t` would schedule
+//! a flush of the kernel table, the very replica a backup exists to hold: it is left out.
 
 /// The state keepalived reports to its notify command.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -39,13 +44,11 @@ pub fn steps(role: Role) -> Vec<Step> {
             Step::Apply,
         ],
         Role::Backup => vec![
-            ct("-t", "shorten the kernel's timers of connections the new master now owns"),
+            ct("-s", "check that conntrackd runs"),
             ct("-n", "request a resync from the peer"),
         ],
-        Role::Fault => vec![ct(
-            "-t",
-            "shorten the kernel's timers of connections the new master now owns",
-        )],
+        // The peer takes over; this router keeps its replica for when it is back.
+        Role::Fault => vec![ct("-s", "check that conntrackd runs")],
     }
 }
 
@@ -59,6 +62,15 @@ mod tests {
         assert!(matches!(s[0], Step::Conntrackd { flag: "-c", .. }));
         assert_eq!(s.last(), Some(&Step::Apply));
         assert!(!steps(Role::Backup).contains(&Step::Apply));
-        assert!(matches!(steps(Role::Fault)[..], [Step::Conntrackd { flag: "-t", .. }]));
+        for role in [Role::Master, Role::Backup, Role::Fault] {
+            let flags: Vec<&str> = steps(role)
+                .iter()
+                .filter_map(|s| match s {
+                    Step::Conntrackd { flag, .. } => Some(*flag),
+                    Step::Apply => None,
+                })
+                .collect();
+            assert!(!flags.contains(&"-t"), "{role:?}: -t flushes the replica");
+        }
     }
 }
