@@ -10,7 +10,10 @@ export PATH := /usr/local/sbin:/usr/sbin:/sbin:$(HOME)/.cargo/bin:$(PATH)
 # libnftnl-dev, libmnl-dev, pkg-config: the netlink write path links libnftnl.
 # strace: one test compares our netlink messages with the ones nft sends.
 # flock (util-linux): a test holds a table's lock as another nftbalance would.
-APT_PACKAGES := nftables iptables iproute2 libnftnl-dev libmnl-dev pkg-config strace util-linux
+# keepalived, conntrackd, conntrack: the router pair runs the real engines (VRRP, state
+# replication) in namespaces and reads the replicated table with conntrack -L.
+APT_PACKAGES := nftables iptables iproute2 libnftnl-dev libmnl-dev pkg-config strace util-linux \
+	keepalived conntrackd conntrack
 
 .PHONY: all deps bench-deps build demo test lint bless bench stress fuzz clean
 

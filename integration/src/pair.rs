@@ -115,7 +115,10 @@ impl Pair {
             self.wire_uplink(k);
         }
         let (a, b) = (&self.routers[0], &self.routers[1]);
-        a.cmd(&format!("ip link add sync0 type veth peer name sync0 netns {}", b.name()));
+        a.cmd(&format!(
+            "ip link add sync0 type veth peer name sync0 netns {}",
+            b.name()
+        ));
         for (i, r) in self.routers.iter().enumerate() {
             r.cmd(&format!("ip addr add 10.255.0.{}/30 dev sync0", i + 1));
             r.cmd("ip link set sync0 up");
@@ -130,7 +133,10 @@ impl Pair {
         lan.cmd("ip link add br0 type bridge");
         for (i, r) in self.routers.iter().enumerate() {
             let port = format!("r{}", NODES[i]);
-            lan.cmd(&format!("ip link add {port} type veth peer name eth0 netns {}", r.name()));
+            lan.cmd(&format!(
+                "ip link add {port} type veth peer name eth0 netns {}",
+                r.name()
+            ));
             lan.cmd(&format!("ip link set {port} master br0 up"));
             r.cmd(&format!("ip addr add 192.168.1.{}/24 dev eth0", i + 2));
             r.cmd("ip link set eth0 up");
@@ -150,14 +156,20 @@ impl Pair {
         isp.cmd("ip link add br0 type bridge");
         for (j, r) in self.routers.iter().enumerate() {
             let port = format!("r{}", NODES[j]);
-            isp.cmd(&format!("ip link add {port} type veth peer name ppp{k} netns {}", r.name()));
+            isp.cmd(&format!(
+                "ip link add {port} type veth peer name ppp{k} netns {}",
+                r.name()
+            ));
             isp.cmd(&format!("ip link set {port} master br0 up"));
             r.cmd(&format!("ip addr add 100.0.{i}.{}/24 dev ppp{k}", j + 2));
             r.cmd(&format!("ip link set ppp{k} up"));
         }
         isp.cmd(&format!("ip addr add 100.0.{i}.254/24 dev br0"));
         isp.cmd("ip link set br0 up");
-        isp.cmd(&format!("ip link add wan type veth peer name isp{i} netns {}", srv.name()));
+        isp.cmd(&format!(
+            "ip link add wan type veth peer name isp{i} netns {}",
+            srv.name()
+        ));
         isp.cmd(&format!("ip addr add 172.31.{i}.1/30 dev wan"));
         isp.cmd("ip link set wan up");
         srv.cmd(&format!("ip addr add 172.31.{i}.2/30 dev isp{i}"));
@@ -195,13 +207,20 @@ impl Pair {
             .arg(self.spec.path())
             .output()
             .unwrap();
-        assert!(out.status.success(), "dump: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "dump: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         String::from_utf8(out.stdout).unwrap()
     }
 
     /// Writes router i's configurations; returns (keepalived.conf, conntrackd.conf) paths.
     pub fn write_configs(&self, i: usize) -> (String, String) {
-        let (k, c) = (self.file(i, "keepalived.conf"), self.file(i, "conntrackd.conf"));
+        let (k, c) = (
+            self.file(i, "keepalived.conf"),
+            self.file(i, "conntrackd.conf"),
+        );
         std::fs::write(&k, self.dump(i, "keepalived")).unwrap();
         std::fs::write(&c, self.dump(i, "conntrackd")).unwrap();
         (k, c)
@@ -209,8 +228,16 @@ impl Pair {
 
     /// `nftbalance apply` on router i.
     pub fn apply(&self, i: usize) {
-        let out = self.routers[i].exec(&target_binary("nftbalance"), &["apply", self.spec.path()], None);
-        assert!(out.status.success(), "apply: {}", String::from_utf8_lossy(&out.stderr));
+        let out = self.routers[i].exec(
+            &target_binary("nftbalance"),
+            &["apply", self.spec.path()],
+            None,
+        );
+        assert!(
+            out.status.success(),
+            "apply: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
 
     fn spawn(&mut self, i: usize, log: &str, program: &str, args: &[&str]) {
@@ -233,16 +260,40 @@ impl Pair {
         let (keepalived_conf, conntrackd_conf) = self.write_configs(i);
         self.spawn(i, "conntrackd.out", "conntrackd", &["-C", &conntrackd_conf]);
         let ctl = self.file(i, "conntrackd.ctl");
-        let up = wait_for(Duration::from_secs(10), || std::path::Path::new(&ctl).exists());
-        assert!(up.is_some(), "conntrackd on {} did not start: {}", NODES[i], self.log(i, "conntrackd.out"));
-        let pids = ["keepalived.pid", "vrrp.pid", "checkers.pid", "bfd.pid"].map(|p| self.file(i, p));
+        let up = wait_for(Duration::from_secs(10), || {
+            std::path::Path::new(&ctl).exists()
+        });
+        assert!(
+            up.is_some(),
+            "conntrackd on {} did not start: {}",
+            NODES[i],
+            self.log(i, "conntrackd.out")
+        );
+        let pids =
+            ["keepalived.pid", "vrrp.pid", "checkers.pid", "bfd.pid"].map(|p| self.file(i, p));
         let args = [
-            "-n", "-l", "-D", "-f", &keepalived_conf, "-p", &pids[0], "-r", &pids[1], "-c",
-            &pids[2], "-b", &pids[3],
+            "-n",
+            "-l",
+            "-D",
+            "-f",
+            &keepalived_conf,
+            "-p",
+            &pids[0],
+            "-r",
+            &pids[1],
+            "-c",
+            &pids[2],
+            "-b",
+            &pids[3],
         ];
         self.spawn(i, "keepalived.out", "keepalived", &args);
         let spec = self.spec.path().to_string();
-        self.spawn(i, "watch.out", &target_binary("nftbalance"), &["watch", &spec]);
+        self.spawn(
+            i,
+            "watch.out",
+            &target_binary("nftbalance"),
+            &["watch", &spec],
+        );
     }
 
     /// A file of router i's directory, for failure messages.
@@ -280,13 +331,32 @@ impl Pair {
     /// (lock, socket, pid files: /run is a tmpfs) are gone as after a reboot, its links come
     /// up, and its daemons start as at boot.
     pub fn reboot(&mut self, i: usize) {
-        for f in ["conntrackd.lock", "conntrackd.ctl", "keepalived.pid", "vrrp.pid"] {
+        for f in [
+            "conntrackd.lock",
+            "conntrackd.ctl",
+            "keepalived.pid",
+            "vrrp.pid",
+        ] {
             let _ = std::fs::remove_file(self.file(i, f));
         }
         let r = &self.routers[i];
-        let _ = r.exec("ip", &["addr", "del", &format!("{LAN_VIP}/24"), "dev", "eth0"], None);
+        let _ = r.exec(
+            "ip",
+            &["addr", "del", &format!("{LAN_VIP}/24"), "dev", "eth0"],
+            None,
+        );
         for k in 0..2 {
-            let _ = r.exec("ip", &["addr", "del", &format!("100.0.{}.1/32", k + 1), "dev", &format!("ppp{k}")], None);
+            let _ = r.exec(
+                "ip",
+                &[
+                    "addr",
+                    "del",
+                    &format!("100.0.{}.1/32", k + 1),
+                    "dev",
+                    &format!("ppp{k}"),
+                ],
+                None,
+            );
         }
         let _ = r.exec("conntrack", &["-F"], None);
         for dev in ["eth0", "ppp0", "ppp1", "sync0"] {
@@ -298,7 +368,12 @@ impl Pair {
     /// Starts the traffic helper's TCP server on the server.
     pub fn serve(&mut self, port: u16) {
         let mut child = Command::new("ip")
-            .args(["netns", "exec", self.server.name(), &crate::topology::nbtraffic()])
+            .args([
+                "netns",
+                "exec",
+                self.server.name(),
+                &crate::topology::nbtraffic(),
+            ])
             .args(["serve", &format!("{SERVER}:{port}")])
             .env("PATH", PATH)
             .stdin(Stdio::null())

@@ -27,7 +27,15 @@ type Tracked = BTreeMap<(String, u16), (u32, String)>;
 fn tracked(ns: &Netns, port: u16) -> Tracked {
     let out = ns.exec(
         "conntrack",
-        &["-L", "-p", "tcp", "--dport", &port.to_string(), "--state", "ESTABLISHED"],
+        &[
+            "-L",
+            "-p",
+            "tcp",
+            "--dport",
+            &port.to_string(),
+            "--state",
+            "ESTABLISHED",
+        ],
         None,
     );
     let mut m = Tracked::new();
@@ -57,14 +65,22 @@ fn takeover_bound() -> Duration {
 }
 
 fn lan_hosts() -> String {
-    (10..20).map(|h| format!("192.168.1.{h}")).collect::<Vec<_>>().join(",")
+    (10..20)
+        .map(|h| format!("192.168.1.{h}"))
+        .collect::<Vec<_>>()
+        .join(",")
 }
 
 fn streams(pair: &Pair, seconds: u64) -> std::process::Child {
     std::process::Command::new("ip")
         .args(["netns", "exec", pair.lan.name(), &nbtraffic(), "stream"])
         .arg(format!("{SERVER}:{STREAM_PORT}"))
-        .args(["--count", &STREAMS.to_string(), "--seconds", &seconds.to_string()])
+        .args([
+            "--count",
+            &STREAMS.to_string(),
+            "--seconds",
+            &seconds.to_string(),
+        ])
         .args(["--from", &lan_hosts(), "--timeout-ms", "8000"])
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
@@ -75,14 +91,24 @@ fn streams(pair: &Pair, seconds: u64) -> std::process::Child {
 fn stream_results(child: std::process::Child) -> Vec<Value> {
     let out = child.wait_with_output().unwrap();
     assert!(out.status.success(), "nbtraffic: {}", text(&out.stderr));
-    text(&out.stdout).lines().map(|l| serde_json::from_str(l).unwrap()).collect()
+    text(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
 }
 
 /// `n` new connections from the LAN; how many each uplink (by public address) carried.
 fn split(pair: &Pair, n: usize) -> BTreeMap<String, usize> {
     let out = pair.lan.exec(
         &nbtraffic(),
-        &["connect", &format!("{SERVER}:{CONNECT_PORT}"), "--count", &n.to_string(), "--timeout-ms", "2000"],
+        &[
+            "connect",
+            &format!("{SERVER}:{CONNECT_PORT}"),
+            "--count",
+            &n.to_string(),
+            "--timeout-ms",
+            "2000",
+        ],
         None,
     );
     assert!(out.status.success(), "{}", text(&out.stderr));
@@ -90,13 +116,18 @@ fn split(pair: &Pair, n: usize) -> BTreeMap<String, usize> {
     for l in text(&out.stdout).lines() {
         let r: Value = serde_json::from_str(l).unwrap();
         assert_eq!(r["ok"], true, "{r}");
-        *m.entry(r["seen"].as_str().unwrap().to_string()).or_default() += 1;
+        *m.entry(r["seen"].as_str().unwrap().to_string())
+            .or_default() += 1;
     }
     m
 }
 
 fn status(pair: &Pair, i: usize) -> Value {
-    let out = pair.routers[i].exec(&target_binary("nftbalance"), &["status", "--json", pair.spec.path()], None);
+    let out = pair.routers[i].exec(
+        &target_binary("nftbalance"),
+        &["status", "--json", pair.spec.path()],
+        None,
+    );
     assert!(out.status.success(), "status: {}", text(&out.stderr));
     serde_json::from_slice(&out.stdout).unwrap()
 }
@@ -115,12 +146,21 @@ fn table_handle(ns: &Netns) -> Value {
 }
 
 fn gateway_state(pair: &Pair, i: usize, k: usize) -> String {
-    status(pair, i)["gateways"][k]["state"].as_str().unwrap_or("").to_string()
+    status(pair, i)["gateways"][k]["state"]
+        .as_str()
+        .unwrap_or("")
+        .to_string()
 }
 
 fn balanced_halves(split: &BTreeMap<String, usize>, n: usize) {
-    let want = BTreeMap::from([("100.0.1.1".to_string(), n / 2), ("100.0.2.1".to_string(), n / 2)]);
-    assert_eq!(split, &want, "new connections must split 1:1 over both uplinks");
+    let want = BTreeMap::from([
+        ("100.0.1.1".to_string(), n / 2),
+        ("100.0.2.1".to_string(), n / 2),
+    ]);
+    assert_eq!(
+        split, &want,
+        "new connections must split 1:1 over both uplinks"
+    );
 }
 
 /// Both routers up, A elected; returns once A holds the floating addresses and both see
@@ -135,12 +175,21 @@ fn start_pair() -> Pair {
         // namespace where its interfaces exist.
         let (conf, _) = pair.write_configs(i);
         let t = pair.routers[i].exec("keepalived", &["-t", "-f", &conf], None);
-        assert!(t.status.success(), "keepalived -t: {}{}", text(&t.stdout), text(&t.stderr));
+        assert!(
+            t.status.success(),
+            "keepalived -t: {}{}",
+            text(&t.stdout),
+            text(&t.stderr)
+        );
     }
     pair.start(0);
     pair.start(1);
     let elected = wait_for(Duration::from_secs(15), || pair.is_master(0));
-    assert!(elected.is_some(), "A never became master:\n{}", pair.log(0, "keepalived.out"));
+    assert!(
+        elected.is_some(),
+        "A never became master:\n{}",
+        pair.log(0, "keepalived.out")
+    );
     assert!(!pair.is_master(1), "B took the addresses too");
     for i in 0..2 {
         let ready = wait_for(Duration::from_secs(10), || {
@@ -167,9 +216,16 @@ fn steady_state(pair: &Pair) -> Tracked {
         on_a.len() >= STREAMS && on_a.iter().all(|(k, v)| on_b.get(k) == Some(v))
     });
     let on_b = tracked(&pair.routers[1], STREAM_PORT);
-    assert!(synced.is_some(), "B does not hold A's streams with their marks:\nA {on_a:?}\nB {on_b:?}");
+    assert!(
+        synced.is_some(),
+        "B does not hold A's streams with their marks:\nA {on_a:?}\nB {on_b:?}"
+    );
     let marks: std::collections::BTreeSet<u32> = on_a.values().map(|(m, _)| *m).collect();
-    assert_eq!(marks, [1, 2].into(), "the streams use both uplinks: {on_a:?}");
+    assert_eq!(
+        marks,
+        [1, 2].into(),
+        "the streams use both uplinks: {on_a:?}"
+    );
     on_a
 }
 
@@ -185,12 +241,19 @@ fn a_pair_keeps_every_connection_on_its_uplink_through_failover_and_back() {
     pair.kill(0);
     let took = wait_for(Duration::from_secs(10), || pair.is_master(1))
         .unwrap_or_else(|| panic!("B never became master:\n{}", pair.log(1, "keepalived.out")));
-    eprintln!("takeover after {} ms (VRRP bound {} ms)", took.as_millis(), takeover_bound().as_millis());
+    eprintln!(
+        "takeover after {} ms (VRRP bound {} ms)",
+        took.as_millis(),
+        takeover_bound().as_millis()
+    );
     // `nftbalance ha master` re-applies the spec: a new table (its counters from zero).
     let settled = wait_for(Duration::from_secs(10), || {
         table_handle(&pair.routers[1]) != handle_before && !pair.transition_running(1)
     });
-    assert!(settled.is_some(), "B's `nftbalance ha master` never re-applied the spec");
+    assert!(
+        settled.is_some(),
+        "B's `nftbalance ha master` never re-applied the spec"
+    );
     balanced_halves(&split(&pair, 10), 10);
     let results = stream_results(first);
     let allowed = took + Duration::from_secs(2);
@@ -209,10 +272,19 @@ fn a_pair_keeps_every_connection_on_its_uplink_through_failover_and_back() {
             assert_eq!(now, v, "stream {k:?} changed uplink or public address on B");
         }
     }
-    assert_eq!(pair.ingress_drops(), vec![0, 0], "a packet left by the wrong uplink");
+    assert_eq!(
+        pair.ingress_drops(),
+        vec![0, 0],
+        "a packet left by the wrong uplink"
+    );
     let st = status(&pair, 1);
-    let new: u64 = (0..2).map(|k| st["gateways"][k]["new_connections"].as_u64().unwrap()).sum();
-    assert!(new >= 10, "status on B does not show its new connections: {st:#}");
+    let new: u64 = (0..2)
+        .map(|k| st["gateways"][k]["new_connections"].as_u64().unwrap())
+        .sum();
+    assert!(
+        new >= 10,
+        "status on B does not show its new connections: {st:#}"
+    );
 
     failback_without_preemption(&mut pair);
     uplink_failure_on_b(&pair);
@@ -225,7 +297,10 @@ fn failback_without_preemption(pair: &mut Pair) {
     std::thread::sleep(Duration::from_millis(1000));
     pair.reboot(0);
     let on_b = tracked(&pair.routers[1], STREAM_PORT);
-    assert!(on_b.len() >= STREAMS, "B does not carry the streams: {on_b:?}");
+    assert!(
+        on_b.len() >= STREAMS,
+        "B does not carry the streams: {on_b:?}"
+    );
     let mut on_a = Tracked::new();
     let learned = wait_for(Duration::from_secs(8), || {
         on_a = tracked(&pair.routers[0], STREAM_PORT);
@@ -239,9 +314,15 @@ fn failback_without_preemption(pair: &mut Pair) {
     for r in stream_results(second) {
         assert_eq!(r["ok"], true, "stream broken by A's return: {r}");
     }
-    assert!(pair.is_master(1) && !pair.is_master(0), "A took the addresses back (preempt is off)");
+    assert!(
+        pair.is_master(1) && !pair.is_master(0),
+        "A took the addresses back (preempt is off)"
+    );
     let log = pair.log(0, "keepalived.out");
-    assert!(log.contains("Entering BACKUP STATE"), "A is not backup:\n{log}");
+    assert!(
+        log.contains("Entering BACKUP STATE"),
+        "A is not backup:\n{log}"
+    );
 }
 
 /// isp1's upstream dies while B is master: B's watch moves new connections to isp2, and A,
@@ -249,13 +330,23 @@ fn failback_without_preemption(pair: &mut Pair) {
 fn uplink_failure_on_b(pair: &Pair) {
     pair.isps[0].cmd("ip link set wan down");
     for i in [1, 0] {
-        let seen = wait_for(Duration::from_secs(5), || gateway_state(pair, i, 0) == "down");
-        assert!(seen.is_some(), "{}'s watch did not see isp1 fail: {:#}", NODES[i], status(pair, i));
+        let seen = wait_for(Duration::from_secs(5), || {
+            gateway_state(pair, i, 0) == "down"
+        });
+        assert!(
+            seen.is_some(),
+            "{}'s watch did not see isp1 fail: {:#}",
+            NODES[i],
+            status(pair, i)
+        );
     }
     let moved = wait_for(Duration::from_secs(3), || {
         status(pair, 1)["gateways"][0]["available"] == false
     });
     assert!(moved.is_some(), "B still gives isp1 new connections");
-    assert_eq!(split(pair, 6), BTreeMap::from([("100.0.2.1".to_string(), 6)]));
+    assert_eq!(
+        split(pair, 6),
+        BTreeMap::from([("100.0.2.1".to_string(), 6)])
+    );
     pair.isps[0].cmd("ip link set wan up");
 }

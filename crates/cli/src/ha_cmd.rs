@@ -38,9 +38,10 @@ pub enum PairFormat {
 /// keepalived.conf or conntrackd.conf of one node, as text.
 pub fn dump(spec_path: &Path, format: PairFormat, args: &PairArgs) -> anyhow::Result<String> {
     let (spec, _) = read_spec(spec_path)?;
-    let node = args.node.as_deref().context(
-        "--node NAME is required: the pair's two routers get different configurations",
-    )?;
+    let node = args
+        .node
+        .as_deref()
+        .context("--node NAME is required: the pair's two routers get different configurations")?;
     anyhow::ensure!(
         spec_path != Path::new("-"),
         "give the spec as a file, not `-`: keepalived's notify commands pass its path to `nftbalance ha`"

@@ -93,9 +93,10 @@ pub fn gateway_probe(spec: &Spec, g: &Gateway, h: &Health) -> health::Probe {
 /// is local).
 fn pair_probe_source(spec: &Spec, g: &Gateway) -> Option<std::net::Ipv4Addr> {
     let ha = spec.ha.as_ref()?;
-    let node = ha.nodes.iter().find(|n| {
-        std::net::UdpSocket::bind((n.sync_address, 0)).is_ok()
-    })?;
+    let node = ha
+        .nodes
+        .iter()
+        .find(|n| std::net::UdpSocket::bind((n.sync_address, 0)).is_ok())?;
     node.probe_addresses.get(&g.name).copied()
 }
 

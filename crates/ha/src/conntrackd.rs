@@ -33,11 +33,15 @@ pub struct ConntrackdConf {
 pub fn conntrackd_conf(spec: &Spec, node: &str, paths: &Paths) -> Result<ConntrackdConf, HaError> {
     let view = NodeView::new(spec, node)?;
     paths.check()?;
-    let mut ignored: Vec<Ipv4Addr> = [Ipv4Addr::LOCALHOST, view.node.sync_address, view.peer.sync_address]
-        .into_iter()
-        .chain(view.node.probe_addresses.values().copied())
-        .chain(view.peer.probe_addresses.values().copied())
-        .collect();
+    let mut ignored: Vec<Ipv4Addr> = [
+        Ipv4Addr::LOCALHOST,
+        view.node.sync_address,
+        view.peer.sync_address,
+    ]
+    .into_iter()
+    .chain(view.node.probe_addresses.values().copied())
+    .chain(view.peer.probe_addresses.values().copied())
+    .collect();
     ignored.sort();
     ignored.dedup();
     Ok(ConntrackdConf {
@@ -92,7 +96,10 @@ impl ConntrackdConf {
             "    NetlinkBufferSize 2097152\n    NetlinkBufferSizeMaxGrowth 8388608"
         );
         let _ = writeln!(w, "    Filter From Userspace {{");
-        let _ = writeln!(w, "        Protocol Accept {{\n            TCP\n            UDP\n        }}");
+        let _ = writeln!(
+            w,
+            "        Protocol Accept {{\n            TCP\n            UDP\n        }}"
+        );
         let _ = writeln!(w, "        Address Ignore {{");
         for a in &self.ignored {
             let _ = writeln!(w, "            IPv4_address {a}");

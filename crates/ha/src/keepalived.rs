@@ -176,9 +176,8 @@ fn centis(c: u32) -> String {
 /// pass as they are; anything else (never produced from a parsed spec) is replaced by `_`
 /// character by character (the same set `name::path` allows, plus ':'), so it cannot open a block, a comment or a quoted string.
 fn word(s: &str) -> String {
-    let plain = |c: char| {
-        c.is_ascii_alphanumeric() || matches!(c, '/' | '.' | '_' | '-' | '+' | '@' | ':')
-    };
+    let plain =
+        |c: char| c.is_ascii_alphanumeric() || matches!(c, '/' | '.' | '_' | '-' | '+' | '@' | ':');
     s.chars().map(|c| if plain(c) { c } else { '_' }).collect()
 }
 

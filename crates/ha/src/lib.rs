@@ -168,7 +168,10 @@ mod tests {
         let text = c.render();
         assert!(text.contains("LockFile /tmp/x/conntrackd.lock"));
         assert!(text.contains("IPv4_address 100.0.2.2"));
-        assert!(!text.contains("IPv4_address 100.0.1.1\n"), "floating addresses are synced");
+        assert!(
+            !text.contains("IPv4_address 100.0.1.1\n"),
+            "floating addresses are synced"
+        );
     }
 
     #[test]

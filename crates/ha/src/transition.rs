@@ -37,7 +37,10 @@ const fn ct(flag: &'static str, what: &'static str) -> Step {
 pub fn steps(role: Role) -> Vec<Step> {
     match role {
         Role::Master => vec![
-            ct("-c", "commit the external cache (the peer's connections) to the kernel"),
+            ct(
+                "-c",
+                "commit the external cache (the peer's connections) to the kernel",
+            ),
             ct("-f", "flush the internal and external caches"),
             ct("-R", "resync the internal cache with the kernel table"),
             ct("-B", "send a bulk update to the peer"),

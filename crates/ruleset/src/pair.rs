@@ -10,7 +10,9 @@ use crate::model::*;
 
 /// Every node's own uplink addresses, sorted: the same ruleset on both routers.
 fn own_addresses(spec: &Spec) -> Vec<Value> {
-    let Some(ha) = &spec.ha else { return Vec::new() };
+    let Some(ha) = &spec.ha else {
+        return Vec::new();
+    };
     let mut addrs: Vec<_> = ha
         .nodes
         .iter()

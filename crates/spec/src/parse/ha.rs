@@ -63,15 +63,16 @@ impl Cx {
             None => Some(false),
             Some((v, p)) => self.bool(v, &p),
         };
-        let ha = Ha {
-            nodes: nodes?,
-            sync_interface: sync_interface?,
-            instances: instances?,
+        let (nodes, sync_interface, instances) = (nodes?, sync_interface?, instances?);
+        // Checked before the scalar fields are given up on, so one mistake hides no other.
+        self.ha_cross_checks(&nodes, &sync_interface, &instances, path, gateways);
+        Some(Ha {
+            nodes,
+            sync_interface,
+            instances,
             advert_interval_ms: advert_interval_ms?,
             preempt: preempt?,
-        };
-        self.ha_cross_checks(&ha, path, gateways);
-        Some(ha)
+        })
     }
 
     fn advert_interval(&mut self, v: &Value, path: &str) -> Option<u32> {
@@ -96,7 +97,7 @@ impl Cx {
         if items.len() != 2 {
             self.err(
                 path,
-                format!("{} nodes; a pair has exactly 2 routers", items.len()),
+                format!("a pair has exactly 2 routers; found {}", items.len()),
             );
             return None;
         }
@@ -155,7 +156,10 @@ impl Cx {
             match u8::try_from(n) {
                 Ok(n @ 1..=254) => Some(n),
                 _ => {
-                    self.err(p, format!("{n} is out of range: use 1 to 254 (VRRP priorities)"));
+                    self.err(
+                        p,
+                        format!("{n} is out of range: use 1 to 254 (VRRP priorities)"),
+                    );
                     None
                 }
             }
@@ -175,10 +179,22 @@ impl Cx {
         })
     }
 
+    /// The pair's addresses are IPv4: VRRP and conntrackd's sync run over IPv4 here.
     fn ipv4(&mut self, v: &Value, path: &str) -> Option<Ipv4Addr> {
-        match self.address(v, path, Family::Ip)? {
-            IpAddr::V4(a) => Some(a),
-            IpAddr::V6(_) => None,
+        let s = self.string(v, path)?;
+        match IpAddr::from_str(&s) {
+            Ok(IpAddr::V4(a)) => Some(a),
+            Ok(IpAddr::V6(_)) => {
+                self.err(
+                    path,
+                    format!("{} is IPv6; the pair's addresses are IPv4", show(&s)),
+                );
+                None
+            }
+            Err(_) => {
+                self.err(path, format!("{} is not an IPv4 address", show(&s)));
+                None
+            }
         }
     }
 
@@ -192,7 +208,10 @@ impl Cx {
         let Value::Object(map) = v else {
             self.err(
                 path,
-                format!("expected an object of gateway names to addresses, found {}", super::describe(v)),
+                format!(
+                    "expected an object of gateway names to addresses, found {}",
+                    super::describe(v)
+                ),
             );
             return None;
         };
@@ -245,7 +264,11 @@ impl Cx {
             if let Some(first) = names.insert(inst.name.clone(), i) {
                 self.err(
                     format!("{at}.name"),
-                    format!("{} is already used by {}", show(&inst.name), index(path, first)),
+                    format!(
+                        "{} is already used by {}",
+                        show(&inst.name),
+                        index(path, first)
+                    ),
                 );
                 ok = false;
             }
@@ -337,7 +360,10 @@ impl Cx {
     fn floating_addresses(&mut self, v: &Value, path: &str) -> Option<Vec<Ipv4Net>> {
         let items = self.array(v, path)?;
         if items.len() > MAX_ADDRESSES {
-            self.err(path, format!("{} addresses; at most {MAX_ADDRESSES}", items.len()));
+            self.err(
+                path,
+                format!("{} addresses; at most {MAX_ADDRESSES}", items.len()),
+            );
             return None;
         }
         let parsed: Vec<Option<Ipv4Net>> = items
@@ -354,7 +380,10 @@ impl Cx {
                 if net.is_none() {
                     self.err(
                         p,
-                        format!("{} is not an IPv4 address with a prefix, e.g. \"192.168.1.1/24\"", show(&s)),
+                        format!(
+                            "{} is not an IPv4 address with a prefix, e.g. \"192.168.1.1/24\"",
+                            show(&s)
+                        ),
                     );
                 }
                 net
@@ -401,14 +430,20 @@ impl Cx {
 
     /// Every floating gateway with health checks needs each node's own probe address: the
     /// backup does not hold the gateway's address and could not probe from it.
-    fn ha_cross_checks(&mut self, ha: &Ha, path: &str, gateways: Option<&[Gateway]>) {
+    fn ha_cross_checks(
+        &mut self,
+        nodes: &[HaNode],
+        sync_interface: &str,
+        instances: &[VrrpInstance],
+        path: &str,
+        gateways: Option<&[Gateway]>,
+    ) {
         let Some(gateways) = gateways else { return };
-        let floating: BTreeSet<&str> = ha
-            .instances
+        let floating: BTreeSet<&str> = instances
             .iter()
             .flat_map(|i| i.gateways.iter().map(String::as_str))
             .collect();
-        for (k, node) in ha.nodes.iter().enumerate() {
+        for (k, node) in nodes.iter().enumerate() {
             let at = format!("{}.probe_addresses", index(&super::join(path, "nodes"), k));
             for g in gateways {
                 let own = node.probe_addresses.get(&g.name);
@@ -433,18 +468,26 @@ impl Cx {
                 }
             }
         }
-        for (k, inst) in ha.instances.iter().enumerate() {
-            if inst.interface == ha.sync_interface {
+        for (k, inst) in instances.iter().enumerate() {
+            if inst.interface == sync_interface {
                 self.err(
                     format!("{}.interface", index(&super::join(path, "instances"), k)),
-                    "is the sync interface: VRRP runs on the LAN, conntrackd alone on the sync link",
+                    format!(
+                        "{} is the sync interface: VRRP runs on the LAN, conntrackd alone on \
+                         the sync link",
+                        show(&inst.interface)
+                    ),
                 );
             }
         }
-        if let Some(g) = gateways.iter().find(|g| g.interface == ha.sync_interface) {
+        if let Some(g) = gateways.iter().find(|g| g.interface == sync_interface) {
             self.err(
                 super::join(path, "sync_interface"),
-                format!("{} is gateway {}'s uplink", show(&ha.sync_interface), show(&g.name)),
+                format!(
+                    "{} is gateway {}'s uplink",
+                    show(sync_interface),
+                    show(&g.name)
+                ),
             );
         }
     }
