@@ -492,3 +492,47 @@ impl Cx {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::model::Spec;
+
+    const GATEWAYS: &str = r#""gateways": [
+        { "name": "isp1", "interface": "ppp0", "mark": 1, "address": "100.0.1.1", "route_table": 101 } ]"#;
+
+    fn pair(ha: &str) -> Result<Spec, Vec<String>> {
+        Spec::from_json(&format!("{{ {GATEWAYS}, \"ha\": {ha} }}"))
+            .map_err(|e| e.0.iter().map(|e| e.to_string()).collect())
+    }
+
+    const NODES: &str = r#""nodes": [
+        { "name": "a", "priority": 200, "sync_address": "10.0.0.1" },
+        { "name": "b", "priority": 100, "sync_address": "10.0.0.2" } ]"#;
+
+    #[test]
+    fn defaults_are_one_second_adverts_and_no_preemption() {
+        let spec = pair(&format!(
+            r#"{{ {NODES}, "sync_interface": "sync0", "instances": [
+                 {{ "name": "lan", "interface": "eth0", "virtual_router_id": 7,
+                    "addresses": ["192.168.1.1"], "gateways": ["isp1"] }} ] }}"#
+        ))
+        .unwrap();
+        let ha = spec.ha.unwrap();
+        assert_eq!((ha.advert_interval_ms, ha.preempt), (1000, false));
+        assert_eq!(ha.instances[0].addresses[0].to_string(), "192.168.1.1/32");
+        let (a, b) = ha.node_and_peer("b").unwrap();
+        assert_eq!((a.name.as_str(), b.name.as_str()), ("b", "a"));
+    }
+
+    #[test]
+    fn missing_parts_are_named_by_path() {
+        let errors = pair(&format!("{{ {NODES} }}")).unwrap_err();
+        assert_eq!(
+            errors,
+            [
+                "ha.sync_interface: missing (required)",
+                "ha.instances: missing (required)"
+            ]
+        );
+    }
+}
