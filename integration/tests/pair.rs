@@ -191,14 +191,13 @@ fn start_pair() -> Pair {
         pair.log(0, "keepalived.out")
     );
     assert!(!pair.is_master(1), "B took the addresses too");
-    for i in 0..2 {
+    for (i, node) in NODES.iter().enumerate() {
         let ready = wait_for(Duration::from_secs(10), || {
             (0..2).all(|k| gateway_state(&pair, i, k) == "up")
         });
         assert!(
             ready.is_some(),
-            "{}'s watch never saw both uplinks up: {:#}\n{}",
-            NODES[i],
+            "{node}'s watch never saw both uplinks up: {:#}\n{}",
             status(&pair, i),
             pair.log(i, "watch.out")
         );
@@ -266,6 +265,14 @@ fn a_pair_keeps_every_connection_on_its_uplink_through_failover_and_back() {
             took.as_millis()
         );
     }
+    let stall = results
+        .iter()
+        .filter_map(|r| r["slowest_ms"].as_u64())
+        .max();
+    eprintln!(
+        "longest stream stall across the failover: {stall:?} ms ({} streams)",
+        results.len()
+    );
     let after = tracked(&pair.routers[1], STREAM_PORT);
     for (k, v) in &before {
         if let Some(now) = after.get(k) {
