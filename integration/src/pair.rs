@@ -367,27 +367,7 @@ impl Pair {
 
     /// Starts the traffic helper's TCP server on the server.
     pub fn serve(&mut self, port: u16) {
-        let mut child = Command::new("ip")
-            .args([
-                "netns",
-                "exec",
-                self.server.name(),
-                &crate::topology::nbtraffic(),
-            ])
-            .args(["serve", &format!("{SERVER}:{port}")])
-            .env("PATH", PATH)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .unwrap();
-        let mut line = String::new();
-        std::io::BufRead::read_line(
-            &mut std::io::BufReader::new(child.stdout.take().unwrap()),
-            &mut line,
-        )
-        .unwrap();
-        assert_eq!(line.trim(), "ready");
+        let child = crate::topology::serve_in(&self.server, &format!("{SERVER}:{port}"), false);
         self.helpers.push(child);
     }
 }

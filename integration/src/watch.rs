@@ -173,6 +173,20 @@ pub fn status(topo: &Topology, spec: &TempFile, state: Option<&TempFile>) -> Val
     serde_json::from_slice(&out.stdout).unwrap()
 }
 
+/// The kernel's handle of the table `nftbalance` in `ns` (null when there is none): a new
+/// one after every full apply, the same after watch's updates.
+pub fn table_handle(ns: &crate::netns::Netns) -> Value {
+    let doc: Value = serde_json::from_str(&ns.ok("nft", &["-j", "list", "tables"])).unwrap();
+    doc["nftables"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|o| o.get("table"))
+        .find(|t| t["name"] == "nftbalance")
+        .map(|t| t["handle"].clone())
+        .unwrap_or(Value::Null)
+}
+
 /// Polls `check` every 100 ms until it holds or `limit` passes; the time it took.
 pub fn wait_for(limit: Duration, mut check: impl FnMut() -> bool) -> Option<Duration> {
     let started = std::time::Instant::now();

@@ -36,16 +36,7 @@ fn settle(threshold: u64) {
 }
 
 fn table_handle(topo: &Topology) -> Value {
-    let doc: Value =
-        serde_json::from_str(&topo.router.ok("nft", &["-j", "list", "tables"])).unwrap();
-    doc["nftables"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter_map(|o| o.get("table"))
-        .find(|t| t["name"] == "nftbalance")
-        .map(|t| t["handle"].clone())
-        .unwrap()
+    watch::table_handle(&topo.router)
 }
 
 #[test]

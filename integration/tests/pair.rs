@@ -12,7 +12,7 @@ use nftbalance_integration::netns::Netns;
 use nftbalance_integration::pair::{Pair, ADVERT_MS, NODES, PRIORITIES};
 use nftbalance_integration::target_binary;
 use nftbalance_integration::topology::{nbtraffic, SERVER};
-use nftbalance_integration::watch::wait_for;
+use nftbalance_integration::watch::{table_handle, wait_for};
 use serde_json::Value;
 
 const STREAM_PORT: u16 = 7000;
@@ -130,19 +130,6 @@ fn status(pair: &Pair, i: usize) -> Value {
     );
     assert!(out.status.success(), "status: {}", text(&out.stderr));
     serde_json::from_slice(&out.stdout).unwrap()
-}
-
-/// The kernel's handle of the tool's table: a new one after every full apply.
-fn table_handle(ns: &Netns) -> Value {
-    let doc: Value = serde_json::from_str(&ns.ok("nft", &["-j", "list", "tables"])).unwrap();
-    doc["nftables"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter_map(|o| o.get("table"))
-        .find(|t| t["name"] == "nftbalance")
-        .map(|t| t["handle"].clone())
-        .unwrap_or(Value::Null)
 }
 
 fn gateway_state(pair: &Pair, i: usize, k: usize) -> String {

@@ -75,6 +75,25 @@ impl Cx {
         })
     }
 
+    /// A required `name`: as a gateway's.
+    fn required_name(&mut self, obj: &super::Obj<'_>) -> Option<String> {
+        let (v, p) = self.required(obj, "name")?;
+        let s = self.string(v, &p)?;
+        self.identifier(&s, &p, NAME_MAX)
+    }
+
+    /// A number from 1 to `max` (at most 255).
+    fn byte(&mut self, v: &Value, path: &str, max: u8, what: &str) -> Option<u8> {
+        let n = self.u32(v, path)?;
+        match u8::try_from(n) {
+            Ok(b) if (1..=max).contains(&b) => Some(b),
+            _ => {
+                self.err(path, format!("{n} is out of range: use 1 to {max}{what}"));
+                None
+            }
+        }
+    }
+
     fn advert_interval(&mut self, v: &Value, path: &str) -> Option<u32> {
         let ms = self.duration_ms(v, path, ADVERT_MIN_MS, ADVERT_MAX_MS, "100ms to 40950ms")?;
         if ms % 10 != 0 {
@@ -147,23 +166,10 @@ impl Cx {
             path,
             &["name", "priority", "sync_address", "probe_addresses"],
         )?;
-        let name = self.required(&obj, "name").and_then(|(v, p)| {
-            self.string(v, &p)
-                .and_then(|s| self.identifier(&s, &p, NAME_MAX))
-        });
-        let priority = self.required(&obj, "priority").and_then(|(v, p)| {
-            let n = self.u32(v, &p)?;
-            match u8::try_from(n) {
-                Ok(n @ 1..=254) => Some(n),
-                _ => {
-                    self.err(
-                        p,
-                        format!("{n} is out of range: use 1 to 254 (VRRP priorities)"),
-                    );
-                    None
-                }
-            }
-        });
+        let name = self.required_name(&obj);
+        let priority = self
+            .required(&obj, "priority")
+            .and_then(|(v, p)| self.byte(v, &p, 254, " (VRRP priorities)"));
         let sync_address = self
             .required(&obj, "sync_address")
             .and_then(|(v, p)| self.ipv4(v, &p));
@@ -314,23 +320,13 @@ impl Cx {
                 "gateways",
             ],
         )?;
-        let name = self.required(&obj, "name").and_then(|(v, p)| {
-            self.string(v, &p)
-                .and_then(|s| self.identifier(&s, &p, NAME_MAX))
-        });
+        let name = self.required_name(&obj);
         let interface = self
             .required(&obj, "interface")
             .and_then(|(v, p)| self.interface(v, &p));
-        let virtual_router_id = self.required(&obj, "virtual_router_id").and_then(|(v, p)| {
-            let n = self.u32(v, &p)?;
-            match u8::try_from(n) {
-                Ok(n @ 1..=255) => Some(n),
-                _ => {
-                    self.err(p, format!("{n} is out of range: use 1 to 255"));
-                    None
-                }
-            }
-        });
+        let virtual_router_id = self
+            .required(&obj, "virtual_router_id")
+            .and_then(|(v, p)| self.byte(v, &p, 255, ""));
         let addresses = match obj.field("addresses") {
             None => Some(Vec::new()),
             Some((v, p)) => self.floating_addresses(v, &p),
