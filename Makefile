@@ -62,6 +62,7 @@ bless:
 	NFTBALANCE_BLESS=1 $(CARGO) test -p nftbalance --test bad_specs
 	NFTBALANCE_BLESS=1 $(CARGO) test -p nftbalance-legacy --test golden
 	NFTBALANCE_BLESS=1 $(CARGO) test -p nftbalance-translate --test golden
+	NFTBALANCE_BLESS=1 $(CARGO) test -p nftbalance-mwan3 --test golden
 	NFTBALANCE_BLESS=1 $(CARGO) test -p nftbalance-routing --test golden
 
 bench-deps: deps

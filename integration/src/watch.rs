@@ -136,9 +136,10 @@ impl Drop for Watch {
     }
 }
 
-/// `n` new connections from the LAN to the server; how many each uplink carried.
-pub fn uplinks(topo: &Topology, n: usize) -> BTreeMap<usize, usize> {
-    let results = topo.traffic(
+/// `n` new connections from the LAN to the server port 80, each given `timeout_ms`; the
+/// traffic helper's line for each.
+pub fn connect(topo: &Topology, n: usize, timeout_ms: u64) -> Vec<Value> {
+    topo.traffic(
         Which::Lan,
         &[
             "connect",
@@ -146,9 +147,14 @@ pub fn uplinks(topo: &Topology, n: usize) -> BTreeMap<usize, usize> {
             "--count",
             &n.to_string(),
             "--timeout-ms",
-            "1500",
+            &timeout_ms.to_string(),
         ],
-    );
+    )
+}
+
+/// `n` new connections from the LAN to the server; how many each uplink carried.
+pub fn uplinks(topo: &Topology, n: usize) -> BTreeMap<usize, usize> {
+    let results = connect(topo, n, 1500);
     let mut m = BTreeMap::new();
     for r in &results {
         assert_eq!(r["ok"], true, "{r}");
@@ -173,9 +179,13 @@ pub fn status(topo: &Topology, spec: &TempFile, state: Option<&TempFile>) -> Val
     serde_json::from_slice(&out.stdout).unwrap()
 }
 
-/// The kernel's handle of the table `nftbalance` in `ns` (null when there is none): a new
-/// one after every full apply, the same after watch's updates.
-pub fn table_handle(ns: &crate::netns::Netns) -> Value {
+/// The handle of the router's `nftbalance` table: a new one means the table was re-created.
+pub fn table_handle(topo: &Topology) -> Value {
+    table_handle_in(&topo.router)
+}
+
+/// The handle of the `nftbalance` table in `ns` (null when there is none).
+pub fn table_handle_in(ns: &crate::netns::Netns) -> Value {
     let doc: Value = serde_json::from_str(&ns.ok("nft", &["-j", "list", "tables"])).unwrap();
     doc["nftables"]
         .as_array()

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use nftbalance_integration::topology::{Topology, Which, SERVER};
-use nftbalance_integration::watch::{self, probed_spec, uplinks, TempFile};
+use nftbalance_integration::watch::{self, probed_spec, table_handle, uplinks, TempFile};
 use serde_json::Value;
 
 const INTERVAL_MS: u64 = 300;
@@ -33,10 +33,6 @@ fn status(topo: &Topology, spec: &TempFile, state: &TempFile) -> Value {
 
 fn settle(threshold: u64) {
     std::thread::sleep(Duration::from_millis(INTERVAL_MS * threshold + 1000));
-}
-
-fn table_handle(topo: &Topology) -> Value {
-    watch::table_handle(&topo.router)
 }
 
 #[test]

@@ -142,7 +142,20 @@ enum Command {
         #[arg(long, default_value = "/usr/sbin/conntrackd")]
         conntrackd: String,
     },
-    /// Read legacy iptables rules and print the balancer they implement as a spec, or as nft.
+    /// Read legacy iptables rules, or an mwan3 configuration, and print the balancer they
+    /// implement as a spec, or as nft.
+    ///
+    /// The spec goes to standard output, the report (what became of every input line or UCI
+    /// option, with its file and line) to standard error.
+    ///
+    /// With `--from mwan3`, FILE is an OpenWrt /etc/config/mwan3: interfaces become gateways
+    /// with their tracking, members and policies policies in tiers, rules selectors. The
+    /// network side the file does not hold comes from `--define`: IFACE.device=DEV,
+    /// IFACE.address=A, IFACE.via=A, IFACE.address6=A, IFACE.via6=A, IFACE.table=N per mwan3
+    /// interface (two interfaces given one device become one dual-stack gateway), and
+    /// exclude=PREFIX[,PREFIX] for your connected networks; what is not given is assumed and
+    /// listed under "needs your input". Exit 2 when a rule mwan3 applies cannot be imported,
+    /// naming it (`--partial` prints the spec without it).
     Translate(translate_cmd::TranslateArgs),
 }
 

@@ -1,4 +1,5 @@
-//! `nftbalance translate`: legacy iptables rules -> spec (stdout) and report (stderr).
+//! `nftbalance translate`: legacy iptables rules or an mwan3 configuration -> spec (stdout)
+//! and report (stderr).
 
 use std::io::{self, Read, Write};
 use std::path::PathBuf;
@@ -19,18 +20,36 @@ use nftbalance_translate as translate;
 /// 2 when something cannot be read or translated exactly (nothing is dropped silently).
 #[derive(Debug, Args)]
 pub struct TranslateArgs {
-    /// The rules: iptables-save output or a shell script; `-` reads standard input.
+    /// The rules: iptables-save output or a shell script (`--from mwan3`: one UCI file);
+    /// `-` reads standard input.
     #[arg(required = true, value_name = "FILE")]
     files: Vec<PathBuf>,
+    /// What FILE holds.
+    #[arg(long, value_enum, default_value_t = From::Iptables)]
+    from: From,
+    /// With `--from mwan3`: print the spec even when rules could not be imported (they are
+    /// listed in the report).
+    #[arg(long)]
+    partial: bool,
     /// What to print.
     #[arg(long, value_enum, default_value_t = To::Spec)]
     to: To,
     /// With `--to nft`: recognise nothing, translate every rule rule by rule.
     #[arg(long)]
     literal: bool,
-    /// Give a shell variable the script uses but does not set (repeatable).
+    /// Give a shell variable the script uses but does not set (repeatable). With
+    /// `--from mwan3`: IFACE.KEY=VALUE (keys device, address, via, address6, via6, table) or
+    /// exclude=PREFIX[,PREFIX].
     #[arg(long = "define", short = 'D', value_name = "NAME=VALUE")]
     defines: Vec<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum From {
+    /// iptables-save output or shell scripts with iptables and ip lines.
+    Iptables,
+    /// An OpenWrt mwan3 configuration (/etc/config/mwan3).
+    Mwan3,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -60,6 +79,12 @@ pub fn run(args: &TranslateArgs) -> anyhow::Result<ExitCode> {
     if args.literal && args.to != To::Nft {
         anyhow::bail!("--literal needs --to nft");
     }
+    if args.from == From::Mwan3 {
+        return mwan3(args);
+    }
+    if args.partial {
+        anyhow::bail!("--partial is for --from mwan3");
+    }
     let mut texts = Vec::new();
     let mut left = translate::MAX_INPUT;
     for f in &args.files {
@@ -87,13 +112,61 @@ pub fn run(args: &TranslateArgs) -> anyhow::Result<ExitCode> {
         To::Nft => translate::to_nft(&inputs, &defines, args.literal)?,
     };
     eprint!("{report}");
+    print_out(&out)?;
+    Ok(ExitCode::SUCCESS)
+}
+
+fn print_out(out: &str) -> anyhow::Result<()> {
     let mut stdout = io::stdout().lock();
     match stdout
         .write_all(out.as_bytes())
         .and_then(|()| stdout.flush())
     {
-        Err(e) if e.kind() == io::ErrorKind::BrokenPipe => {}
-        r => r.context("writing to standard output")?,
+        Err(e) if e.kind() == io::ErrorKind::BrokenPipe => Ok(()),
+        r => r.context("writing to standard output"),
     }
+}
+
+/// `--from mwan3`: one UCI file -> spec (or nft) on stdout, report on stderr.
+fn mwan3(args: &TranslateArgs) -> anyhow::Result<ExitCode> {
+    use nftbalance_mwan3 as mwan3;
+    let [file] = &args.files[..] else {
+        anyhow::bail!("--from mwan3 reads one file (/etc/config/mwan3)");
+    };
+    let name = file.display().to_string();
+    // One byte past the limit, so that the parser reports the file as too long.
+    let limit = mwan3::uci::MAX_INPUT as u64 + 1;
+    let mut bytes = Vec::new();
+    if file.as_os_str() == "-" {
+        io::stdin().lock().take(limit).read_to_end(&mut bytes)
+    } else {
+        let f = std::fs::File::open(file).with_context(|| format!("reading {name}"))?;
+        f.take(limit).read_to_end(&mut bytes)
+    }
+    .with_context(|| format!("reading {name}"))?;
+    let text = String::from_utf8(bytes).with_context(|| format!("{name} is not UTF-8 text"))?;
+    let net = mwan3::network::parse(&args.defines)?;
+    let import = mwan3::import(&name, &text, &net)?;
+    eprint!("{}", import.report);
+    let dropped: Vec<String> = (import.report.dropped())
+        .map(|e| format!("  {}: {}", e.loc, e.text))
+        .collect();
+    if !dropped.is_empty() && !args.partial {
+        anyhow::bail!(
+            "{} value(s) of rules mwan3 applies could not be imported (listed above as NOT \
+             IMPORTED); nothing printed. --partial prints the spec without them:\n{}",
+            dropped.len(),
+            dropped.join("\n")
+        );
+    }
+    let out = match args.to {
+        To::Spec => {
+            let mut s = serde_json::to_string_pretty(&import.spec)?;
+            s.push('\n');
+            s
+        }
+        To::Nft => nftbalance_ruleset::nft::render(&nftbalance_ruleset::compile(&import.spec)),
+    };
+    print_out(&out)?;
     Ok(ExitCode::SUCCESS)
 }

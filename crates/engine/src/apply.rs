@@ -123,7 +123,7 @@ pub fn check(spec: &Spec, backend: BackendKind, say: &Say) -> anyhow::Result<Don
     let _lock = lock(spec, &files, false, say)?;
     let rsock = route_socket()?;
     let links = routing::Links::read(&rsock).context("reading the network interfaces")?;
-    let plan = routing::plan(spec);
+    let (plan, _) = crate::repair::routing_plan(&rsock, spec, &links)?;
     for w in plan.skipped(&links) {
         (say.warn)(&w.to_string());
     }
@@ -166,7 +166,10 @@ pub(crate) fn apply_locked(
     }
     let rsock = route_socket()?;
     let links = routing::Links::read(&rsock).context("reading the network interfaces")?;
-    let plan = routing::plan(spec);
+    let (plan, learned) = crate::repair::routing_plan(&rsock, spec, &links)?;
+    for line in &learned {
+        (say.note)(line);
+    }
     let before = routing::read_owned(&rsock).context("reading the current ip rules and routes")?;
     let mut journal = Journal::begin(files.journal(), source, backend, &before)?;
     // Make before break: the new ip rules and routes go in beside the old ones, so the old

@@ -20,7 +20,7 @@ use crate::state::{Applied, WatchState};
 pub fn diff(spec: &Spec) -> anyhow::Result<Vec<String>> {
     let rsock = route_socket()?;
     let links = routing::Links::read(&rsock).context("reading the network interfaces")?;
-    let plan = routing::plan(spec);
+    let (plan, _) = crate::repair::routing_plan(&rsock, spec, &links)?;
     let unrouted = plan.unroutable_gateways(&links);
     let (availability, _) = expected_availability(spec, &TableFiles::of(spec), &unrouted);
     let rs = ruleset::compile_with(spec, &availability);

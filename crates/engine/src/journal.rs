@@ -236,7 +236,8 @@ impl Interrupted {
         };
         let mut settled = if forward {
             let links = routing::Links::read(&rsock).context("reading the network interfaces")?;
-            let report = routing::apply(&rsock, &routing::plan(&self.spec), &links)?;
+            let (plan, _) = crate::repair::routing_plan(&rsock, &self.spec, &links)?;
+            let report = routing::apply(&rsock, &plan, &links)?;
             let mut s = Settled::said(format!(
                 "{table}: an apply (pid {}) was interrupted after its rules went in; \
                  completed its routing",

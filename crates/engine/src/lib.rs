@@ -7,11 +7,14 @@
 pub mod apply;
 pub mod backend;
 pub mod decide;
+mod events;
 pub mod files;
 pub mod hooks;
 pub mod inspect;
 pub mod journal;
 pub mod lock;
+mod pacing;
+mod repair;
 pub mod state;
 pub mod watch;
 

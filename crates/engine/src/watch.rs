@@ -7,6 +7,10 @@
 //! states watch writes, and both change the table only under its lock. A change that cannot
 //! be made now (lock busy, transaction refused) stays pending and is retried until the table
 //! matches; the state file says what was observed and what is in force, separately.
+//!
+//! Woken by the kernel's notifications (`events`), watch also puts back what other programs
+//! removed or changed (`repair`, paced by `pacing`), learns uplinks' addresses and next hops
+//! as they change, and resumes from its state file after a restart.
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -23,10 +27,13 @@ use nftbalance_spec::Spec;
 
 use crate::apply::{self, route_socket};
 use crate::backend::{nft_socket, update_table, Updated};
+use crate::events;
 use crate::files::{netns_cookie, TableFiles};
 use crate::hooks::{self, GatewayChange, HookEvent, HookRunner, PolicyChange};
 use crate::journal::Interrupted;
 use crate::lock::{LockError, TableLock};
+use crate::pacing::Pacing;
+use crate::repair::{self, first_lines};
 use crate::state::{self, Applied, GatewayState, WatchState};
 use crate::{decide, probe_once, thresholds, BackendKind, Round, Say};
 
@@ -37,6 +44,10 @@ fn tier_text(tier: Option<u8>) -> String {
 /// How long a failover waits for another nftbalance's lock before it retries later: short,
 /// so that probing, logging and the state file go on meanwhile.
 const TRANSITION_LOCK_WAIT: Duration = Duration::from_secs(2);
+/// How often watch looks for changes by others without a kernel notification: the backstop
+/// for a lost notification (reading every owned route each second would be a cost on a
+/// router with a full routing table).
+const BACKSTOP: Duration = Duration::from_secs(10);
 /// How often the wanted split is compared with the one in force without a probe verdict
 /// (links that went away, an apply that changed the spec, a retry).
 const RECHECK: Duration = Duration::from_secs(1);
@@ -76,6 +87,17 @@ struct Session {
     pending: Option<String>,
     failures: u32,
     next_attempt: Instant,
+    /// Repairs of the same thing again and again wait longer and longer.
+    pacing: Pacing,
+    /// The nftables generation when the table was last known to be `current`: while it has
+    /// not moved, nobody committed anything and the table needs no reading.
+    known_generation: Option<u32>,
+    /// The interfaces and learned values at the last check (a change is no fight).
+    seen: Option<(routing::Links, routing::Learned)>,
+    /// The kernel reported a change since the last repair check (or a repair waits).
+    woken: bool,
+    /// When the last repair check went through.
+    checked: Instant,
 }
 
 impl Session {
@@ -110,6 +132,11 @@ impl Session {
             pending: None,
             failures: 0,
             next_attempt: Instant::now(),
+            pacing: Pacing::default(),
+            known_generation: None,
+            seen: None,
+            woken: true,
+            checked: Instant::now(),
             hooks,
             spec,
             source,
@@ -129,6 +156,7 @@ impl Session {
             &say,
         )?;
         self.settle_journal();
+        self.resume_observed();
         let rs_if_applied = Applied::read(&self.files.applied())
             .ok()
             .filter(|a| a.spec == self.source && a.backend == BackendKind::Nftables);
@@ -167,6 +195,48 @@ impl Session {
         drop(lock);
         self.write_state();
         Ok(())
+    }
+
+    /// Takes the gateway states from the state file a previous watch of this table left in
+    /// this network namespace (killed, restarted by systemd): a restart neither forgets a
+    /// gateway found down nor re-decides what is in force.
+    fn resume_observed(&mut self) {
+        let Ok(previous) = WatchState::read(&self.state_file) else {
+            return;
+        };
+        if previous.table != self.spec.table
+            || previous.family != self.spec.family.as_str()
+            || previous.netns_cookie != netns_cookie()
+        {
+            return;
+        }
+        let now = Instant::now();
+        let mut resumed = Vec::new();
+        for (i, g) in self.spec.gateways.iter().enumerate() {
+            let (Some(h), Some(was)) = (
+                &g.health,
+                previous.gateways.iter().find(|p| p.name == g.name),
+            ) else {
+                continue;
+            };
+            let Some(state) = previous.observed().get(&g.name).copied() else {
+                continue;
+            };
+            if state == health::State::Unknown {
+                continue;
+            }
+            self.qualities[i] = health::Quality::starting_as(state, thresholds(h), now);
+            self.since[i] = was.since;
+            resumed.push(format!("{} {}", g.name, state.as_str()));
+        }
+        if !resumed.is_empty() {
+            log::warn!(
+                "resuming from {} (pid {}): {}",
+                self.state_file.display(),
+                previous.pid,
+                resumed.join(", ")
+            );
+        }
     }
 
     /// Settles an interrupted apply; a failure is logged and never blocks a failover.
@@ -376,6 +446,15 @@ impl Session {
         if self.current.is_none() {
             return Ok(changed);
         }
+        if self.woken || self.checked.elapsed() >= BACKSTOP {
+            // Cleared only when the check went through: a failed one is retried.
+            let checked = self.repair()?;
+            changed |= checked == Checked::SpecChanged;
+            (self.woken, self.checked) = (checked != Checked::Done, Instant::now());
+        }
+        if self.current.is_none() {
+            return Ok(changed);
+        }
         let links = routing::Links::read(&route_socket()?).context("reading the interfaces")?;
         let unrouted = routing::plan(&self.spec).unroutable_gateways(&links);
         if self.wanted(&unrouted) == self.in_force && self.pending.is_none() {
@@ -389,14 +468,151 @@ impl Session {
         Ok(changed)
     }
 
-    /// One change of the split under the lock: routing repaired, then ONE transaction.
-    fn transition(&mut self) -> anyhow::Result<bool> {
-        let _lock = TableLock::acquire(
+    /// Finds what someone else changed in the owned routing or the table and puts it back,
+    /// one log line per repair saying what it repaired. Cheap when nothing changed: the
+    /// owned rules and routes are read, the table only when the nftables generation moved.
+    fn repair(&mut self) -> anyhow::Result<Checked> {
+        let Some(current) = self.current.clone() else {
+            return Ok(Checked::Done);
+        };
+        let rsock = route_socket()?;
+        let view = repair::read_routing(&rsock, &self.spec)?;
+        let seen = Some((view.links.clone(), view.learned.clone()));
+        if self.seen != seen {
+            // Uplinks came, went or changed address: a repeat repair is no fight.
+            if self.seen.as_ref().map(|s| &s.1) != Some(&view.learned) {
+                for line in view.learned.describe(&self.spec.gateways) {
+                    log::warn!("gateway {line}");
+                }
+            }
+            self.pacing.forget();
+            self.seen = seen;
+        }
+        let socket = nft_socket()?;
+        let generation = socket
+            .generation()
+            .context("reading the nftables generation")?;
+        let table = if self.known_generation == Some(generation) {
+            Vec::new()
+        } else {
+            repair::table_differences(&socket, &current)?
+        };
+        if table.is_empty() {
+            self.known_generation = Some(generation);
+        }
+        let now = Instant::now();
+        self.pacing.expire(now);
+        let fix_routing = !view.differences.is_empty()
+            && self.pacing.due(&routing_object(&view.differences), now);
+        let fix_table = !table.is_empty() && self.pacing.due(TABLE_OBJECT, now);
+        // A difference not due yet is looked at again at the next round.
+        let checked = if (!view.differences.is_empty() && !fix_routing)
+            || (!table.is_empty() && !fix_table)
+        {
+            Checked::Deferred
+        } else {
+            Checked::Done
+        };
+        if !fix_routing && !fix_table {
+            return Ok(checked);
+        }
+        let _lock = self.lock_briefly()?;
+        self.settle_journal();
+        // An apply or a flush may be what changed things: follow it, never undo it.
+        if self.follow_applied()? || self.current.as_ref() != Some(&current) {
+            self.known_generation = None;
+            return Ok(Checked::SpecChanged);
+        }
+        if fix_routing {
+            self.repair_routing(&rsock, now)?;
+        }
+        if fix_table {
+            self.repair_table(&socket, &current, now)?;
+        }
+        Ok(checked)
+    }
+
+    /// The routing part of [`Session::repair`], under the lock: read again, then repaired.
+    fn repair_routing(&mut self, rsock: &routing::Socket, now: Instant) -> anyhow::Result<()> {
+        let view = repair::read_routing(rsock, &self.spec)?;
+        if view.differences.is_empty() {
+            return Ok(());
+        }
+        let started = Instant::now();
+        let report = repair::repair_routing(rsock, &view)?;
+        log::warn!(
+            "repaired the routing of table {} {} in {} ms: {}{}",
+            self.spec.family,
+            self.spec.table,
+            started.elapsed().as_millis(),
+            first_lines(&view.differences, 4),
+            if report.warnings.is_empty() {
+                String::new()
+            } else {
+                format!(" ({} routes wait for their link)", report.warnings.len())
+            }
+        );
+        if let Some(note) = self
+            .pacing
+            .repaired(&routing_object(&view.differences), now)
+        {
+            log::warn!("{note}");
+        }
+        Ok(())
+    }
+
+    /// The table part of [`Session::repair`], under the lock: read again, then ONE
+    /// transaction that replaces it (its counters and sets start afresh: they are gone).
+    fn repair_table(
+        &mut self,
+        socket: &nftbalance_netlink::Socket,
+        current: &Ruleset,
+        now: Instant,
+    ) -> anyhow::Result<()> {
+        let table = repair::table_differences(socket, current)?;
+        if !table.is_empty() {
+            let started = Instant::now();
+            repair::replace_table(socket, current)?;
+            log::warn!(
+                "repaired table {} {} in {} ms (one transaction): {}",
+                self.spec.family,
+                self.spec.table,
+                started.elapsed().as_millis(),
+                first_lines(&table, 3)
+            );
+            if let Some(note) = self.pacing.repaired(TABLE_OBJECT, now) {
+                log::warn!("{note}");
+            }
+        }
+        self.known_generation = Some(
+            socket
+                .generation()
+                .context("reading the nftables generation")?,
+        );
+        Ok(())
+    }
+
+    /// The table's lock for a change watch can retry later: waits only briefly.
+    fn lock_briefly(&self) -> anyhow::Result<TableLock> {
+        Ok(TableLock::acquire(
             &self.files.lock(),
             &format!("table {} {}", self.spec.family, self.spec.table),
             TRANSITION_LOCK_WAIT,
             &log_say(),
-        )?;
+        )?)
+    }
+
+    /// The kernel reported a change: check at once, unless a failing change is backing off.
+    fn wake(&mut self) {
+        self.woken = true;
+        if self.failures == 0 {
+            self.next_attempt = Instant::now();
+        }
+    }
+
+    /// One change of the split under the lock: routing repaired, then ONE transaction.
+    fn transition(&mut self) -> anyhow::Result<bool> {
+        let _lock = self.lock_briefly()?;
         self.settle_journal();
         // An apply may have committed while we waited: follow it before building on it.
         let changed = self.follow_applied()?;
@@ -406,7 +622,8 @@ impl Session {
         let rsock = route_socket()?;
         let links = routing::Links::read(&rsock).context("reading the network interfaces")?;
         // Routes vanish with links; putting them back is idempotent and cheap.
-        let report = routing::apply(&rsock, &routing::plan(&self.spec), &links)?;
+        let (plan, _) = repair::routing_plan(&rsock, &self.spec, &links)?;
+        let report = routing::apply(&rsock, &plan, &links)?;
         let wanted = self.wanted(&report.unrouted_gateways());
         if wanted == self.in_force {
             return Ok(changed);
@@ -519,6 +736,26 @@ impl Session {
     }
 }
 
+/// What a repair check found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Checked {
+    /// Nothing to repair, or all repaired.
+    Done,
+    /// A difference waits for its pause (pacing): check again at the next round.
+    Deferred,
+    /// An apply or flush changed what is in force: nothing repaired, follow it.
+    SpecChanged,
+}
+
+/// What the table's repairs are paced as.
+const TABLE_OBJECT: &str = "the table";
+
+/// What a routing repair is paced as: the differences it puts right, so that the same rule
+/// or route removed again and again backs off while a new difference is repaired at once.
+fn routing_object(differences: &[String]) -> String {
+    format!("the routing ({})", first_lines(differences, 2))
+}
+
 fn is_unusable_lock(e: &anyhow::Error) -> bool {
     matches!(
         e.downcast_ref::<LockError>(),
@@ -564,6 +801,7 @@ pub fn run(
     control: &Control,
 ) -> anyhow::Result<()> {
     let (mut spec, mut source) = read_spec()?;
+    let kernel_changed = events::listen();
     loop {
         let files = TableFiles::of(&spec);
         let file = state_file.clone().unwrap_or_else(|| files.state());
@@ -610,6 +848,9 @@ pub fn run(
                 Err(mpsc::RecvTimeoutError::Disconnected) => {
                     thread::sleep(Duration::from_millis(100))
                 }
+            }
+            if kernel_changed.take() {
+                session.wake();
             }
             if session.reconcile()? {
                 // The spec changed under us: probe its gateways from now on.

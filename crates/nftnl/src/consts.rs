@@ -111,6 +111,10 @@ pub const NLMSGERR_ATTR_MSG: u16 = 1;
 pub const NLMSGERR_ATTR_OFFS: u16 = 2;
 pub const NETLINK_CAP_ACK: libc::c_int = 10;
 pub const NETLINK_EXT_ACK: libc::c_int = 11;
+/// `NETLINK_ADD_MEMBERSHIP` (linux/netlink.h): join a multicast group.
+pub const NETLINK_ADD_MEMBERSHIP: libc::c_int = 1;
+/// `NFNLGRP_NFTABLES` (linux/netfilter/nfnetlink.h): nf_tables change notifications.
+pub const NFNLGRP_NFTABLES: libc::c_int = 7;
 
 // ---- expressions ----
 pub const NFT_LOOKUP_F_INV: u32 = 1;

@@ -51,6 +51,39 @@ impl Socket {
         })
     }
 
+    /// Opens a socket that receives the nf_tables notifications of its network namespace
+    /// (`NFNLGRP_NFTABLES`: every committed change of any table, and the new generation),
+    /// for a watcher that repairs its table when someone else changes it. Read it with
+    /// [`Socket::wait_notification`]; it sends nothing.
+    pub fn open_notifications() -> io::Result<Socket> {
+        let socket = Socket::open()?;
+        sock::set_int_opt(
+            socket.fd(),
+            libc::SOL_NETLINK,
+            NETLINK_ADD_MEMBERSHIP,
+            NFNLGRP_NFTABLES,
+        )?;
+        // A commit of a large table is many messages; a full queue (ENOBUFS) only means
+        // "something changed", which the caller treats as any notification.
+        let _ = sock::set_int_opt(socket.fd(), libc::SOL_SOCKET, libc::SO_RCVBUF, 1 << 20);
+        Ok(socket)
+    }
+
+    /// Blocks until notifications arrive and discards them; returns how many datagrams.
+    /// `ENOBUFS` (notifications were lost because the queue was full) counts as one.
+    pub fn wait_notification(&self) -> io::Result<usize> {
+        let mut buf = vec![0u8; RECV_BUF];
+        let mut n = match sock::recv_blocking(self.fd(), &mut buf) {
+            Ok(_) => 1,
+            Err(e) if e.raw_os_error() == Some(libc::ENOBUFS) => 1,
+            Err(e) => return Err(e),
+        };
+        while let Ok(Some(_)) = sock::recv_nonblocking(self.fd(), &mut buf) {
+            n += 1;
+        }
+        Ok(n)
+    }
+
     /// The netlink port id the kernel assigned.
     pub fn portid(&self) -> u32 {
         self.inner.portid()

@@ -48,6 +48,8 @@
 #![forbid(unsafe_code)]
 
 mod error;
+mod events;
+mod learned;
 mod links;
 mod live;
 mod message;
@@ -56,13 +58,15 @@ mod plan;
 mod reconcile;
 
 pub use error::Error;
+pub use events::RouteEvents;
+pub use learned::{Learned, LearnedUplink};
 pub use links::{Link, Links};
 pub use live::{apply, differences, flush, install, read_owned, restore, ApplyReport};
 pub use message::OwnedState;
 pub use nl::Socket;
 pub use plan::{
-    plan, render_ip_batch, render_ip_batch_family, IpFamily, NextHop, Route, RoutingPlan, Rule,
-    RuleSelector, SkipReason, Warning, IPV4_SECTION, IPV6_SECTION,
+    plan, plan_learned, render_ip_batch, render_ip_batch_family, IpFamily, NextHop, Route,
+    RoutingPlan, Rule, RuleSelector, SkipReason, Warning, IPV4_SECTION, IPV6_SECTION,
 };
 
 use std::ops::RangeInclusive;

@@ -2,14 +2,20 @@
 //! [`Op`]s that `reconcile` decided, handling the kernel's answers. It decides nothing itself
 //! beyond how to treat those answers.
 
+use std::collections::BTreeMap;
 use std::collections::BTreeSet;
+use std::net::{IpAddr, Ipv4Addr};
 
+use netlink_packet_route::address::{
+    AddressAttribute, AddressHeaderFlags, AddressMessage, AddressScope,
+};
 use netlink_packet_route::link::{LinkAttribute, LinkFlags, LinkMessage};
-use netlink_packet_route::route::RouteMessage;
+use netlink_packet_route::route::{RouteAddress, RouteAttribute, RouteMessage};
 use netlink_packet_route::rule::RuleMessage;
 use netlink_packet_route::RouteNetlinkMessage;
 
 use crate::error::Error;
+use crate::learned::{Learned, LearnedUplink};
 use crate::links::{Link, Links};
 use crate::message::{address_family, OwnedState, RouteKey};
 use crate::nl::Socket;
@@ -53,6 +59,91 @@ impl Links {
         }
         Ok(links)
     }
+}
+
+impl Learned {
+    /// Each interface's primary IPv4 address, its point-to-point peer and the next hop of
+    /// the main table's default route on it that nftbalance did not install.
+    pub fn read(sock: &Socket, links: &Links) -> Result<Learned, Error> {
+        let mut by_index: BTreeMap<u32, LearnedUplink> = BTreeMap::new();
+        let mut req = AddressMessage::default();
+        req.header.family = address_family(IpFamily::V4);
+        for msg in sock.dump(
+            RouteNetlinkMessage::GetAddress(req),
+            "listing the addresses",
+        )? {
+            let RouteNetlinkMessage::NewAddress(a) = msg else {
+                continue;
+            };
+            let primary = a.header.scope == AddressScope::Universe
+                && !a.header.flags.contains(AddressHeaderFlags::Secondary);
+            let entry = by_index.entry(a.header.index).or_default();
+            if !primary || entry.address.is_some() {
+                continue;
+            }
+            let v4 = |want_local: bool| {
+                a.attributes
+                    .iter()
+                    .find_map(|attr| match (attr, want_local) {
+                        (AddressAttribute::Local(IpAddr::V4(x)), true) => Some(*x),
+                        (AddressAttribute::Address(IpAddr::V4(x)), false) => Some(*x),
+                        _ => None,
+                    })
+            };
+            let (local, address) = (v4(true), v4(false));
+            entry.address = local.or(address);
+            entry.peer = local.and(address).filter(|p| Some(*p) != local);
+        }
+        let mut metrics: BTreeMap<u32, u32> = BTreeMap::new();
+        for r in dump_routes(sock)? {
+            if let Some((oif, via, metric)) = main_default_v4(&r) {
+                let entry = by_index.entry(oif).or_default();
+                if metrics.get(&oif).is_none_or(|m| metric < *m) {
+                    metrics.insert(oif, metric);
+                    entry.default_via = Some(via);
+                }
+            }
+        }
+        let mut learned = Learned::default();
+        for (index, uplink) in by_index {
+            if let Some(name) = links.name_of(index) {
+                learned.insert(name, uplink);
+            }
+        }
+        Ok(learned)
+    }
+}
+
+/// A main-table IPv4 default route through a next hop that is not ours: (oif, via, metric).
+fn main_default_v4(r: &RouteMessage) -> Option<(u32, Ipv4Addr, u32)> {
+    let h = &r.header;
+    if h.destination_prefix_length != 0
+        || u8::from(h.protocol) == crate::ROUTE_PROTOCOL
+        || h.address_family != address_family(IpFamily::V4)
+    {
+        return None;
+    }
+    let table = r
+        .attributes
+        .iter()
+        .find_map(|a| match a {
+            RouteAttribute::Table(t) => Some(*t),
+            _ => None,
+        })
+        .unwrap_or(u32::from(h.table));
+    if table != crate::MAIN_TABLE {
+        return None;
+    }
+    let (mut oif, mut via, mut metric) = (None, None, 0);
+    for a in &r.attributes {
+        match a {
+            RouteAttribute::Oif(i) => oif = Some(*i),
+            RouteAttribute::Gateway(RouteAddress::Inet(g)) => via = Some(*g),
+            RouteAttribute::Priority(p) => metric = *p,
+            _ => {}
+        }
+    }
+    Some((oif?, via?, metric))
 }
 
 /// What [`apply`] did.

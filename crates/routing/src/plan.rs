@@ -6,6 +6,7 @@ use std::net::IpAddr;
 
 use nftbalance_spec::{Gateway, Spec};
 
+use crate::learned::Learned;
 use crate::links::Links;
 use crate::{MAIN_TABLE, PRIORITY_FROM, PRIORITY_FWMARK, PRIORITY_SUPPRESS, ROUTE_PROTOCOL};
 
@@ -250,6 +251,12 @@ impl fmt::Display for Warning {
 /// spec. A gateway's fwmark rule is `PRIORITY_FWMARK + index`, its from rule
 /// `PRIORITY_FROM + index` (the index in the spec, the same in both families).
 pub fn plan(spec: &Spec) -> RoutingPlan {
+    plan_learned(spec, &Learned::default())
+}
+
+/// [`plan`] with the values the spec leaves out learned from the interfaces (see
+/// `learned`): a learned address gets its from rule, a learned next hop its `via`.
+pub fn plan_learned(spec: &Spec, learned: &Learned) -> RoutingPlan {
     let mut out = RoutingPlan::default();
     for family in IpFamily::ALL {
         let gateways: Vec<(u32, &Gateway)> = spec
@@ -283,7 +290,7 @@ pub fn plan(spec: &Spec) -> RoutingPlan {
         }
         for &(i, g) in &gateways {
             let address = match family {
-                IpFamily::V4 => g.address.map(IpAddr::V4),
+                IpFamily::V4 => learned.address(g).map(IpAddr::V4),
                 IpFamily::V6 => g.address6.map(IpAddr::V6),
             };
             if let Some(addr) = address {
@@ -298,7 +305,7 @@ pub fn plan(spec: &Spec) -> RoutingPlan {
         }
         for &(_, g) in &gateways {
             let via = match family {
-                IpFamily::V4 => g.via.map(IpAddr::V4),
+                IpFamily::V4 => learned.via(g).map(IpAddr::V4),
                 IpFamily::V6 => g.via6.map(IpAddr::V6),
             };
             out.routes.push(Route {

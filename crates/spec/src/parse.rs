@@ -2042,7 +2042,7 @@ mod tests {
         assert_eq!(
             e,
             [
-                "polices: unknown field; expected one of: table, family, mark_mask, gateways, balance, snat, watch, policies, hooks",
+                "polices: unknown field; expected one of: table, family, mark_mask, gateways, balance, snat, watch, policies, hooks, ha",
                 "watch.all_down: \"x\" is not a last resort; expected keep-last, main-table or unreachable",
             ]
         );
