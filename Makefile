@@ -12,10 +12,15 @@ export PATH := /usr/local/sbin:/usr/sbin:/sbin:$(HOME)/.cargo/bin:$(PATH)
 # flock (util-linux): a test holds a table's lock as another nftbalance would.
 # keepalived, conntrackd, conntrack: the router pair runs the real engines (VRRP, state
 # replication) in namespaces and reads the replicated table with conntrack -L.
+# prometheus (promtool) and curl: the metrics tests check the exposition and scrape the endpoint.
+# python3-jsonschema: the validator the spec's JSON Schema is tested with.
+# dpkg-dev (dpkg-shlibdeps: the package's Depends), lintian, man-db and groff-base (man pages
+# rendered with warnings on), systemd (systemd-analyze verify): the Debian package's tests.
 APT_PACKAGES := nftables iptables iproute2 libnftnl-dev libmnl-dev pkg-config strace util-linux \
+	prometheus curl python3-jsonschema dpkg-dev lintian man-db groff-base systemd \
 	keepalived conntrackd conntrack
 
-.PHONY: all deps bench-deps build demo test lint bless bench stress fuzz clean
+.PHONY: all deps cargo-deb bench-deps build demo test deb lint bless bench stress fuzz clean
 
 all: build
 
@@ -45,7 +50,19 @@ lint: deps
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets --locked -- -D warnings
 
-test: deps lint
+# cargo-deb packs the Debian package (`make deb`, and the package test in `make test`).
+CARGO_DEB_VERSION := 3.8.0
+cargo-deb:
+	@command -v cargo-deb >/dev/null || $(CARGO) install cargo-deb --locked --version $(CARGO_DEB_VERSION)
+
+# The Debian package of a release build, checked by lintian:
+# target/debian/nftbalance_VERSION-1_ARCH.deb.
+deb: deps cargo-deb
+	$(CARGO) build --release --locked -p nftbalance
+	@deb=$$(packaging/build-deb.sh target target/debian/) && echo "$$deb" && \
+		lintian --fail-on error,warning "$$deb"
+
+test: deps lint cargo-deb
 	$(CARGO) test --workspace --locked
 	@# Every test namespace is removed on drop; prove nothing was left behind.
 	@left=$$(ip netns list | awk '{print $$1}' | grep -E '^nb[a-z]*-' || true); \
@@ -55,6 +72,9 @@ test: deps lint
 # diffs every fifth); NFTBALANCE_STRESS_PREFIXES changes the size (default 100k).
 stress: deps
 	NFTBALANCE_STRESS_DIFF_ALL=1 $(CARGO) test --workspace --locked --test reliability -- kill_9
+	@# translate's differential test on 400 generated legacy balancers (make test runs 40).
+	$(CARGO) build --locked --workspace --bins
+	NFTBALANCE_DIFF_INPUTS=400 $(CARGO) test --locked -p nftbalance-integration --test translate_differential
 
 # Rewrites the golden dumps and the expected error messages; review with `git diff`.
 bless:
@@ -74,6 +94,7 @@ bench-deps: deps
 bench: bench-deps
 	$(CARGO) build --release --locked --workspace --bins
 	bench/apply.sh
+	bench/reapply.sh
 	bench/translate.sh
 	bench/diff.sh
 	$(CARGO) bench --locked -q -p nftbalance-integration --bench failover

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Apply time and peak memory: `nftbalance apply` vs `nft -f` of the same dump vs
 # `iptables-legacy-restore` of `dump --format iptables`, seed spec with 1k, 10k and 100k
-# exclusion prefixes, in one throwaway network namespace, same run.
+# exclusion prefixes, in one throwaway network namespace, same run. Every apply replaces the
+# table whole (NFTBALANCE_FULL_REPLACE=1), as nft -f does; bench/reapply.sh times re-applies.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BIN=$PWD/target/release/nftbalance
@@ -19,7 +20,7 @@ for n in 1000 10000 100000; do
   "$BIN" dump "$work/spec.json" > "$work/dump.nft"
   "$BIN" dump --format iptables "$work/spec.json" > "$work/dump.rules"
   hyperfine --style none --runs "$RUNS" --warmup 1 --export-json "$work/h.json" \
-    -n apply "ip netns exec $ns $BIN apply $work/spec.json" \
+    -n apply "env NFTBALANCE_FULL_REPLACE=1 ip netns exec $ns $BIN apply $work/spec.json" \
     -n nft "ip netns exec $ns nft -f $work/dump.nft" \
     -n legacy "ip netns exec $ns iptables-legacy-restore $work/dump.rules" > /dev/null 2>> "$work/warnings" || { cat "$work/warnings" >&2; exit 1; }
   rss() { /usr/bin/time -f %M ip netns exec "$ns" "$@" 2>&1 >/dev/null | tail -1; }

@@ -192,10 +192,6 @@ fn flags_are_checked() {
             ],
             "--define",
         ),
-        (
-            vec!["translate", "--partial", path],
-            "--partial is for --from mwan3",
-        ),
     ] {
         let out = nftbalance(&args);
         assert_eq!(out.status.code(), Some(2), "{args:?}");

@@ -228,13 +228,19 @@ fn kill_9_during_apply_leaves_the_old_or_the_new_ruleset() {
     // over it.
     let mut routing_of = Vec::new();
     let mut span = 0;
-    for v in [0, 1, 0] {
+    for (i, v) in [0, 1, 0].into_iter().enumerate() {
         let started = std::time::Instant::now();
         let out = ns.exec(&bin, &["apply", &path(v)], None);
         assert!(
             out.status.success(),
             "{}",
             String::from_utf8_lossy(&out.stderr)
+        );
+        // The kills below hit incremental re-applies as well as full ones (issue 19).
+        let said = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            i == 0 || said.contains("applied incrementally"),
+            "re-apply {i} was not incremental: {said}"
         );
         span = span.max(started.elapsed().as_micros() as u64 * 11 / 10);
         routing_of.push(routing(&ns));

@@ -5,16 +5,21 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::Context;
-use clap::{Parser, Subcommand, ValueEnum};
+use clap::{CommandFactory, Parser, Subcommand, ValueEnum};
 use nftbalance_engine::{self as engine, BackendKind, Say};
 use nftbalance_legacy as legacy;
 use nftbalance_routing as routing;
 use nftbalance_ruleset as ruleset;
 use nftbalance_spec::Spec;
 
-/// Spread new outgoing connections of a multi-uplink router across its uplinks, keep every
-/// connection on the uplink it started on, and answer inbound connections through the uplink
-/// they arrived on, natively on nftables, from one JSON spec.
+/// Multi-uplink load balancing for Linux routers, on nftables.
+///
+/// nftbalance spreads the new outgoing connections of a router with several uplinks across
+/// them, keeps every connection on the uplink it started on, answers inbound connections
+/// through the uplink they arrived on, and moves new connections off an uplink that fails its
+/// health checks. One JSON spec describes it all (`nftbalance schema` prints its JSON
+/// Schema): `dump` shows the ruleset it compiles to, `apply` puts it into the kernel, `watch`
+/// checks the uplinks and fails over, `status` shows how traffic is spread.
 #[derive(Debug, Parser)]
 #[command(name = "nftbalance", version, max_term_width = 100)]
 struct Cli {
@@ -44,7 +49,7 @@ enum Command {
         #[arg(long, value_enum, default_value_t = Backend::Nftables)]
         backend: Backend,
     },
-    /// Compare the live table with the spec's ruleset and print every difference.
+    /// Compare the live table and policy routing with the spec's and print every difference.
     ///
     /// Exit status 0 when they are the same, 1 when they differ (or the table is missing),
     /// 2 on error. Elements of sets filled from the packet path (sticky) are state, not
@@ -75,23 +80,36 @@ enum Command {
         /// /run/nftbalance/NETNS-FAMILY-TABLE.state.json, per network namespace].
         #[arg(long)]
         state_file: Option<PathBuf>,
+        /// Serve Prometheus metrics at http://ADDR:PORT/metrics (off by default; e.g.
+        /// 127.0.0.1:9786). The same metrics as `status --format prometheus`.
+        #[arg(long, value_name = "ADDR:PORT")]
+        metrics: Option<std::net::SocketAddr>,
     },
     /// Show each gateway's state, weight, traffic, new and live connections and shares.
     ///
     /// States come from the running `watch` (its state file), or else from one probe round
     /// now. Traffic and new connections are the ruleset's per-gateway counters (since the
     /// last full apply); live connections are conntrack entries with the gateway's mark.
+    /// Needs CAP_NET_ADMIN (root).
     Status {
         /// The spec file (JSON).
         spec: PathBuf,
-        /// JSON instead of a table.
-        #[arg(long)]
+        /// JSON instead of a table (the same as `--format json`).
+        #[arg(long, conflicts_with = "format")]
         json: bool,
+        /// Output format: `prometheus` is the text exposition format, for node_exporter's
+        /// textfile collector (write it to a file there, atomically).
+        #[arg(long, value_enum, default_value_t = status::Format::Table)]
+        format: status::Format,
         /// The state file of `watch` [default: the table's own in this network namespace].
         #[arg(long)]
         state_file: Option<PathBuf>,
     },
-    /// Remove everything nftbalance owns for this spec (its table). Running it twice is fine.
+    /// Remove the spec's table and the policy routing apply put in for it.
+    ///
+    /// The rules go first, so nothing is marked for routing that is gone; then the ip rules
+    /// and per-uplink routes, unless another table's rules are in force and the routing is
+    /// theirs (flush says so). Running it twice is fine. Needs CAP_NET_ADMIN (root).
     Flush {
         /// The spec file (JSON); `-` reads standard input.
         spec: PathBuf,
@@ -115,7 +133,7 @@ enum Command {
     Dump {
         /// The spec file (JSON); `-` reads standard input.
         spec: PathBuf,
-        /// Output format.
+        /// What to print.
         #[arg(long, short, value_enum, default_value_t = DumpFormat::Nft)]
         format: DumpFormat,
         #[command(flatten)]
@@ -157,6 +175,36 @@ enum Command {
     /// listed under "needs your input". Exit 2 when a rule mwan3 applies cannot be imported,
     /// naming it (`--partial` prints the spec without it).
     Translate(translate_cmd::TranslateArgs),
+    /// Say what happens to a new connection now: the selector that matches, its policy and
+    /// active tier, the gateway or the split it takes part in (each member's share), or the
+    /// exclusion that keeps it on the main table; its mark, routing table, next hop and
+    /// source address.
+    ///
+    /// The answer comes from the ruleset in force (the spec compiled for the gateways the
+    /// running watch or the last apply gave new connections), walked rule by rule as the
+    /// kernel walks it. With `--live`, lists the existing conntrack entries of the tuple and
+    /// the uplink each is on, by its mark (needs CAP_NET_ADMIN).
+    Explain(explain_cmd::ExplainArgs),
+    /// Show what the shares per policy become when gateways go down, and how many live
+    /// connections those gateways hold (flushed with `flush_conntrack`, else kept on them).
+    ///
+    /// Nothing changes. Counting connections needs CAP_NET_ADMIN; without it only the shares
+    /// are shown.
+    Simulate(explain_cmd::SimulateArgs),
+    /// Print the JSON Schema of the spec, for editors to check and complete spec files.
+    ///
+    /// The schema (JSON Schema draft 2020-12) says every field, its type, its default and
+    /// what it means. It checks each value on its own; what depends on other values (unique
+    /// marks, known gateway names, a mark inside mark_mask) only nftbalance checks, so run
+    /// `nftbalance dump SPEC` before `apply`. A spec may name the schema in a "$schema" key,
+    /// which nftbalance ignores.
+    Schema,
+    /// Write the man pages, shell completions and schema the package ships into DIR.
+    #[command(hide = true)]
+    PackageFiles {
+        /// Where to write them (created if missing).
+        dir: PathBuf,
+    },
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -189,12 +237,14 @@ pub(crate) enum Backend {
 }
 
 mod ha_cmd;
+mod package_files;
 mod privilege;
 
 // diff and apply at 100k rules build and free millions of small attribute buffers: glibc's
 // malloc took 40% of diff's time there, mimalloc about a third of that (README, Dependencies).
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+mod explain_cmd;
 mod status;
 mod translate_cmd;
 mod watch;
@@ -268,12 +318,22 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             }
             return diff(&spec);
         }
-        Command::Watch { spec, state_file } => watch::watch(&spec, state_file)?,
+        Command::Watch {
+            spec,
+            state_file,
+            metrics,
+        } => watch::watch(&spec, state_file, metrics)?,
         Command::Status {
             spec,
             json,
+            format,
             state_file,
-        } => return status::status(&spec, json, state_file.as_deref()),
+        } => {
+            let format = if json { status::Format::Json } else { format };
+            return status::status(&spec, format, state_file.as_deref());
+        }
+        Command::Explain(args) => return explain_cmd::explain(&args),
+        Command::Simulate(args) => return explain_cmd::simulate(&args),
         Command::Flush { spec, backend } => {
             let spec = load_spec(&spec)?;
             privilege::require_net_admin("flush")?;
@@ -290,6 +350,16 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             }
         }
         Command::Translate(args) => return translate_cmd::run(&args),
+        Command::Schema => {
+            let mut text = serde_json::to_string_pretty(&nftbalance_spec::json_schema())?;
+            text.push('\n');
+            write_stdout(&text)?;
+        }
+        Command::PackageFiles { dir } => {
+            for path in package_files::write(Cli::command(), &dir)? {
+                println!("{}", path.display());
+            }
+        }
         Command::Recover => {
             privilege::require_net_admin("recover")?;
             let lines = engine::apply::recover(&SAY)?;
@@ -404,7 +474,13 @@ pub(crate) fn read_input(path: &Path, what: &str, limit: u64) -> anyhow::Result<
 pub(crate) fn read_spec(path: &Path) -> anyhow::Result<(Spec, String)> {
     let shown = path.display();
     let text = read_input(path, "spec", MAX_SPEC_BYTES)?;
-    let spec = Spec::from_json(&text).map_err(|errors| {
+    let mut lists = FileLists {
+        dir: match path.parent() {
+            Some(d) if path != Path::new("-") => d.to_path_buf(),
+            _ => std::path::PathBuf::from("."),
+        },
+    };
+    let (spec, written_out) = Spec::from_json_with_lists(&text, &mut lists).map_err(|errors| {
         let count = errors.0.len();
         let mut lines: Vec<String> = errors
             .0
@@ -425,7 +501,20 @@ pub(crate) fn read_spec(path: &Path) -> anyhow::Result<(Spec, String)> {
         };
         anyhow::anyhow!("{head}\n{}", lines.join("\n"))
     })?;
-    Ok((spec, text))
+    // With lists from files, what was applied is the text with the lists written out.
+    Ok((spec, written_out.unwrap_or(text)))
+}
+
+/// The lists of `"@PATH"` entries: files, a relative PATH taken from the spec's directory.
+struct FileLists {
+    dir: std::path::PathBuf,
+}
+
+impl nftbalance_spec::lists::ListSource for FileLists {
+    fn open(&mut self, name: &str) -> io::Result<Box<dyn io::BufRead + '_>> {
+        let file = std::fs::File::open(self.dir.join(name))?;
+        Ok(Box::new(io::BufReader::with_capacity(64 << 10, file)))
+    }
 }
 
 /// Writes to stdout; a closed pipe (`| head`) is not an error.

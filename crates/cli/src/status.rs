@@ -42,9 +42,24 @@ fn policy_use(p: &PolicyStatus) -> String {
     }
 }
 
+/// `, counters since 15:04:05 UTC (12 s ago)`: when the counters started (same day), or
+/// how long ago.
+fn counters_since(since: Option<u64>, now: u64) -> String {
+    let Some(since) = since else {
+        return String::new();
+    };
+    let ago = now.saturating_sub(since);
+    let (h, m, sec) = (since / 3600 % 24, since / 60 % 60, since % 60);
+    if ago < 86_400 {
+        format!(", counters since {h:02}:{m:02}:{sec:02} UTC ({ago} s ago)")
+    } else {
+        format!(", counters since {} days ago", ago / 86_400)
+    }
+}
+
 fn table(s: &Status) -> String {
     let mut out = format!(
-        "table {} {}{} (states from {})\n",
+        "table {} {}{}{} (states from {})\n",
         s.family,
         s.table,
         if s.applied {
@@ -52,6 +67,7 @@ fn table(s: &Status) -> String {
         } else {
             ": not applied, no counters"
         },
+        counters_since(s.counters_since, nftbalance_engine::state::now()),
         if s.state_source == "watch" {
             "the running watch"
         } else {
@@ -110,16 +126,29 @@ fn table(s: &Status) -> String {
     out
 }
 
-pub fn status(path: &Path, as_json: bool, state_file: Option<&Path>) -> anyhow::Result<ExitCode> {
+/// How `status` prints.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Format {
+    /// A table for people.
+    Table,
+    /// JSON.
+    Json,
+    /// Prometheus text exposition format, for node_exporter's textfile collector.
+    Prometheus,
+}
+
+pub fn status(path: &Path, format: Format, state_file: Option<&Path>) -> anyhow::Result<ExitCode> {
     let spec = load_spec(path)?;
     privilege::require_net_admin("status")?;
     let s = inspect::status(&spec, state_file)?;
-    let text = if as_json {
-        let mut t = serde_json::to_string_pretty(&s)?;
-        t.push('\n');
-        t
-    } else {
-        table(&s)
+    let text = match format {
+        Format::Json => {
+            let mut t = serde_json::to_string_pretty(&s)?;
+            t.push('\n');
+            t
+        }
+        Format::Table => table(&s),
+        Format::Prometheus => nftbalance_metrics::render(&s),
     };
     write_stdout(&text)?;
     Ok(ExitCode::SUCCESS)
@@ -128,6 +157,19 @@ pub fn status(path: &Path, as_json: bool, state_file: Option<&Path>) -> anyhow::
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn counters_since_says_when_and_how_long_ago() {
+        assert_eq!(counters_since(None, 100), "");
+        assert_eq!(
+            counters_since(Some(3_600 + 62), 3_600 + 72),
+            ", counters since 01:01:02 UTC (10 s ago)"
+        );
+        assert_eq!(
+            counters_since(Some(0), 3 * 86_400),
+            ", counters since 3 days ago"
+        );
+    }
 
     #[test]
     fn conntrack_lines() {

@@ -9,15 +9,18 @@ use anyhow::Context;
 use clap::{Args, ValueEnum};
 use nftbalance_translate as translate;
 
-/// Read iptables rules (iptables-save output, or a shell script with iptables, iptables-legacy,
-/// /sbin/iptables or $IPT lines and its `ip rule` / `ip route` lines) and print the balancer
-/// they implement as a spec (JSON), or as nft text.
+/// Read legacy iptables rules and print the balancer they implement as a spec, or as nft.
+///
+/// The input is iptables-save output, or a shell script with iptables, iptables-legacy,
+/// /sbin/iptables or $IPT lines and its `ip rule` / `ip route` lines.
 ///
 /// The spec goes to standard output; the report to standard error: which input lines became
 /// which part of the spec, which were redundant, and every line outside the model, with its
 /// file and line. Several FILEs are read in order as one input (for example an
-/// iptables-save capture and the script with its ip lines). Exit status 0 when translated,
-/// 2 when something cannot be read or translated exactly (nothing is dropped silently).
+/// iptables-save capture and the script with its ip lines). Exit status 0 when translated
+/// (the spec does everything the input's marking did), 2 when something cannot be read or
+/// translated exactly, or when a rule marks connections in a way the spec does not
+/// (`--partial` prints the spec anyway): nothing is dropped silently.
 #[derive(Debug, Args)]
 pub struct TranslateArgs {
     /// The rules: iptables-save output or a shell script (`--from mwan3`: one UCI file);
@@ -27,8 +30,9 @@ pub struct TranslateArgs {
     /// What FILE holds.
     #[arg(long, value_enum, default_value_t = From::Iptables)]
     from: From,
-    /// With `--from mwan3`: print the spec even when rules could not be imported (they are
-    /// listed in the report).
+    /// Print the spec even when some rules mark connections in a way it does not reproduce
+    /// (iptables), or could not be imported (`--from mwan3`); they are listed in the report.
+    /// Without it, that is an error (exit 2).
     #[arg(long)]
     partial: bool,
     /// What to print.
@@ -82,9 +86,6 @@ pub fn run(args: &TranslateArgs) -> anyhow::Result<ExitCode> {
     if args.from == From::Mwan3 {
         return mwan3(args);
     }
-    if args.partial {
-        anyhow::bail!("--partial is for --from mwan3");
-    }
     let mut texts = Vec::new();
     let mut left = translate::MAX_INPUT;
     for f in &args.files {
@@ -111,7 +112,20 @@ pub fn run(args: &TranslateArgs) -> anyhow::Result<ExitCode> {
         }
         To::Nft => translate::to_nft(&inputs, &defines, args.literal)?,
     };
-    eprint!("{report}");
+    // Buffered: a report of 100,000 lines would otherwise be 100,000 unbuffered writes.
+    let mut stderr = io::BufWriter::new(io::stderr().lock());
+    write!(stderr, "{report}")
+        .and_then(|()| stderr.flush())
+        .context("writing the report")?;
+    drop(stderr);
+    let marking: Vec<String> = report.marking().map(|e| e.loc.to_string()).collect();
+    if !marking.is_empty() && !args.partial {
+        eprintln!(
+            "error: these rules mark connections in a way the spec does not reproduce: {} (--partial prints the spec anyway)",
+            marking.join(", ")
+        );
+        return Ok(ExitCode::from(2));
+    }
     print_out(&out)?;
     Ok(ExitCode::SUCCESS)
 }

@@ -9,6 +9,7 @@ use nftbalance_routing as routing;
 use nftbalance_ruleset::Availability;
 use nftbalance_spec::Spec;
 
+use crate::backend::LastCommit;
 use crate::files::{self, netns_cookie, TableFiles};
 use crate::journal::{self, Interrupted, Journal};
 use crate::lock::{TableLock, LOCK_WAIT};
@@ -145,6 +146,11 @@ pub fn apply(spec: &Spec, source: &str, backend: BackendKind, say: &Say) -> anyh
     apply_locked(spec, source, backend, &files, say)
 }
 
+/// Milliseconds since `started`, for the applied record.
+fn millis_since(started: std::time::Instant) -> Option<u64> {
+    u64::try_from(started.elapsed().as_millis()).ok()
+}
+
 /// [`apply`] under a lock the caller holds.
 pub(crate) fn apply_locked(
     spec: &Spec,
@@ -153,6 +159,7 @@ pub(crate) fn apply_locked(
     files: &TableFiles,
     say: &Say,
 ) -> anyhow::Result<Done> {
+    let started = std::time::Instant::now();
     if let Some(other) = other_table(files, backend)? {
         anyhow::bail!(
             "{other} is applied in this network namespace already, and nftbalance's policy \
@@ -188,14 +195,27 @@ pub(crate) fn apply_locked(
     failpoint("after-routing");
     let availability = availability_with_watch(spec, files, &report.unrouted_gateways(), say);
     let b = backend.backend();
+    let previous = previous_record(files, backend);
+    let last = previous.as_ref().map(last_commit);
     let result = b
         .generation()
         .and_then(|generation| journal.routing_done(&availability, generation))
-        .and_then(|()| b.replace(spec, &availability));
+        .and_then(|()| b.apply_over(spec, source, &availability, last.as_ref()));
     match result {
-        Ok(done) => {
+        Ok(outcome) => {
             failpoint("after-commit");
-            record_applied(files, backend, source, &availability, say);
+            let took = millis_since(started);
+            let counters_since = match &previous {
+                Some(p) if !outcome.counters_reset => p.counters_since,
+                _ => Some(state::now()),
+            };
+            let committed = Committed {
+                generation: outcome.generation,
+                counters_since,
+                duration_ms: took,
+            };
+            record_applied(files, backend, source, &availability, committed, say);
+            let done = outcome.summary;
             routing::apply(&rsock, &plan, &links).map_err(|e| {
                 anyhow::Error::from(e).context(format!(
                     "{done}, but removing the previous ip rules and routes failed; \
@@ -269,6 +289,31 @@ pub(crate) fn expected_availability(
     (a, Some(watch))
 }
 
+/// The applied record of this table's last commit by `backend` in this network namespace.
+fn previous_record(files: &TableFiles, backend: BackendKind) -> Option<Applied> {
+    Applied::read(&files.applied())
+        .ok()
+        .filter(|a| a.backend == backend)
+        .filter(|a| a.netns_cookie.is_none() || a.netns_cookie == netns_cookie())
+}
+
+/// What a record says was committed.
+fn last_commit(record: &Applied) -> LastCommit {
+    LastCommit {
+        source: record.spec.clone(),
+        availability: record.availability(),
+        generation: record.generation,
+    }
+}
+
+/// What the applied record says about the commit besides the spec.
+struct Committed {
+    generation: Option<u32>,
+    counters_since: Option<u64>,
+    /// How long the apply took.
+    duration_ms: Option<u64>,
+}
+
 /// The applied record a running watch follows. A failure to write it is a warning: the
 /// rules are in, and watch falls back to its own spec.
 fn record_applied(
@@ -276,6 +321,7 @@ fn record_applied(
     backend: BackendKind,
     source: &str,
     availability: &Availability,
+    committed: Committed,
     say: &Say,
 ) {
     let record = Applied {
@@ -286,7 +332,10 @@ fn record_applied(
         kept: availability.kept.clone(),
         netns_cookie: netns_cookie(),
         at: state::now(),
+        duration_ms: committed.duration_ms,
         pid: std::process::id(),
+        generation: committed.generation,
+        counters_since: committed.counters_since,
     };
     if let Err(e) = record.write(&files.applied()) {
         (say.warn)(&format!("{e:#}"));

@@ -50,6 +50,22 @@ pub struct GatewayStatus {
     pub live_connections: u64,
     pub new_connection_share: f64,
     pub byte_share: f64,
+    /// From the running watch: failed rounds in the health window (percent), the median
+    /// round-trip time (ms), state changes and probe rounds since it started.
+    pub loss_percent: Option<u8>,
+    pub rtt_ms: Option<u32>,
+    pub transitions: Option<u64>,
+    pub probe_rounds: Option<u64>,
+}
+
+/// The last change of the table (apply, or watch's update) and whether it stands.
+#[derive(Debug, Clone, Serialize)]
+pub struct LastApply {
+    /// Unix seconds of its commit.
+    pub at: u64,
+    pub duration_ms: Option<u64>,
+    /// False while the running watch has a change it could not make (`pending`).
+    pub ok: bool,
 }
 
 /// The conntrack table's use.
@@ -74,6 +90,50 @@ pub struct Status {
     /// The default policy and every named one, as the ruleset in force splits them.
     pub policies: Vec<PolicyStatus>,
     pub conntrack: Option<ConntrackUsage>,
+    /// Unix seconds since which the counters count (the last commit that re-created them,
+    /// from the applied record); none when unknown.
+    pub counters_since: Option<u64>,
+    /// None when nothing was applied (no applied record).
+    pub last_apply: Option<LastApply>,
+}
+
+/// The availability the table in force was compiled for, and where that came from.
+#[derive(Debug, Clone)]
+pub struct InForce {
+    pub availability: ruleset::Availability,
+    /// `the running watch`, `the last apply` or `the spec (nothing applied)`.
+    pub source: String,
+    /// The running watch's state, if one runs.
+    pub watch: Option<WatchState>,
+}
+
+/// What the ruleset in force gives new connections: the applied record (apply and watch
+/// write it after each commit), with the running watch's view of which gateways are in force.
+pub fn in_force(spec: &Spec, state_file: Option<&std::path::Path>) -> InForce {
+    let files = TableFiles::of(spec);
+    let own = files.state();
+    let watch = WatchState::of_running_watch(state_file.unwrap_or(&own), netns_cookie());
+    let applied = Applied::read(&files.applied()).ok();
+    let mut availability = applied
+        .as_ref()
+        .map(Applied::availability)
+        .unwrap_or_default();
+    let source = match (&watch, &applied) {
+        (Some(w), _) => {
+            availability.unavailable = (w.gateways.iter())
+                .filter(|g| !g.available)
+                .map(|g| g.name.clone())
+                .collect();
+            "the running watch"
+        }
+        (None, Some(_)) => "the last apply",
+        (None, None) => "the spec (nothing applied)",
+    };
+    InForce {
+        availability,
+        source: source.into(),
+        watch,
+    }
 }
 
 /// One policy in `status`.
@@ -136,8 +196,8 @@ struct States {
 }
 
 /// The states from a running watch, or from one probe round now.
-fn states(spec: &Spec, state_file: &std::path::Path) -> States {
-    if let Some(w) = WatchState::of_running_watch(state_file, netns_cookie()) {
+fn states(spec: &Spec, watch: Option<&WatchState>) -> States {
+    if let Some(w) = watch {
         let of = |g: &Gateway| {
             w.gateways
                 .iter()
@@ -197,11 +257,29 @@ fn share(part: u64, total: u64) -> f64 {
 /// `status`: `state_file` overrides the table's own state file.
 pub fn status(spec: &Spec, state_file: Option<&std::path::Path>) -> anyhow::Result<Status> {
     let own = TableFiles::of(spec).state();
+    let watch = WatchState::of_running_watch(state_file.unwrap_or(&own), netns_cookie());
+    status_from(spec, watch.as_ref())
+}
+
+/// The running watch's figures of one gateway: loss, rtt, transitions, rounds.
+fn watch_figures(
+    watch: Option<&WatchState>,
+    name: &str,
+) -> (Option<u8>, Option<u32>, Option<u64>, Option<u64>) {
+    match watch.and_then(|w| w.gateways.iter().find(|g| g.name == name)) {
+        Some(g) => (g.loss, g.rtt_ms, Some(g.transitions), Some(g.rounds)),
+        None => (None, None, None, None),
+    }
+}
+
+/// `status` with the gateway states of `watch` (a running watch's state), else one probe
+/// round now; the rest is read from the kernel and the applied record.
+pub fn status_from(spec: &Spec, watch: Option<&WatchState>) -> anyhow::Result<Status> {
     let States {
         source,
         pending,
         gateways: states,
-    } = states(spec, state_file.unwrap_or(&own));
+    } = states(spec, watch);
     let rs = ruleset::compile(spec);
     let socket = nft_socket()?;
     let by_name = read::account(&socket, &rs)?;
@@ -226,20 +304,34 @@ pub fn status(spec: &Spec, state_file: Option<&std::path::Path>) -> anyhow::Resu
         .iter()
         .zip(states)
         .zip(counters.iter().zip(live))
-        .map(|((g, (state, available)), (c, live))| GatewayStatus {
-            name: g.name.clone(),
-            interface: g.interface.clone(),
-            state,
-            available,
-            weight: g.weight,
-            packets: c.traffic.packets,
-            bytes: c.traffic.bytes,
-            new_connections: c.new_connections.packets,
-            live_connections: live,
-            new_connection_share: share(c.new_connections.packets, total_new),
-            byte_share: share(c.traffic.bytes, total_bytes),
+        .map(|((g, (state, available)), (c, live))| {
+            let (loss_percent, rtt_ms, transitions, probe_rounds) = watch_figures(watch, &g.name);
+            GatewayStatus {
+                name: g.name.clone(),
+                interface: g.interface.clone(),
+                state,
+                available,
+                weight: g.weight,
+                packets: c.traffic.packets,
+                bytes: c.traffic.bytes,
+                new_connections: c.new_connections.packets,
+                live_connections: live,
+                new_connection_share: share(c.new_connections.packets, total_new),
+                byte_share: share(c.traffic.bytes, total_bytes),
+                loss_percent,
+                rtt_ms,
+                transitions,
+                probe_rounds,
+            }
         })
         .collect();
+    let last_apply = Applied::read(&TableFiles::of(spec).applied())
+        .ok()
+        .map(|a| LastApply {
+            at: a.at,
+            duration_ms: a.duration_ms,
+            ok: pending.is_none(),
+        });
     Ok(Status {
         table: spec.table.clone(),
         family: spec.family.as_str().to_string(),
@@ -249,5 +341,10 @@ pub fn status(spec: &Spec, state_file: Option<&std::path::Path>) -> anyhow::Resu
         gateways,
         policies: policies(spec),
         conntrack: conntrack_usage(),
+        counters_since: applied
+            .then(|| crate::state::Applied::read(&TableFiles::of(spec).applied()).ok())
+            .flatten()
+            .and_then(|a| a.counters_since),
+        last_apply,
     })
 }

@@ -58,6 +58,12 @@ pub struct GatewayState {
     /// Median round-trip time of the window's answered rounds, milliseconds.
     #[serde(default)]
     pub rtt_ms: Option<u32>,
+    /// State changes since watch started (for metrics).
+    #[serde(default)]
+    pub transitions: u64,
+    /// Probe rounds since watch started (for metrics).
+    #[serde(default)]
+    pub rounds: u64,
 }
 
 /// A file of this module: JSON with a `version` field.
@@ -160,8 +166,21 @@ pub struct Applied {
     pub netns_cookie: Option<u64>,
     /// Unix seconds of the commit.
     pub at: u64,
+    /// How long the change took, from the start of apply (or of watch's update) to the
+    /// commit, in milliseconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub duration_ms: Option<u64>,
     /// pid of the process that applied it (apply, or watch after a failover).
     pub pid: u32,
+    /// The nftables generation right after the commit, when no other commit can have come
+    /// between: while the kernel's generation still reads this, the live table is exactly
+    /// this record's ruleset, and the next apply sends only the difference.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub generation: Option<u32>,
+    /// Unix seconds since which the table's counters count (the last commit that re-created
+    /// them); none when unknown.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub counters_since: Option<u64>,
 }
 
 impl Applied {
@@ -214,6 +233,8 @@ mod tests {
                 last_probe: "no answer".into(),
                 loss: Some(30),
                 rtt_ms: Some(12),
+                transitions: 1,
+                rounds: 5,
             }],
             pending: Some("waiting for the lock".into()),
         }
@@ -282,10 +303,20 @@ mod tests {
             kept: BTreeMap::new(),
             netns_cookie: None,
             at: 3,
+            duration_ms: Some(12),
             pid: 4,
+            generation: Some(5),
+            counters_since: Some(2),
         };
         a.write(&path).unwrap();
         assert_eq!(Applied::read(&path).unwrap(), a);
+        // A record from before generation and counters_since still reads.
+        std::fs::write(
+            &path,
+            r#"{"version":1,"backend":"nftables","spec":"{}","unavailable":[],"netns_cookie":null,"at":3,"pid":4}"#,
+        )
+        .unwrap();
+        assert_eq!(Applied::read(&path).unwrap().generation, None);
         std::fs::write(&path, r#"{"version":9}"#).unwrap();
         assert!(Applied::read(&path).is_err());
         std::fs::remove_file(&path).unwrap();

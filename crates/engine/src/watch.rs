@@ -98,7 +98,18 @@ struct Session {
     woken: bool,
     /// When the last repair check went through.
     checked: Instant,
+    /// Per gateway: state changes and probe rounds since the start (metrics).
+    transitions: Vec<u64>,
+    rounds: Vec<u64>,
+    /// How long the last update took (the applied record says it).
+    last_update_ms: Option<u64>,
+    /// The state shared with a metrics endpoint, if one runs.
+    published: Option<Published>,
 }
+
+/// What a running watch publishes for a metrics endpoint beside it: the spec in force and
+/// the state it last wrote (the same document as the state file).
+pub type Published = Arc<std::sync::Mutex<Option<(Spec, WatchState)>>>;
 
 impl Session {
     fn new(
@@ -137,6 +148,10 @@ impl Session {
             seen: None,
             woken: true,
             checked: Instant::now(),
+            transitions: vec![0; n],
+            rounds: vec![0; n],
+            last_update_ms: None,
+            published: None,
             hooks,
             spec,
             source,
@@ -321,12 +336,16 @@ impl Session {
             }
             next.details[i] = self.details[j].clone();
             next.since[i] = self.since[j];
+            next.transitions[i] = self.transitions[j];
+            next.rounds[i] = self.rounds[j];
         }
         self.spec = next.spec;
         self.source = next.source;
         self.qualities = next.qualities;
         self.details = next.details;
         self.since = next.since;
+        self.transitions = next.transitions;
+        self.rounds = next.rounds;
     }
 
     fn observed(&self) -> std::collections::BTreeMap<String, health::State> {
@@ -342,6 +361,7 @@ impl Session {
     /// table changes: `status` shows what was observed even if the change is pending).
     fn record(&mut self, i: usize, round: Round) -> bool {
         let now = Instant::now();
+        self.rounds[i] += 1;
         let q = &mut self.qualities[i];
         let change = q.record(round.answer, now);
         self.details[i] = match q.good_since() {
@@ -355,9 +375,12 @@ impl Session {
             None => round.detail,
         };
         let Some(t) = change else {
+            // Loss, latency and round counts move with every round.
+            self.write_state();
             return false;
         };
         let g = &self.spec.gateways[i];
+        self.transitions[i] += 1;
         self.since[i] = state::now();
         let q = &self.qualities[i];
         self.hooks.fire(HookEvent::Gateway(GatewayChange {
@@ -650,6 +673,7 @@ impl Session {
             },
             started.elapsed().as_millis()
         );
+        self.last_update_ms = u64::try_from(started.elapsed().as_millis()).ok();
         self.fire_policy_changes(&wanted);
         self.current = Some(next);
         self.in_force = wanted;
@@ -691,7 +715,14 @@ impl Session {
             kept: self.in_force.kept.clone(),
             netns_cookie: netns_cookie(),
             at: state::now(),
+            duration_ms: self.last_update_ms,
             pid: std::process::id(),
+            // Unknown here, so the next apply reads the table back; watch's updates leave
+            // the gateway chains alone, so their counters count since the last apply's time.
+            generation: None,
+            counters_since: Applied::read(&self.files.applied())
+                .ok()
+                .and_then(|a| a.counters_since),
         };
         if let Err(e) = record.write(&self.files.applied()) {
             log::warn!("{e:#}");
@@ -718,6 +749,8 @@ impl Session {
                     .as_ref()
                     .and(self.qualities[i].median_rtt())
                     .map(|d| u32::try_from(d.as_millis()).unwrap_or(u32::MAX)),
+                transitions: self.transitions[i],
+                rounds: self.rounds[i],
             })
             .collect();
         let doc = WatchState {
@@ -732,6 +765,11 @@ impl Session {
         };
         if let Err(e) = doc.write(&self.state_file) {
             log::warn!("{e:#}");
+        }
+        if let Some(p) = &self.published {
+            if let Ok(mut slot) = p.lock() {
+                *slot = Some((self.spec.clone(), doc));
+            }
         }
     }
 }
@@ -799,6 +837,7 @@ pub fn run(
     read_spec: &dyn Fn() -> anyhow::Result<(Spec, String)>,
     state_file: Option<PathBuf>,
     control: &Control,
+    published: Option<Published>,
 ) -> anyhow::Result<()> {
     let (mut spec, mut source) = read_spec()?;
     let kernel_changed = events::listen();
@@ -808,6 +847,7 @@ pub fn run(
         hooks::check_hooks(&spec)?;
         let runner = Arc::new(HookRunner::for_spec(&spec).context("starting the hook runner")?);
         let mut session = Session::new(spec.clone(), source.clone(), files, file, runner);
+        session.published = published.clone();
         session.start()?;
         log::warn!(
             "watching {} gateways of table {} {}",

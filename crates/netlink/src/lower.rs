@@ -111,52 +111,156 @@ pub fn replace_batch(rs: &m::Ruleset) -> Result<Batch, BuildError> {
     Ok(l.batch)
 }
 
-/// Brings the live table from `old` to `new` without re-creating it: chains whose rules
-/// differ are flushed and filled again, new chains are added, chains that are gone are
-/// flushed and deleted. Sets and maps, their elements (sticky sources included) and the
-/// counters of untouched chains keep their state. For changes of availability, which never
-/// alter sets or base chains; anything else needs [`replace_batch`].
-pub fn update_batch(old: &m::Ruleset, new: &m::Ruleset) -> Result<Batch, BuildError> {
-    let same_frame = old.family == new.family
-        && old.table == new.table
-        && old.sets == new.sets
-        && new
-            .chains
-            .iter()
-            .all(|c| old.chain(&c.name).is_none_or(|o| o.base == c.base));
-    if !same_frame {
-        return Err(invalid(
-            "the change touches sets or base chains; it needs a full apply",
+/// What a [`delta_batch`] changes, for the log line of an incremental apply.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Changes {
+    pub elements_added: usize,
+    pub elements_removed: usize,
+    pub sets_added: usize,
+    pub sets_removed: usize,
+    pub chains_added: usize,
+    /// Existing chains flushed and filled again.
+    pub chains_refilled: usize,
+    pub chains_removed: usize,
+    /// Whether a chain with counters (`Rule::counts`) was refilled or removed, so that some
+    /// counters start again from zero.
+    pub counters_reset: bool,
+}
+
+impl Changes {
+    /// True when the two rulesets are the same: there is nothing to send.
+    pub fn is_empty(&self) -> bool {
+        *self == Changes::default()
+    }
+}
+
+impl std::fmt::Display for Changes {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "+{} -{} elements, +{} -{} sets, +{} ~{} -{} chains",
+            self.elements_added,
+            self.elements_removed,
+            self.sets_added,
+            self.sets_removed,
+            self.chains_added,
+            self.chains_refilled,
+            self.chains_removed
+        )
+    }
+}
+
+/// Why two rulesets cannot be bridged by a delta: the reason, for the log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DeltaError {
+    /// The change needs the table re-created (the words say why).
+    Unfit(String),
+    Build(BuildError),
+}
+
+impl std::fmt::Display for DeltaError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            DeltaError::Unfit(why) => f.write_str(why),
+            DeltaError::Build(e) => write!(f, "cannot encode the change: {e}"),
+        }
+    }
+}
+
+impl From<BuildError> for DeltaError {
+    fn from(e: BuildError) -> Self {
+        DeltaError::Build(e)
+    }
+}
+
+/// Whether `old` can become `new` without re-creating the table, and if not why.
+fn delta_fit(old: &m::Ruleset, new: &m::Ruleset) -> Result<(), String> {
+    if old.family != new.family || old.table != new.table {
+        return Err(format!(
+            "the table changes from {} to {}",
+            table_label(old.family, &old.table),
+            table_label(new.family, &new.table)
         ));
     }
+    for s in &new.sets {
+        if let Some(o) = old.set(&s.name) {
+            let declared = |s: &m::Set| (s.key, s.data, s.interval, s.dynamic, s.size);
+            if declared(o) != declared(s) {
+                return Err(format!("set {} changes its declaration", s.name));
+            }
+        }
+    }
+    for c in &new.chains {
+        if old.chain(&c.name).is_some_and(|o| o.base != c.base) {
+            return Err(format!(
+                "chain {} changes its hook, type or priority",
+                c.name
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Brings the live table from `old` to `new` in one batch without re-creating it: new chains
+/// are added, chains whose rules differ are flushed and filled again, set and map elements
+/// are added and removed, sets and chains that are gone are deleted. Unchanged chains keep
+/// their counters, and sets their elements (sticky sources included). Right only while the
+/// live table is `old`; a change of the table itself, of a set's declaration or of a base
+/// chain's hook is [`DeltaError::Unfit`] and needs [`replace_batch`]. An empty batch (with
+/// [`Changes::is_empty`]) means the rulesets are the same.
+///
+/// Order: new chains (verdict-map elements and rules name them), flushes (so nothing refers
+/// to what is deleted), new sets, element deletions then additions, rules, deletions.
+pub fn delta_batch(old: &m::Ruleset, new: &m::Ruleset) -> Result<(Batch, Changes), DeltaError> {
+    delta_fit(old, new).map_err(DeltaError::Unfit)?;
     let mut l = Lowerer {
         rs: new,
         family: family(new.family),
         batch: Batch::new(),
         named: HashMap::new(),
     };
-    // The sets exist in the kernel: refer to them by name.
-    for s in &new.sets {
-        l.named.insert(&s.name, (SetRef::named(s.name.clone()), s));
-    }
+    let mut changes = Changes::default();
     let changed: Vec<&m::Chain> = new
         .chains
         .iter()
         .filter(|c| old.chain(&c.name) != Some(*c))
         .collect();
-    for c in &changed {
-        if old.chain(&c.name).is_none() {
-            l.chain(c)?;
-        }
+    let gone: Vec<&m::Chain> = old
+        .chains
+        .iter()
+        .filter(|c| new.chain(&c.name).is_none())
+        .collect();
+    for c in changed.iter().filter(|c| old.chain(&c.name).is_none()) {
+        l.chain(c)?;
+        changes.chains_added += 1;
     }
-    for c in &changed {
-        if old.chain(&c.name).is_some() {
-            l.batch.flush_chain(
-                l.family,
-                &new.table,
-                &c.name,
-                format!("chain {} (flush)", c.name),
-            )?;
+    for c in changed
+        .iter()
+        .filter(|c| old.chain(&c.name).is_some())
+        .chain(&gone)
+    {
+        l.batch.flush_chain(
+            l.family,
+            &new.table,
+            &c.name,
+            format!("chain {} (flush)", c.name),
+        )?;
+        changes.counters_reset |= old
+            .chain(&c.name)
+            .is_some_and(|o| o.rules.iter().any(|r| r.counts.is_some()));
+    }
+    changes.chains_refilled = changed.len() - changes.chains_added;
+    for s in &new.sets {
+        match old.set(&s.name) {
+            // The set exists in the kernel: rules refer to it by name.
+            Some(o) => {
+                l.named.insert(&s.name, (SetRef::named(s.name.clone()), s));
+                l.element_delta(o, s, &mut changes)?;
+            }
+            None => {
+                l.named_set(s)?;
+                changes.sets_added += 1;
+            }
         }
     }
     for c in &changed {
@@ -165,21 +269,31 @@ pub fn update_batch(old: &m::Ruleset, new: &m::Ruleset) -> Result<Batch, BuildEr
             l.rule(&c.name, rule, label)?;
         }
     }
-    for gone in old.chains.iter().filter(|c| new.chain(&c.name).is_none()) {
-        l.batch.flush_chain(
-            l.family,
-            &old.table,
-            &gone.name,
-            format!("chain {} (flush)", gone.name),
-        )?;
-        l.batch.delete_chain(
-            l.family,
-            &old.table,
-            &gone.name,
-            format!("chain {} (delete)", gone.name),
-        )?;
+    for c in &gone {
+        let label = format!("chain {} (delete)", c.name);
+        l.batch.delete_chain(l.family, &old.table, &c.name, label)?;
+        changes.chains_removed += 1;
     }
-    Ok(l.batch)
+    for s in old.sets.iter().filter(|s| new.set(&s.name).is_none()) {
+        let label = format!(
+            "{} {} (delete)",
+            if s.is_map() { "map" } else { "set" },
+            s.name
+        );
+        l.batch.delete_set(l.family, &old.table, &s.name, label)?;
+        changes.sets_removed += 1;
+    }
+    Ok((l.batch, changes))
+}
+
+/// [`delta_batch`] for watch's changes of availability (which only touch chains).
+pub fn update_batch(old: &m::Ruleset, new: &m::Ruleset) -> Result<Batch, BuildError> {
+    delta_batch(old, new)
+        .map(|(batch, _)| batch)
+        .map_err(|e| match e {
+            DeltaError::Build(e) => e,
+            DeltaError::Unfit(why) => invalid(format!("{why}; it needs a full apply")),
+        })
 }
 
 /// Deletes the table if it exists (`flush`): add-table (a no-op when it exists) + delete-table,
@@ -473,29 +587,7 @@ impl<'a> Lowerer<'a> {
         };
         let label = format!("{} {}", if s.is_map() { "map" } else { "set" }, s.name);
         let set_ref = self.batch.add_set(&spec, label.clone())?;
-        let elems = if s.interval {
-            let ranges = s
-                .elements
-                .iter()
-                .map(|e| {
-                    Ok(Interval {
-                        data: e.data.as_ref().map(elem_data).transpose()?,
-                        ..key_range(&e.key, false)?
-                    })
-                })
-                .collect::<Result<Vec<_>, BuildError>>()?;
-            interval_elements(ranges, IntervalLayout::Named)?.elements
-        } else {
-            s.elements
-                .iter()
-                .map(|e| {
-                    Ok(SetElem {
-                        data: e.data.as_ref().map(elem_data).transpose()?,
-                        ..SetElem::key(encode(&e.key, false)?)
-                    })
-                })
-                .collect::<Result<Vec<_>, BuildError>>()?
-        };
+        let elems = set_elements(s)?;
         if !elems.is_empty() {
             self.batch
                 .add_elements(self.family, self.table(), &set_ref, &elems, label)?;
@@ -504,6 +596,109 @@ impl<'a> Lowerer<'a> {
         Ok(())
     }
 
+    /// The element changes that turn the live set `old` into `new` (same declaration):
+    /// deletions first, so a range that changes its end never overlaps itself.
+    fn element_delta(
+        &mut self,
+        old: &m::Set,
+        new: &m::Set,
+        changes: &mut Changes,
+    ) -> Result<(), BuildError> {
+        if old.elements == new.elements {
+            return Ok(());
+        }
+        let (removed, added) = element_difference(set_elements(old)?, set_elements(new)?);
+        let kind = if new.is_map() { "map" } else { "set" };
+        if !removed.is_empty() {
+            let label = format!("{kind} {} (delete elements)", new.name);
+            let table = self.table();
+            self.batch
+                .delete_elements(self.family, table, &new.name, &removed, label)?;
+        }
+        if !added.is_empty() {
+            let label = format!("{kind} {} (add elements)", new.name);
+            let set_ref = SetRef::named(new.name.clone());
+            let table = self.table();
+            self.batch
+                .add_elements(self.family, table, &set_ref, &added, label)?;
+        }
+        changes.elements_removed += removed.len();
+        changes.elements_added += added.len();
+        Ok(())
+    }
+}
+
+/// The elements only in `before` and those only in `after`, each in its list's order (the
+/// kernel checks interval elements for overlaps as they come, so a start element must not
+/// come before the end element of the range before it). An element is identified by its key
+/// and flags (a range's start and end element may share a key); one whose data changed is
+/// in both results. Matched over sorted indices: cheaper than hashing 100k elements twice.
+fn element_difference(before: Vec<SetElem>, after: Vec<SetElem>) -> (Vec<SetElem>, Vec<SetElem>) {
+    use std::cmp::Ordering;
+    fn id(e: &SetElem) -> (&[u8], u32) {
+        (&e.key, e.flags)
+    }
+    let sorted = |v: &[SetElem]| {
+        let mut order: Vec<usize> = (0..v.len()).collect();
+        order.sort_unstable_by(|&x, &y| id(&v[x]).cmp(&id(&v[y])));
+        order
+    };
+    let (bo, ao) = (sorted(&before), sorted(&after));
+    let (mut kept_b, mut kept_a) = (vec![false; before.len()], vec![false; after.len()]);
+    let (mut i, mut j) = (0, 0);
+    while i < bo.len() && j < ao.len() {
+        let (x, y) = (&before[bo[i]], &after[ao[j]]);
+        match id(x).cmp(&id(y)) {
+            Ordering::Less => i += 1,
+            Ordering::Greater => j += 1,
+            Ordering::Equal => {
+                if x == y {
+                    kept_b[bo[i]] = true;
+                    kept_a[ao[j]] = true;
+                }
+                i += 1;
+                j += 1;
+            }
+        }
+    }
+    let only = |v: Vec<SetElem>, kept: Vec<bool>| -> Vec<SetElem> {
+        v.into_iter()
+            .zip(kept)
+            .filter(|(_, k)| !k)
+            .map(|(e, _)| e)
+            .collect()
+    };
+    (only(before, kept_b), only(after, kept_a))
+}
+
+/// A named set's elements as the kernel holds them (interval sets as start and end elements).
+fn set_elements(s: &m::Set) -> Result<Vec<SetElem>, BuildError> {
+    Ok(if s.interval {
+        let ranges = s
+            .elements
+            .iter()
+            .map(|e| {
+                Ok(Interval {
+                    data: e.data.as_ref().map(elem_data).transpose()?,
+                    ..key_range(&e.key, false)?
+                })
+            })
+            .collect::<Result<Vec<_>, BuildError>>()?;
+        interval_elements(ranges, IntervalLayout::Named)?.elements
+    } else {
+        s.elements
+            .iter()
+            .map(|e| {
+                Ok(SetElem {
+                    data: e.data.as_ref().map(elem_data).transpose()?,
+                    ..SetElem::key(encode(&e.key, false)?)
+                })
+            })
+            .collect::<Result<Vec<_>, BuildError>>()?
+    })
+}
+
+impl<'a> Lowerer<'a> {
     fn named_ref(&self, name: &str) -> Result<(SetRef, &'a m::Set), BuildError> {
         self.named
             .get(name)

@@ -766,7 +766,7 @@ pub struct Count {
     pub bytes: u64,
 }
 
-/// The counters of one gateway in the `account` chain.
+/// The counters of one gateway (in its `gw_` chains).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct GatewayCounters {
     /// Every packet of the gateway's connections, both directions.
@@ -779,52 +779,78 @@ fn be64(attrs: &[(u16, Node)], t: u16) -> Option<u64> {
     leaf(attrs, t).and_then(|v| Some(u64::from_be_bytes(v.get(..8)?.try_into().ok()?)))
 }
 
-/// Reads the `account` chain's counters, by gateway name: each live rule is the compiled rule
-/// at its place (as `diff` compares them), and the compiled rule says what its counter counts
-/// ([`nftbalance_ruleset::Counted`]). `None` if the table or the chain is missing or has
+/// Reads the gateways' counters, by gateway name: in every chain of the compiled ruleset
+/// with counter rules, each live rule is the compiled rule at its place (as `diff` compares
+/// them), and the compiled rule says what its counter counts
+/// ([`nftbalance_ruleset::Counted`]). `None` if the table or such a chain is missing or has
 /// another number of counter rules than the compiled one.
 pub fn account(
     socket: &Socket,
     rs: &Ruleset,
 ) -> Result<Option<BTreeMap<String, GatewayCounters>>, ReadError> {
-    let family = crate::lower::family(rs.family).raw();
-    let mut table = rs.table.clone().into_bytes();
-    table.push(0);
-    let chain = nftbalance_ruleset::names::ACCOUNT;
-    let mut chain_z = chain.as_bytes().to_vec();
-    chain_z.push(0);
-    let replies = socket
-        .dump(
-            NFT_MSG_GETRULE,
-            family,
-            &[(NFTA_RULE_TABLE, &table), (NFTA_RULE_CHAIN, &chain_z)],
-        )
-        .map_err(ReadError::Io)?;
-    let counts: Vec<Count> = replies
-        .iter()
-        .map(|m| tree(m))
-        .filter(|r| {
-            string(r, NFTA_RULE_TABLE).as_deref() == Some(rs.table.as_str())
-                && string(r, NFTA_RULE_CHAIN).as_deref() == Some(chain)
-        })
-        .filter_map(|r| counter_of(&r))
-        .collect();
-    let compiled = rs.chain(chain).map(|c| c.rules.as_slice()).unwrap_or(&[]);
-    if counts.len() != compiled.len() {
-        return Ok(None);
-    }
     let mut by_gateway: BTreeMap<String, GatewayCounters> = BTreeMap::new();
-    for (rule, count) in compiled.iter().zip(counts) {
-        let Some(counted) = &rule.counts else {
-            continue;
+    let counting = rs
+        .chains
+        .iter()
+        .filter(|c| c.rules.iter().any(|r| r.counts.is_some()));
+    for chain in counting {
+        let Some(counts) = chain_counters(socket, rs, &chain.name)? else {
+            return Ok(None);
         };
-        let g = by_gateway.entry(counted.gateway.clone()).or_default();
-        match counted.what {
-            Counting::Traffic => g.traffic = count,
-            Counting::NewConnections => g.new_connections = count,
+        let compiled: Vec<_> = chain
+            .rules
+            .iter()
+            .filter(|r| r.stmts.contains(&nftbalance_ruleset::Stmt::Counter))
+            .collect();
+        if counts.len() != compiled.len() {
+            return Ok(None);
+        }
+        for (rule, count) in compiled.into_iter().zip(counts) {
+            let Some(counted) = &rule.counts else {
+                continue;
+            };
+            let g = by_gateway.entry(counted.gateway.clone()).or_default();
+            match counted.what {
+                Counting::Traffic => g.traffic = count,
+                Counting::NewConnections => g.new_connections = count,
+            }
         }
     }
     Ok(Some(by_gateway))
+}
+
+/// The counter values of a live chain's rules that have one, in order; `None` when the chain
+/// does not exist.
+fn chain_counters(
+    socket: &Socket,
+    rs: &Ruleset,
+    chain: &str,
+) -> Result<Option<Vec<Count>>, ReadError> {
+    let family = crate::lower::family(rs.family).raw();
+    let mut table = rs.table.clone().into_bytes();
+    table.push(0);
+    let mut chain_z = chain.as_bytes().to_vec();
+    chain_z.push(0);
+    let replies = match socket.dump(
+        NFT_MSG_GETRULE,
+        family,
+        &[(NFTA_RULE_TABLE, &table), (NFTA_RULE_CHAIN, &chain_z)],
+    ) {
+        Ok(r) => r,
+        Err(e) if e.raw_os_error() == Some(libc::ENOENT) => return Ok(None),
+        Err(e) => return Err(ReadError::Io(e)),
+    };
+    Ok(Some(
+        replies
+            .iter()
+            .map(|m| tree(m))
+            .filter(|r| {
+                string(r, NFTA_RULE_TABLE).as_deref() == Some(rs.table.as_str())
+                    && string(r, NFTA_RULE_CHAIN).as_deref() == Some(chain)
+            })
+            .filter_map(|r| counter_of(&r))
+            .collect(),
+    ))
 }
 
 /// The values of a rule's counter expression, if it has one.

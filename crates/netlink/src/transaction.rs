@@ -72,11 +72,44 @@ pub fn run(
     commit: Commit,
     build: impl Fn() -> Result<Batch, BuildError>,
 ) -> Result<usize, TransactionError> {
+    run_at(socket, commit, build).map(|sent| sent.attempts)
+}
+
+/// A transaction that went through.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Sent {
+    pub attempts: usize,
+    /// The generation the committed batch was built against (and checked by the kernel).
+    pub built_on: u32,
+}
+
+impl Sent {
+    /// The ruleset generation right after this commit: the kernel moves it by one per
+    /// commit, skipping 0. While the generation reads this, nothing else was committed.
+    pub fn committed(&self) -> u32 {
+        match self.built_on.wrapping_add(1) {
+            0 => 1,
+            g => g,
+        }
+    }
+}
+
+/// [`run`], telling the generation the batch was built against.
+pub fn run_at(
+    socket: &Socket,
+    commit: Commit,
+    build: impl Fn() -> Result<Batch, BuildError>,
+) -> Result<Sent, TransactionError> {
     for attempt in 1..=MAX_ATTEMPTS {
         let genid = socket.generation().map_err(TransactionError::Io)?;
         let batch = build().map_err(TransactionError::Build)?;
         match batch.send(socket, commit, Some(genid)) {
-            Ok(()) => return Ok(attempt),
+            Ok(()) => {
+                return Ok(Sent {
+                    attempts: attempt,
+                    built_on: genid,
+                })
+            }
             Err(e) if e.is_generation_mismatch() => {
                 log::info!("ruleset generation {genid} changed during attempt {attempt}; retrying");
             }

@@ -342,7 +342,90 @@ impl Batch {
         elems: &[SetElem],
         label: impl Into<String>,
     ) -> Result<(), BuildError> {
-        let label = label.into();
+        self.elements(
+            NFT_MSG_NEWSETELEM,
+            NLM_F_CREATE,
+            family,
+            table,
+            set,
+            elems,
+            label.into(),
+        )
+    }
+
+    /// `delete element`: removes `elems` from the named set `set`, split over messages as
+    /// [`Batch::add_elements`] does. Only each element's key, key end and flags identify it
+    /// (data, timeouts and userdata are left out); an element that is not there is an error
+    /// (ENOENT), so the caller must know the set's contents.
+    pub fn delete_elements(
+        &mut self,
+        family: Family,
+        table: &str,
+        set: &str,
+        elems: &[SetElem],
+        label: impl Into<String>,
+    ) -> Result<(), BuildError> {
+        let keys: Vec<SetElem> = elems
+            .iter()
+            .map(|e| SetElem {
+                key: e.key.clone(),
+                key_end: e.key_end.clone(),
+                flags: e.flags,
+                data: None,
+                timeout_ms: None,
+                userdata: None,
+            })
+            .collect();
+        let set = SetRef {
+            name: set.to_owned(),
+            id: None,
+        };
+        self.elements(
+            NFT_MSG_DELSETELEM,
+            0,
+            family,
+            table,
+            &set,
+            &keys,
+            label.into(),
+        )
+    }
+
+    /// `delete set` / `delete map` (no rule may refer to it by the end of the transaction).
+    pub fn delete_set(
+        &mut self,
+        family: Family,
+        table: &str,
+        set: &str,
+        label: impl Into<String>,
+    ) -> Result<(), BuildError> {
+        let (tn, sn) = (name(table)?, name(set)?);
+        let mut s = NlSet::new().map_err(ALLOC)?;
+        s.set_str(sys::NFTNL_SET_TABLE, &tn).map_err(ALLOC)?;
+        s.set_str(sys::NFTNL_SET_NAME, &sn).map_err(ALLOC)?;
+        s.set_u32(sys::NFTNL_SET_FAMILY, family.raw() as u32);
+        let bound = HDR + attr(table.len() + 1) + attr(set.len() + 1) + attr(4) + SLACK;
+        self.push(
+            label.into(),
+            bound,
+            NFT_MSG_DELSET,
+            family,
+            0,
+            Payload::Set(&s),
+        )
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn elements(
+        &mut self,
+        msg_type: u16,
+        msg_flags: u16,
+        family: Family,
+        table: &str,
+        set: &SetRef,
+        elems: &[SetElem],
+        label: String,
+    ) -> Result<(), BuildError> {
         let tn = name(table)?;
         let sn = name(&set.name)?;
         let fixed = HDR + attr(table.len() + 1) + attr(set.name.len() + 1) + attr(4) + 4 + SLACK;
@@ -389,9 +472,9 @@ impl Batch {
             self.push(
                 l,
                 fixed + elem_bytes,
-                NFT_MSG_NEWSETELEM,
+                msg_type,
                 family,
-                NLM_F_CREATE,
+                msg_flags,
                 Payload::SetElems(&s),
             )?;
         }

@@ -19,6 +19,7 @@
 //! how many it deleted.)
 
 use std::io;
+use std::net::IpAddr;
 
 use crate::consts::*;
 use crate::socket::{encode_request, parse_attrs, Socket};
@@ -95,6 +96,89 @@ pub fn delete_by_mark(socket: &Socket, mark: u32, mask: u32) -> io::Result<u64> 
     }
 }
 
+/// One direction of a conntrack entry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Tuple {
+    pub src: IpAddr,
+    pub dst: IpAddr,
+    /// IANA protocol number.
+    pub protocol: u8,
+    /// Ports, for protocols that have them.
+    pub sport: Option<u16>,
+    pub dport: Option<u16>,
+}
+
+/// A conntrack entry: the original direction (as the connection was opened), the reply
+/// direction (whose destination is the original source after source NAT) and its mark.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Connection {
+    pub original: Tuple,
+    pub reply: Tuple,
+    pub mark: u32,
+}
+
+/// The conntrack entries (all families, all zones) whose `mark & mask == mark` and whose
+/// original tuple `keep` accepts; `mask` 0 and `mark` 0 list every entry.
+pub fn list_by_mark(
+    socket: &Socket,
+    mark: u32,
+    mask: u32,
+    keep: impl Fn(&Connection) -> bool,
+) -> io::Result<Vec<Connection>> {
+    check_mark(mark, mask)?;
+    let mut out = Vec::new();
+    dump_by_mark(socket, mark, mask, |e| {
+        if let Some(c) = e.connection() {
+            if keep(&c) {
+                out.push(c);
+            }
+        }
+        Ok(())
+    })?;
+    Ok(out)
+}
+
+fn tuple(buf: &[u8]) -> Option<Tuple> {
+    let (mut src, mut dst, mut protocol) = (None, None, None);
+    let (mut sport, mut dport) = (None, None);
+    let be16 = |v: &[u8]| Some(u16::from_be_bytes(v.try_into().ok()?));
+    for (t, v) in parse_attrs(buf) {
+        match t & NLA_TYPE_MASK {
+            CTA_TUPLE_IP => {
+                for (t, v) in parse_attrs(v) {
+                    let v4 = <[u8; 4]>::try_from(v).ok().map(IpAddr::from);
+                    let v6 = <[u8; 16]>::try_from(v).ok().map(IpAddr::from);
+                    match t & NLA_TYPE_MASK {
+                        CTA_IP_V4_SRC => src = v4,
+                        CTA_IP_V4_DST => dst = v4,
+                        CTA_IP_V6_SRC => src = v6,
+                        CTA_IP_V6_DST => dst = v6,
+                        _ => {}
+                    }
+                }
+            }
+            CTA_TUPLE_PROTO => {
+                for (t, v) in parse_attrs(v) {
+                    match t & NLA_TYPE_MASK {
+                        CTA_PROTO_NUM => protocol = v.first().copied(),
+                        CTA_PROTO_SRC_PORT => sport = be16(v),
+                        CTA_PROTO_DST_PORT => dport = be16(v),
+                        _ => {}
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    Some(Tuple {
+        src: src?,
+        dst: dst?,
+        protocol: protocol?,
+        sport,
+        dport,
+    })
+}
+
 /// The dump request for entries with `mark & mask == mark`.
 fn dump_request_attrs(mark: u32, mask: u32) -> [(u16, [u8; 4]); 2] {
     [
@@ -138,6 +222,8 @@ struct Entry<'a> {
     zone: Option<&'a [u8]>,
     /// the value of `CTA_ID`
     id: Option<&'a [u8]>,
+    /// the value of `CTA_TUPLE_REPLY` (nested attributes)
+    reply: &'a [u8],
 }
 
 impl<'a> Entry<'a> {
@@ -150,6 +236,7 @@ impl<'a> Entry<'a> {
             tuple: &[],
             zone: None,
             id: None,
+            reply: &[],
         };
         let mut have_tuple = false;
         for (t, v) in parse_attrs(payload.get(4..)?) {
@@ -160,11 +247,20 @@ impl<'a> Entry<'a> {
                 }
                 CTA_MARK if v.len() == 4 => e.mark = u32::from_be_bytes([v[0], v[1], v[2], v[3]]),
                 CTA_ZONE => e.zone = Some(v),
+                CTA_TUPLE_REPLY => e.reply = v,
                 CTA_ID => e.id = Some(v),
                 _ => {}
             }
         }
         have_tuple.then_some(e)
+    }
+
+    fn connection(&self) -> Option<Connection> {
+        Some(Connection {
+            original: tuple(self.tuple)?,
+            reply: tuple(self.reply)?,
+            mark: self.mark,
+        })
     }
 
     fn delete_key(&self) -> DeleteKey {

@@ -61,7 +61,9 @@ pub use error::Error;
 pub use events::RouteEvents;
 pub use learned::{Learned, LearnedUplink};
 pub use links::{Link, Links};
-pub use live::{apply, differences, flush, install, read_owned, restore, ApplyReport};
+pub use live::{
+    apply, differences, flush, install, lookup, read_owned, restore, ApplyReport, Lookup,
+};
 pub use message::OwnedState;
 pub use nl::Socket;
 pub use plan::{

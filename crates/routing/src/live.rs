@@ -384,3 +384,53 @@ fn dump_routes(sock: &Socket) -> Result<Vec<RouteMessage>, Error> {
     }
     Ok(out)
 }
+
+/// The route the kernel picks now for a packet to `dst` with this mark (`ip route get DST
+/// mark MARK`): its output interface and next hop, after the ip rules.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Lookup {
+    pub dev: Option<String>,
+    pub via: Option<IpAddr>,
+    pub table: Option<u32>,
+}
+
+pub fn lookup(sock: &Socket, dst: IpAddr, mark: u32) -> Result<Lookup, Error> {
+    use netlink_packet_route::route::{RouteAddress, RouteAttribute};
+    use netlink_packet_route::AddressFamily;
+    let mut msg = RouteMessage::default();
+    msg.header.address_family = match dst {
+        IpAddr::V4(_) => AddressFamily::Inet,
+        IpAddr::V6(_) => AddressFamily::Inet6,
+    };
+    msg.header.destination_prefix_length = if dst.is_ipv4() { 32 } else { 128 };
+    msg.attributes
+        .push(RouteAttribute::Destination(RouteAddress::from(dst)));
+    if mark != 0 {
+        msg.attributes.push(RouteAttribute::Mark(mark));
+    }
+    let op = format!("looking up the route to {dst}");
+    let answer = sock.get(RouteNetlinkMessage::GetRoute(msg), &op)?;
+    let RouteNetlinkMessage::NewRoute(route) = answer else {
+        return Ok(Lookup {
+            dev: None,
+            via: None,
+            table: None,
+        });
+    };
+    let links = Links::read(sock)?;
+    let mut out = Lookup {
+        dev: None,
+        via: None,
+        table: Some(u32::from(route.header.table)),
+    };
+    for a in &route.attributes {
+        match a {
+            RouteAttribute::Oif(i) => out.dev = links.name_of(*i).map(str::to_string),
+            RouteAttribute::Gateway(RouteAddress::Inet(a)) => out.via = Some(IpAddr::V4(*a)),
+            RouteAttribute::Gateway(RouteAddress::Inet6(a)) => out.via = Some(IpAddr::V6(*a)),
+            RouteAttribute::Table(t) => out.table = Some(*t),
+            _ => {}
+        }
+    }
+    Ok(out)
+}

@@ -139,6 +139,31 @@ impl Socket {
         }
     }
 
+    /// Sends one request and returns its one answer (`RTM_GETROUTE` without a dump).
+    pub(crate) fn get(
+        &self,
+        payload: RouteNetlinkMessage,
+        op: &str,
+    ) -> Result<RouteNetlinkMessage, Error> {
+        let seq = self.send(payload, NLM_F_REQUEST, op)?;
+        loop {
+            for msg in self.recv(seq, op)? {
+                match msg.payload {
+                    NetlinkPayload::InnerMessage(m) => return Ok(m),
+                    NetlinkPayload::Error(e) => {
+                        let code = e.code.map_or(0, |c| c.get().abs());
+                        return Err(refused(
+                            op.to_string(),
+                            code,
+                            ext_ack_message(msg.header.flags, &e.header),
+                        ));
+                    }
+                    _ => {}
+                }
+            }
+        }
+    }
+
     /// Dumps every object of a kind (`NLM_F_DUMP`), retrying when the kernel flags the dump as
     /// interrupted by a concurrent change.
     pub(crate) fn dump(

@@ -14,11 +14,13 @@ pub mod names {
     pub const OUTPUT: &str = "output";
     pub const POSTROUTING: &str = "postrouting";
     pub const BALANCE: &str = "balance";
-    pub const ACCOUNT: &str = "account";
+    /// Maps from a connection's mark to its gateway's chains: established and related
+    /// packets to [`gateway`], the first packet of a connection to [`gateway_new`].
+    pub const BY_MARK: &str = "by_mark";
+    pub const NEW_BY_MARK: &str = "new_by_mark";
     pub const EXCLUDE_V4: &str = "exclude_v4";
     pub const EXCLUDE_V6: &str = "exclude_v6";
     pub const INGRESS_MARK: &str = "ingress_mark";
-    pub const PACKET_MARK: &str = "packet_mark";
     pub const SNAT_V4: &str = "snat_v4";
     pub const SNAT_V6: &str = "snat_v6";
 
@@ -34,9 +36,14 @@ pub mod names {
     pub fn ct_mark(gateway: &str) -> String {
         format!("ct_{gateway}")
     }
-    /// Narrow mark mask only: sets the gateway's bits of the packet mark.
-    pub fn packet_mark(gateway: &str) -> String {
-        format!("pkt_{gateway}")
+    /// A packet of one of the gateway's connections: packet mark and traffic counter.
+    pub fn gateway(gateway: &str) -> String {
+        format!("gw_{gateway}")
+    }
+    /// The first packet of one of the gateway's connections: the new-connection counter,
+    /// then on to [`gateway`].
+    pub fn gateway_new(gateway: &str) -> String {
+        format!("gw_new_{gateway}")
     }
     /// Excluded prefixes of one length, by their network address.
     pub fn exclude_by_length(v6: bool, prefix_len: u8) -> String {
@@ -173,9 +180,12 @@ impl Exclusion {
             data: None,
             interval: self.prefix_len.is_none(),
             dynamic: None,
-            size: self
-                .prefix_len
-                .map(|_| u32::try_from(self.nets.len()).unwrap_or(u32::MAX)),
+            // Rounded up to a power of two: the kernel's fixed-size hash rounds its buckets
+            // up anyway, and a size that small edits do not move lets an incremental apply
+            // change elements instead of re-creating the set.
+            size: self.prefix_len.map(|_| {
+                u32::try_from(self.nets.len().max(1).next_power_of_two()).unwrap_or(u32::MAX)
+            }),
             elements: self
                 .nets
                 .iter()
@@ -266,6 +276,7 @@ fn rule(matches: Vec<Match>, stmts: Vec<Stmt>) -> Rule {
         stmts,
         doc: None,
         counts: None,
+        selector: None,
     }
 }
 
@@ -280,10 +291,6 @@ fn ct_state(states: &[CtState]) -> Match {
 
 fn jump(chain: impl Into<String>) -> Stmt {
     Stmt::Verdict(Verdict::Jump(chain.into()))
-}
-
-fn jump_account() -> Rule {
-    rule(vec![], vec![jump(names::ACCOUNT)])
 }
 
 /// Selector rules as they stand in the base chain, or, past [`SELECTORS_PER_CHAIN`], as
@@ -412,7 +419,8 @@ impl<'s> Compiler<'s> {
     fn ruleset(&self) -> Ruleset {
         let (prerouting, prerouting_selectors) = self.prerouting();
         let (output, output_selectors) = self.output();
-        let mut chains = vec![prerouting, output, self.balance(), self.account()];
+        let mut chains = vec![prerouting, output, self.balance()];
+        chains.extend(self.gateway_chains());
         chains.extend(prerouting_selectors);
         chains.extend(output_selectors);
         chains.extend(self.pins());
@@ -461,9 +469,12 @@ impl<'s> Compiler<'s> {
                 })
                 .collect(),
         });
-        if !full {
+        for (name, chain) in [
+            (names::BY_MARK, names::gateway as fn(&str) -> String),
+            (names::NEW_BY_MARK, names::gateway_new),
+        ] {
             sets.push(Set {
-                name: names::PACKET_MARK.into(),
+                name: name.into(),
                 key: DataType::Mark,
                 data: Some(DataType::Verdict),
                 interval: false,
@@ -473,7 +484,7 @@ impl<'s> Compiler<'s> {
                     .gateways()
                     .map(|g| Element {
                         key: Value::Mark(g.mark),
-                        data: Some(to_gateway(g, names::packet_mark)),
+                        data: Some(Value::Verdict(Verdict::Goto(chain(&g.name)))),
                     })
                     .collect(),
             });
@@ -551,43 +562,36 @@ impl<'s> Compiler<'s> {
         self.spec.gateways.iter()
     }
 
-    /// Established and related packets take the packet mark from their connection.
+    /// Established and related packets of a gateway's connections go to its chain, which
+    /// restores the packet mark and counts them: one lookup and one rule per packet.
     fn restore(&self) -> Rule {
         let established = ct_state(&[CtState::Established, CtState::Related]);
         documented(
-            "restore: packets of known connections route by the connection's mark",
-            self.packet_from_ct(established),
+            "restore: packets of known connections route by the connection's mark (and are counted)",
+            self.by_mark(established, names::BY_MARK),
         )
     }
 
-    /// NEW packets that got a connection mark get the packet mark, so routing uses it for
-    /// the first packet too.
+    /// NEW packets that got a connection mark take the packet mark too, so routing uses it
+    /// for the first packet, and are counted as a new connection of their gateway.
     fn route_choice(&self) -> Rule {
         let new = ct_state(&[CtState::New]);
         documented(
             "route choice: the first packet of a marked connection routes by its mark too",
-            self.packet_from_ct(new),
+            self.by_mark(new, names::NEW_BY_MARK),
         )
     }
 
-    fn packet_from_ct(&self, state: Match) -> Rule {
-        if self.marks.full() {
-            rule(
-                vec![state, self.marks.is_marked(true)],
-                vec![Stmt::Mangle {
-                    target: Expr::Meta(MetaKey::Mark),
-                    value: Expr::Ct(CtKey::Mark),
-                }],
-            )
-        } else {
-            rule(
-                vec![state],
-                vec![Stmt::VerdictMap {
-                    key: self.marks.ct_bits(),
-                    map: MapRef::Named(names::PACKET_MARK.into()),
-                }],
-            )
-        }
+    /// `ct state S ct mark vmap @map`: on to the chain of the connection's gateway;
+    /// connections of no gateway (mark 0, or another program's) go on unchanged.
+    fn by_mark(&self, state: Match, map: &str) -> Rule {
+        rule(
+            vec![state],
+            vec![Stmt::VerdictMap {
+                key: self.marks.ct_bits(),
+                map: MapRef::Named(map.into()),
+            }],
+        )
     }
 
     fn ingress(&self) -> Rule {
@@ -618,7 +622,6 @@ impl<'s> Compiler<'s> {
         let (jumps, chains) = chunked(names::PREROUTING, selections);
         rules.extend(jumps);
         rules.push(self.route_choice());
-        rules.push(jump_account());
         let base = Chain {
             name: names::PREROUTING.into(),
             base: Some(BaseChain {
@@ -638,7 +641,6 @@ impl<'s> Compiler<'s> {
         let (jumps, chains) = chunked(names::OUTPUT, selections);
         rules.extend(jumps);
         rules.push(self.route_choice());
-        rules.push(jump_account());
         let base = Chain {
             name: names::OUTPUT.into(),
             // A route chain: a changed mark makes the kernel route the packet again.
@@ -655,11 +657,18 @@ impl<'s> Compiler<'s> {
 
     /// Selection rules: pinned selectors first, then balanced ones, each in spec order.
     fn selections(&self, selectors: &[Selector], kind: SelectorKind) -> Vec<Rule> {
-        let pinned = selectors.iter().filter(|s| s.gateway.is_some());
-        let balanced = selectors.iter().filter(|s| s.gateway.is_none());
+        let numbered = || selectors.iter().enumerate();
+        let pinned = numbered().filter(|(_, s)| s.gateway.is_some());
+        let balanced = numbered().filter(|(_, s)| s.gateway.is_none());
         pinned
             .chain(balanced)
-            .flat_map(|s| self.selection(s, kind))
+            .flat_map(|(index, s)| {
+                let from = SelectorRef { kind, index };
+                self.selection(s, kind).into_iter().map(move |r| Rule {
+                    selector: Some(from),
+                    ..r
+                })
+            })
             .collect()
     }
 
@@ -720,43 +729,46 @@ impl<'s> Compiler<'s> {
             .collect()
     }
 
-    /// Per gateway: packets and bytes of its connections (both directions, forwarded and
-    /// local), and its new connections. A chain of its own, which a failover update never
-    /// replaces, so the counters keep counting.
-    fn account(&self) -> Chain {
-        let mut rules = Vec::new();
-        for g in self.gateways() {
-            let of_gateway = Match::Cmp {
-                left: self.marks.ct_bits(),
-                negate: false,
-                right: Value::Mark(g.mark),
-            };
-            let counted = |what| Counted {
-                gateway: g.name.clone(),
-                what,
-            };
-            rules.push(Rule {
-                counts: Some(counted(Counting::Traffic)),
-                ..rule(vec![of_gateway.clone()], vec![Stmt::Counter])
-            });
-            rules.push(Rule {
-                counts: Some(counted(Counting::NewConnections)),
-                ..rule(
-                    vec![ct_state(&[CtState::New]), of_gateway],
-                    vec![Stmt::Counter],
-                )
-            });
-        }
-        if let Some(first) = rules.first_mut() {
-            first.doc =
-                Some("per gateway: packets and bytes, then new connections (read by status)");
-        }
-        Chain {
-            name: names::ACCOUNT.into(),
-            base: None,
-            rules,
-            doc: "counters per gateway; never replaced by a failover update",
-        }
+    /// Per gateway, reached from the base chains by the connection's mark: `gw_NAME` sets
+    /// the packet mark and counts packets and bytes of its connections (both directions,
+    /// forwarded and local); `gw_new_NAME` counts its new connections and goes on to
+    /// `gw_NAME`. Chains of their own, which neither a failover update nor a re-apply that
+    /// keeps the gateway replaces, so the counters keep counting.
+    fn gateway_chains(&self) -> Vec<Chain> {
+        let counted = |g: &Gateway, what| Counted {
+            gateway: g.name.clone(),
+            what,
+        };
+        self.gateways()
+            .flat_map(|g| {
+                [
+                    Chain {
+                        name: names::gateway(&g.name),
+                        base: None,
+                        rules: vec![Rule {
+                            counts: Some(counted(g, Counting::Traffic)),
+                            ..rule(vec![], vec![self.marks.set_packet(g.mark), Stmt::Counter])
+                        }],
+                        doc: "packet mark and traffic counter of a gateway (read by status)",
+                    },
+                    Chain {
+                        name: names::gateway_new(&g.name),
+                        base: None,
+                        rules: vec![Rule {
+                            counts: Some(counted(g, Counting::NewConnections)),
+                            ..rule(
+                                vec![],
+                                vec![
+                                    Stmt::Counter,
+                                    Stmt::Verdict(Verdict::Goto(names::gateway(&g.name))),
+                                ],
+                            )
+                        }],
+                        doc: "new connections of a gateway (read by status)",
+                    },
+                ]
+            })
+            .collect()
     }
 
     /// Excluded destinations and connections that already have a mark are left alone.
@@ -985,20 +997,12 @@ impl<'s> Compiler<'s> {
     fn per_gateway_chains(&self) -> Vec<Chain> {
         self.gateways()
             .flat_map(|g| {
-                [
-                    Chain {
-                        name: names::ct_mark(&g.name),
-                        base: None,
-                        rules: vec![rule(vec![], vec![self.marks.set_ct(g.mark)])],
-                        doc: "set this gateway's bits of the connection mark",
-                    },
-                    Chain {
-                        name: names::packet_mark(&g.name),
-                        base: None,
-                        rules: vec![rule(vec![], vec![self.marks.set_packet(g.mark)])],
-                        doc: "set this gateway's bits of the packet mark",
-                    },
-                ]
+                [Chain {
+                    name: names::ct_mark(&g.name),
+                    base: None,
+                    rules: vec![rule(vec![], vec![self.marks.set_ct(g.mark)])],
+                    doc: "set this gateway's bits of the connection mark",
+                }]
             })
             .collect()
     }
@@ -1230,7 +1234,7 @@ mod tests {
             .rules
             .iter()
             .filter_map(|r| r.stmts.last())
-            .filter(|s| matches!(s, Stmt::Verdict(Verdict::Jump(c)) if c != names::ACCOUNT))
+            .filter(|s| matches!(s, Stmt::Verdict(Verdict::Jump(_))))
             .collect();
         assert_eq!(
             jumps,
@@ -1408,8 +1412,8 @@ mod tests {
         );
     }
 
-    /// Issue 15: status finds counters by the compiler's key, so every counter rule of the
-    /// account chain names its gateway and what it counts, once each.
+    /// Issue 15: status finds counters by the compiler's key, so every counter rule names
+    /// its gateway and what it counts, once each.
     #[test]
     fn every_account_counter_names_its_gateway_and_meaning() {
         let rs = compile(&spec(&format!(
@@ -1417,10 +1421,10 @@ mod tests {
             gateways(&[3, 2, 1])
         )));
         let mut seen: Vec<(String, Counting)> = rs
-            .chain(names::ACCOUNT)
-            .unwrap()
-            .rules
+            .chains
             .iter()
+            .flat_map(|c| &c.rules)
+            .filter(|r| r.stmts.contains(&Stmt::Counter))
             .map(|r| {
                 assert!(r.stmts.contains(&Stmt::Counter));
                 let c = r.counts.clone().expect("an unnamed counter");
@@ -1509,7 +1513,10 @@ mod tests {
                 .map(String::from),
         ));
         assert_eq!(guards, ["ip daddr @exclude_v4 return"]);
-        assert_eq!(sets, ["exclude_v4", "ingress_mark"]);
+        assert_eq!(
+            sets,
+            ["exclude_v4", "ingress_mark", "by_mark", "new_by_mark"]
+        );
     }
 
     #[test]

@@ -5,7 +5,7 @@
 use std::net::{Ipv4Addr, Ipv6Addr};
 
 pub use ipnet::{Ipv4Net, Ipv6Net};
-pub use nftbalance_spec::{Family, Protocol};
+pub use nftbalance_spec::{Family, Protocol, SelectorKind};
 
 /// The tool's one table and everything in it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -304,6 +304,16 @@ pub struct Rule {
     /// What the rule's counter counts, named by the compiler so that readers (`status`) find
     /// a gateway's counters by this key rather than by assuming an order. Not loaded.
     pub counts: Option<Counted>,
+    /// The spec selector a selection rule was compiled from, so that `explain` names it
+    /// rather than guessing it from the rule's matches. Not loaded.
+    pub selector: Option<SelectorRef>,
+}
+
+/// A selector of the spec: `balance.forward[index]` or `balance.local[index]`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SelectorRef {
+    pub kind: SelectorKind,
+    pub index: usize,
 }
 
 /// The meaning of a counter rule.

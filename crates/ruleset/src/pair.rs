@@ -29,6 +29,7 @@ fn accept_if(m: Match, doc: &'static str) -> Rule {
         stmts: vec![Stmt::Verdict(Verdict::Accept)],
         doc: Some(doc),
         counts: None,
+        selector: None,
     }
 }
 

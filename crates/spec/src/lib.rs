@@ -2,11 +2,13 @@
 //!
 //! Pure: parsing touches no host state, so every error it reports depends on the input alone.
 
+pub mod lists;
 mod model;
 pub mod name;
 mod nft_keywords;
 mod parse;
 mod policy;
+mod schema;
 mod target;
 
 pub use model::{
@@ -15,4 +17,5 @@ pub use model::{
     Spec, Sticky, VrrpInstance, Watch, DEFAULT_HASH_SEED, DEFAULT_MARK_MASK, DEFAULT_TABLE,
     MAX_TIER, MAX_WEIGHT,
 };
-pub use parse::{SpecError, SpecErrors};
+pub use parse::{objects_read, ObjectRead, SpecError, SpecErrors};
+pub use schema::json_schema;

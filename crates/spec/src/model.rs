@@ -5,6 +5,7 @@ use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
 use ipnet::IpNet;
+use schemars::JsonSchema;
 use serde::Serialize;
 
 /// Table name used when the spec names none.
@@ -133,7 +134,7 @@ impl Watch {
 }
 
 /// What happens to new connections when every gateway with health checks is down.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, JsonSchema)]
 #[serde(rename_all = "kebab-case")]
 pub enum AllDown {
     /// Keep balancing over the gateways that were up last (a probe target may be what
@@ -375,7 +376,7 @@ impl Spec {
 }
 
 /// The nftables family of the tool's table.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Family {
     Inet,
@@ -445,7 +446,7 @@ pub struct Balance {
 }
 
 /// How a new connection picks its gateway.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, JsonSchema)]
 #[serde(rename_all = "kebab-case")]
 pub enum Method {
     /// One shared counter (`numgen inc`): exact split by weight.
@@ -502,7 +503,7 @@ pub struct Selector {
     pub policy: Option<String>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Protocol {
     Tcp,

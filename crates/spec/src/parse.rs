@@ -9,6 +9,7 @@ use std::str::FromStr;
 use ipnet::IpNet;
 use serde_json::{Map, Value};
 
+use crate::lists::ListSource;
 use crate::model::*;
 use crate::name::{self, NameError};
 use crate::target::{self, Target, TargetError};
@@ -65,6 +66,37 @@ impl Spec {
             _ => Err(SpecErrors(cx.errors)),
         }
     }
+
+    /// [`Spec::from_json`] where `exclude`, `saddr` and `daddr` entries `"@NAME"` are read
+    /// from the lists `lists` opens (see [`crate::lists`]). Also returns the spec's text
+    /// with every list written out, when there was one: that text alone says what was
+    /// applied (the file may change later).
+    pub fn from_json_with_lists(
+        text: &str,
+        lists: &mut dyn ListSource,
+    ) -> Result<(Spec, Option<String>), SpecErrors> {
+        let mut value: Value = serde_json::from_str(text).map_err(|e| {
+            SpecErrors(vec![SpecError::Syntax {
+                line: e.line(),
+                column: e.column(),
+                message: syntax_message(&e),
+            }])
+        })?;
+        let mut cx = Cx {
+            lists: Some(lists),
+            ..Cx::default()
+        };
+        let spec = cx.spec(&value);
+        let spec = match spec {
+            Some(spec) if cx.errors.is_empty() => spec,
+            _ => return Err(SpecErrors(cx.errors)),
+        };
+        if !cx.lists_read {
+            return Ok((spec, None));
+        }
+        write_out_lists(&mut value, &spec);
+        Ok((spec, Some(value.to_string())))
+    }
 }
 
 /// serde_json appends " at line L column C"; the position is reported separately.
@@ -77,10 +109,10 @@ fn syntax_message(e: &serde_json::Error) -> String {
 }
 
 /// Names become parts of nft identifiers (chains, sets); keep them short and plain.
-const NAME_MAX: usize = 32;
+pub(crate) const NAME_MAX: usize = 32;
 /// Each gateway costs a routing table, ip rules and per-gateway objects; real routers have a
 /// handful of uplinks.
-const MAX_GATEWAYS: usize = 64;
+pub(crate) const MAX_GATEWAYS: usize = 64;
 /// Longest sticky timeout: 30 days.
 const STICKY_MAX_SECS: u64 = 30 * 86_400;
 /// Routing table ids the kernel reserves: unspec, default, main, local.
@@ -92,7 +124,7 @@ const RESERVED_TABLES: [(u32, &str); 4] = [
 ];
 
 /// Most policies a spec may name: each becomes chains and maps of its own.
-const MAX_POLICIES: usize = 64;
+pub(crate) const MAX_POLICIES: usize = 64;
 /// Percentages: loss thresholds.
 const MAX_PERCENT: u32 = 100;
 /// Most rounds a quality window may hold.
@@ -100,11 +132,68 @@ const MAX_WINDOW: u32 = 100;
 /// Longest hold-down: a day.
 const HOLD_DOWN_MAX_MS: u64 = 86_400_000;
 /// Most words of a hook command (the program and its arguments).
-const MAX_HOOK_WORDS: usize = 64;
+pub(crate) const MAX_HOOK_WORDS: usize = 64;
 
 #[derive(Default)]
-struct Cx {
+struct Cx<'l> {
     errors: Vec<SpecError>,
+    /// Where `@` entries are read from; none: they are an error.
+    lists: Option<&'l mut dyn ListSource>,
+    /// Whether an `@` entry was read.
+    lists_read: bool,
+    /// Set by [`objects_read`]: every object read goes into `read`.
+    record: bool,
+    read: Vec<ObjectRead>,
+}
+
+/// Errors reported from one list before the rest of it is skipped.
+const MAX_ERRORS_PER_LIST: usize = 20;
+
+/// Replaces the prefix lists of `value` (which may hold `@` entries) by the spec's.
+fn write_out_lists(value: &mut Value, spec: &Spec) {
+    let nets = |l: &[IpNet]| Value::Array(l.iter().map(|n| Value::String(n.to_string())).collect());
+    let Some(balance) = value.get_mut("balance") else {
+        return;
+    };
+    if balance.get("exclude").is_some() {
+        balance["exclude"] = nets(&spec.balance.exclude);
+    }
+    for (key, selectors) in [
+        ("forward", &spec.balance.forward),
+        ("local", &spec.balance.local),
+    ] {
+        let Some(items) = balance.get_mut(key).and_then(Value::as_array_mut) else {
+            continue;
+        };
+        for (item, s) in items.iter_mut().zip(selectors.iter()) {
+            for (field, list) in [("saddr", &s.saddr), ("daddr", &s.daddr)] {
+                if item.get(field).is_some() {
+                    item[field] = nets(list);
+                }
+            }
+        }
+    }
+}
+
+/// An object the parser read: its path and the keys it accepts there.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ObjectRead {
+    pub path: String,
+    pub accepted: &'static [&'static str],
+}
+
+/// Every object the parser reads in `text`, in order, with the keys each accepts: what the
+/// schema's tests compare with the schema. Empty when the text is not JSON.
+pub fn objects_read(text: &str) -> Vec<ObjectRead> {
+    let Ok(value) = serde_json::from_str::<Value>(text) else {
+        return Vec::new();
+    };
+    let mut cx = Cx {
+        record: true,
+        ..Cx::default()
+    };
+    cx.spec(&value);
+    cx.read
 }
 
 /// A JSON object being read: remembers which keys were used to report unknown ones.
@@ -119,6 +208,16 @@ impl<'v> Obj<'v> {
         debug_assert!(self.known.contains(&key));
         self.map.get(key).map(|v| (v, join(&self.path, key)))
     }
+}
+
+/// The keys an unknown one may have meant: `$schema` is for editors, not a likely typo's target.
+fn shown_keys(known: &[&str]) -> String {
+    let keys: Vec<&str> = known
+        .iter()
+        .copied()
+        .filter(|k| !k.starts_with('$'))
+        .collect();
+    keys.join(", ")
 }
 
 fn join(path: &str, key: &str) -> String {
@@ -144,7 +243,7 @@ fn describe(v: &Value) -> &'static str {
     }
 }
 
-impl Cx {
+impl Cx<'_> {
     fn err(&mut self, path: impl Into<String>, message: impl Into<String>) {
         let path = path.into();
         let path = if path.is_empty() {
@@ -168,11 +267,17 @@ impl Cx {
             self.err(path, format!("expected an object, found {}", describe(v)));
             return None;
         };
+        if self.record {
+            self.read.push(ObjectRead {
+                path: path.to_string(),
+                accepted: known,
+            });
+        }
         for key in map.keys() {
             if !known.contains(&key.as_str()) {
                 self.err(
                     join(path, &quote_key(key)),
-                    format!("unknown field; expected one of: {}", known.join(", ")),
+                    format!("unknown field; expected one of: {}", shown_keys(known)),
                 );
             }
         }
@@ -280,9 +385,14 @@ impl Cx {
                 "watch",
                 "policies",
                 "hooks",
+                // The schema an editor checks the file against; nftbalance ignores it.
+                "$schema",
                 "ha",
             ],
         )?;
+        if let Some((v, p)) = obj.field("$schema") {
+            self.string(v, &p);
+        }
 
         let table = match obj.field("table") {
             Some((v, p)) => self
@@ -1202,17 +1312,80 @@ impl Cx {
 
     fn prefixes(&mut self, v: &Value, path: &str, family: Family) -> Option<Vec<IpNet>> {
         match v {
+            Value::String(s) if s.starts_with('@') => self.list(&s[1..], path, family),
             Value::String(_) => self.prefix(v, path, family).map(|p| vec![p]),
             _ => {
                 let items = self.array(v, path)?;
-                let parsed: Vec<Option<IpNet>> = items
-                    .iter()
-                    .enumerate()
-                    .map(|(i, p)| self.prefix(p, &index(path, i), family))
-                    .collect();
-                parsed.into_iter().collect()
+                let mut all = Some(Vec::with_capacity(items.len()));
+                for (i, item) in items.iter().enumerate() {
+                    let parsed = match item {
+                        Value::String(s) if s.starts_with('@') => {
+                            self.list(&s[1..], &index(path, i), family)
+                        }
+                        _ => self.prefix(item, &index(path, i), family).map(|p| vec![p]),
+                    };
+                    match (&mut all, parsed) {
+                        (Some(all), Some(p)) => all.extend(p),
+                        _ => all = None,
+                    }
+                }
+                all
             }
         }
+    }
+
+    /// The prefixes of the list `name` (an `@name` entry at `path`); each error names the
+    /// entry's path and the file's line.
+    fn list(&mut self, name: &str, path: &str, family: Family) -> Option<Vec<IpNet>> {
+        let Some(source) = self.lists.take() else {
+            self.err(
+                path,
+                format!("\"@{name}\": lists from files are read only from a spec file given on the command line"),
+            );
+            return None;
+        };
+        self.lists_read = true;
+        let result = self.read_list(&mut *source, name, path, family);
+        self.lists = Some(source);
+        result
+    }
+
+    fn read_list(
+        &mut self,
+        source: &mut dyn ListSource,
+        name: &str,
+        path: &str,
+        family: Family,
+    ) -> Option<Vec<IpNet>> {
+        let mut reader = match source.open(name) {
+            Ok(r) => r,
+            Err(e) => {
+                self.err(path, format!("cannot read the list {name}: {e}"));
+                return None;
+            }
+        };
+        let errors_before = self.errors.len();
+        let mut nets = Vec::new();
+        let read = crate::lists::each_entry(&mut reader, |line, entry| {
+            if self.errors.len() - errors_before >= MAX_ERRORS_PER_LIST {
+                return;
+            }
+            let at = format!("{path} ({name}:{line})");
+            if let Some(net) = self.prefix(&Value::String(entry.to_string()), &at, family) {
+                nets.push(net);
+            }
+        });
+        if let Err(e) = read {
+            self.err(path, format!("the list {name}: {e}"));
+            return None;
+        }
+        if self.errors.len() - errors_before >= MAX_ERRORS_PER_LIST {
+            self.err(
+                path,
+                format!("the list {name}: stopped after {MAX_ERRORS_PER_LIST} errors"),
+            );
+        }
+        (self.errors.len() == errors_before).then_some(nets)
     }
 
     fn balance(
@@ -1491,7 +1664,7 @@ struct Thresholds {
 }
 
 /// Milliseconds as a duration a user would write: "1s", "250ms".
-fn show_ms(ms: u32) -> String {
+pub(crate) fn show_ms(ms: u32) -> String {
     if ms.is_multiple_of(1000) {
         format_duration(ms / 1000)
     } else {
@@ -2094,5 +2267,83 @@ mod tests {
         let deep = "[".repeat(100_000);
         let e = errors(&deep);
         assert!(e[0].contains("recursion limit"), "{e:?}");
+    }
+
+    /// Lists by name, from memory.
+    struct Lists(BTreeMap<&'static str, &'static str>);
+
+    impl ListSource for Lists {
+        fn open(&mut self, name: &str) -> std::io::Result<Box<dyn std::io::BufRead + '_>> {
+            match self.0.get(name) {
+                Some(text) => Ok(Box::new(text.as_bytes())),
+                None => Err(std::io::Error::new(
+                    std::io::ErrorKind::NotFound,
+                    "No such file or directory",
+                )),
+            }
+        }
+    }
+
+    fn with_lists(balance: &str) -> Result<(Spec, Option<String>), Vec<String>> {
+        let text = format!(
+            r#"{{"gateways":[{{"name":"a","interface":"eth1","mark":1,"route_table":101}}],
+                "balance":{balance}}}"#
+        );
+        let mut lists = Lists(
+            [
+                (
+                    "/l/countries",
+                    "# two\n10.0.0.0/8\n\n192.168.0.0/16 # home\n",
+                ),
+                ("/l/bad", "10.0.0.0/8\nnot-a-prefix\n10.0.0.1/8\n"),
+            ]
+            .into(),
+        );
+        Spec::from_json_with_lists(&text, &mut lists)
+            .map_err(|e| e.0.iter().map(|e| e.to_string()).collect())
+    }
+
+    #[test]
+    fn at_entries_read_lists_and_the_written_out_text_is_the_same_spec() {
+        let (spec, written) = with_lists(
+            r#"{"exclude":["172.16.0.0/12","@/l/countries"],
+                "forward":[{"iif":"eth0","daddr":"@/l/countries"}]}"#,
+        )
+        .unwrap();
+        let want: Vec<IpNet> = ["172.16.0.0/12", "10.0.0.0/8", "192.168.0.0/16"]
+            .iter()
+            .map(|n| n.parse().unwrap())
+            .collect();
+        assert_eq!(spec.balance.exclude, want);
+        assert_eq!(spec.balance.forward[0].daddr, want[1..]);
+        let written = written.expect("lists were read");
+        assert!(!written.contains('@'), "{written}");
+        assert_eq!(Spec::from_json(&written).unwrap(), spec);
+        // Without lists, the text is the spec's own.
+        assert_eq!(with_lists(r#"{"exclude":["10.0.0.0/8"]}"#).unwrap().1, None);
+    }
+
+    #[test]
+    fn list_errors_name_the_entry_the_file_and_the_line() {
+        let e = with_lists(r#"{"exclude":["@/l/bad","@/l/missing"]}"#).unwrap_err();
+        assert_eq!(e.len(), 3, "{e:?}");
+        assert!(
+            e[0].starts_with("balance.exclude[0] (/l/bad:2): \"not-a-prefix\" is not"),
+            "{e:?}"
+        );
+        assert!(
+            e[1].starts_with("balance.exclude[0] (/l/bad:3): 10.0.0.1/8 has host bits"),
+            "{e:?}"
+        );
+        assert!(
+            e[2].starts_with("balance.exclude[1]: cannot read the list /l/missing"),
+            "{e:?}"
+        );
+        // A spec read without a list source (an applied record) refuses `@` entries.
+        let e = errors(
+            r#"{"gateways":[{"name":"a","interface":"eth1","mark":1,"route_table":101}],
+                "balance":{"exclude":"@/l/countries"}}"#,
+        );
+        assert!(e[0].contains("lists from files are read only"), "{e:?}");
     }
 }

@@ -3,7 +3,8 @@
 /// Where an input line came from.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Loc {
-    pub file: String,
+    /// Shared by every line of the file (one allocation, not one a line).
+    pub file: std::sync::Arc<str>,
     pub line: usize,
 }
 

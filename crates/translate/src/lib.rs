@@ -4,6 +4,7 @@
 //! Pure: reads only the text it is given; no syscalls, environment or clock.
 
 mod error;
+mod eval;
 pub mod iptables;
 mod names;
 mod nft;
@@ -11,7 +12,6 @@ mod recognise;
 mod report;
 pub mod script;
 pub mod shell;
-mod sim;
 
 use std::collections::{BTreeMap, BTreeSet};
 

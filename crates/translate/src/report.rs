@@ -14,13 +14,16 @@ pub enum What {
     Redundant(String),
     /// Does not fit the model (kept as is: rule by rule in `--to nft`).
     Outside(String),
+    /// Writes marks the spec does not reproduce: the spec would be a smaller balancer
+    /// (`translate` exits 2 unless `--partial`).
+    Marks(String),
 }
 
 /// One input line and what became of it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Entry {
     pub loc: Loc,
-    pub text: String,
+    pub text: std::sync::Arc<str>,
     pub what: Vec<What>,
 }
 
@@ -76,18 +79,27 @@ impl Report {
         }
     }
 
-    /// The lines outside the model.
-    pub fn outside(&self) -> impl Iterator<Item = &Entry> {
+    /// The lines that mark connections the spec does not: `translate` exits 2 on any.
+    pub fn marking(&self) -> impl Iterator<Item = &Entry> {
         self.entries
             .iter()
-            .filter(|e| e.what.iter().any(|w| matches!(w, What::Outside(_))))
+            .filter(|e| e.what.iter().any(|w| matches!(w, What::Marks(_))))
+    }
+
+    /// The lines outside the model.
+    pub fn outside(&self) -> impl Iterator<Item = &Entry> {
+        self.entries.iter().filter(|e| {
+            e.what
+                .iter()
+                .any(|w| matches!(w, What::Outside(_) | What::Marks(_)))
+        })
     }
 }
 
 impl fmt::Display for Report {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         type Pick = fn(&What) -> Option<&String>;
-        let sections: [(&str, Pick); 3] = [
+        let sections: [(&str, Pick); 4] = [
             ("became the spec", |w| match w {
                 What::Spec(s) => Some(s),
                 _ => None,
@@ -98,6 +110,10 @@ impl fmt::Display for Report {
             }),
             ("outside the model", |w| match w {
                 What::Outside(s) => Some(s),
+                _ => None,
+            }),
+            ("marking outside the spec", |w| match w {
+                What::Marks(s) => Some(s),
                 _ => None,
             }),
         ];

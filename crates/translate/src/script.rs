@@ -3,6 +3,7 @@
 
 use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
+use std::sync::Arc;
 
 use ipnet::Ipv4Net;
 
@@ -22,7 +23,8 @@ pub struct Input<'a> {
 #[derive(Debug, Clone, PartialEq)]
 pub struct RuleAt {
     pub loc: Loc,
-    pub text: String,
+    /// The input line, shared with its [`Line`] and its report entry.
+    pub text: Arc<str>,
     pub rule: Rule,
 }
 
@@ -127,7 +129,7 @@ pub enum LineKind {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Line {
     pub loc: Loc,
-    pub text: String,
+    pub text: Arc<str>,
     pub kind: LineKind,
 }
 
@@ -176,6 +178,8 @@ pub fn read(
     defines: &BTreeMap<String, String>,
 ) -> Result<Script, TranslateError> {
     let mut s = Script::default();
+    s.lines
+        .reserve(inputs.iter().map(|i| i.text.lines().count()).sum());
     let mut vars = shell::Vars::new(defines);
     let mut rt_tables: BTreeMap<String, u32> = BTreeMap::new();
     let mut lines = 0;
@@ -184,7 +188,7 @@ pub fn read(
         if lines + n > crate::MAX_LINES {
             return Err(TranslateError::LineLimit {
                 loc: Loc {
-                    file: input.name.to_string(),
+                    file: input.name.into(),
                     line: crate::MAX_LINES - lines + 1,
                 },
                 limit: crate::MAX_LINES,
@@ -193,12 +197,13 @@ pub fn read(
         lines += n;
         let mut section: Option<String> = None;
         let mut depth = 0usize;
+        let file: std::sync::Arc<str> = input.name.into();
         for ll in shell::logical_lines(input.text) {
             let loc = Loc {
-                file: input.name.to_string(),
+                file: file.clone(),
                 line: ll.line,
             };
-            let text = ll.text.trim().to_string();
+            let text: Arc<str> = ll.text.trim().into();
             if text.is_empty() {
                 continue;
             }
@@ -219,13 +224,13 @@ pub fn read(
                 if builtins(name.trim()).is_empty() {
                     return Err(TranslateError::Option {
                         loc,
-                        option: text.clone(),
+                        option: text.to_string(),
                         message: "only the filter, mangle, nat and raw tables are read".into(),
                     });
                 }
                 s.table_mut(name.trim());
                 LineKind::Structure("table".into())
-            } else if text == "COMMIT" {
+            } else if &*text == "COMMIT" {
                 section = None;
                 LineKind::Structure("commit".into())
             } else if let Some(decl) = text.strip_prefix(':') {
@@ -334,7 +339,7 @@ fn header_gateway(loc: &Loc, w: &[&str]) -> Option<HeaderGateway> {
 fn restore_line(
     s: &mut Script,
     loc: &Loc,
-    text: &str,
+    text: &Arc<str>,
     section: Option<&str>,
 ) -> Result<LineKind, TranslateError> {
     let body = if text.starts_with('[') {
@@ -348,13 +353,22 @@ fn restore_line(
             "iptables-restore rule outside a *table section (add `*mangle`, `*nat`, ... before it)"
                 .into(),
     })?;
-    let args: Vec<String> = shell::tokenize(body, false)
-        .into_iter()
-        .filter_map(|t| match t {
-            shell::Token::Word(w) => w.literal(),
-            _ => None,
-        })
-        .collect();
+    // Most saved rules have no quoting, variables or operators: their words are the
+    // whitespace-separated fields (no tokenizer and no per-character parts).
+    let plain = !body.contains([
+        '"', '\'', '\\', '$', '`', ';', '|', '&', '<', '>', '(', ')', '#',
+    ]);
+    let args: Vec<String> = if plain {
+        body.split_whitespace().map(str::to_string).collect()
+    } else {
+        shell::tokenize(body, false)
+            .into_iter()
+            .filter_map(|t| match t {
+                shell::Token::Word(w) => w.literal(),
+                _ => None,
+            })
+            .collect()
+    };
     apply(s, loc, text, table.to_string(), &args, false)
 }
 
@@ -362,7 +376,7 @@ fn restore_line(
 fn apply(
     s: &mut Script,
     loc: &Loc,
-    text: &str,
+    text: &Arc<str>,
     default_table: String,
     args: &[String],
     shell_form: bool,
@@ -393,7 +407,7 @@ fn apply(
             .into_iter()
             .map(|rule| RuleAt {
                 loc: loc.clone(),
-                text: text.to_string(),
+                text: text.clone(),
                 rule,
             })
             .collect()
@@ -492,7 +506,7 @@ fn basename(s: &str) -> &str {
 fn shell_line(
     s: &mut Script,
     loc: &Loc,
-    text: &str,
+    text: &Arc<str>,
     vars: &mut shell::Vars,
     defines: &BTreeMap<String, String>,
     rt_tables: &mut BTreeMap<String, u32>,
@@ -576,7 +590,7 @@ fn shell_line(
 fn simple_command(
     s: &mut Script,
     loc: &Loc,
-    text: &str,
+    text: &Arc<str>,
     cmd: &SimpleCommand,
     vars: &mut shell::Vars,
     defines: &BTreeMap<String, String>,

@@ -7,9 +7,10 @@ use crate::error::{Loc, TranslateError};
 
 /// One logical line: physical lines joined at trailing backslashes, numbered by the first.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct LogicalLine {
+pub struct LogicalLine<'a> {
     pub line: usize,
-    pub text: String,
+    /// Borrowed from the input unless continuations joined several lines.
+    pub text: std::borrow::Cow<'a, str>,
     /// Set on the lines of a here-document (`cat <<EOF ... EOF`, terminator included): the
     /// program of the line that opened it. They are that program's data, not commands.
     pub heredoc: Option<String>,
@@ -17,9 +18,9 @@ pub struct LogicalLine {
 
 /// Joins backslash continuations (an odd number of trailing backslashes continues the line)
 /// and marks here-document bodies, which are read verbatim up to their delimiter.
-pub fn logical_lines(text: &str) -> Vec<LogicalLine> {
+pub fn logical_lines(text: &str) -> Vec<LogicalLine<'_>> {
     let mut out = Vec::new();
-    let mut current: Option<LogicalLine> = None;
+    let mut current: Option<LogicalLine<'_>> = None;
     // Here-documents still to read, in order: (delimiter, strip leading tabs, program).
     let mut pending: std::collections::VecDeque<(String, bool, String)> = Default::default();
     for (i, raw) in text.lines().enumerate() {
@@ -32,7 +33,7 @@ pub fn logical_lines(text: &str) -> Vec<LogicalLine> {
             };
             out.push(LogicalLine {
                 line: i + 1,
-                text: raw.to_string(),
+                text: raw.into(),
                 heredoc: Some(program.clone()),
             });
             if body == delim {
@@ -46,22 +47,42 @@ pub fn logical_lines(text: &str) -> Vec<LogicalLine> {
         } else {
             (raw, false)
         };
-        let cur = current.get_or_insert_with(|| LogicalLine {
-            line: i + 1,
-            text: String::new(),
-            heredoc: None,
-        });
-        cur.text.push_str(body);
-        if !continues {
-            let done = current.take().expect("just filled");
-            let program = program_name(&done.text);
-            pending.extend(
-                heredocs(&done.text)
-                    .into_iter()
-                    .map(|(d, strip)| (d, strip, program.clone())),
-            );
-            out.push(done);
+        let done = match current.take() {
+            None if !continues => LogicalLine {
+                line: i + 1,
+                text: body.into(),
+                heredoc: None,
+            },
+            None => {
+                current = Some(LogicalLine {
+                    line: i + 1,
+                    text: body.to_string().into(),
+                    heredoc: None,
+                });
+                continue;
+            }
+            Some(mut cur) => {
+                cur.text.to_mut().push_str(body);
+                if continues {
+                    current = Some(cur);
+                    continue;
+                }
+                cur
+            }
+        };
+        // Only a line with `<<` can open a here-document (the common case reads no further).
+        if done.text.contains("<<") {
+            let found = heredocs(&done.text);
+            if !found.is_empty() {
+                let program = program_name(&done.text);
+                pending.extend(
+                    found
+                        .into_iter()
+                        .map(|(d, strip)| (d, strip, program.clone())),
+                );
+            }
         }
+        out.push(done);
     }
     out.extend(current);
     out

@@ -78,6 +78,12 @@ fn normalized(mut s: Spec) -> serde_json::Value {
         for sel in list.iter_mut() {
             sel.saddr = ipnet::IpNet::aggregate(&sel.saddr);
             sel.daddr = ipnet::IpNet::aggregate(&sel.daddr);
+            // Every address is no condition: the evaluator finds the same classes either way.
+            for nets in [&mut sel.saddr, &mut sel.daddr] {
+                if nets.iter().any(|n| n.prefix_len() == 0) {
+                    nets.clear();
+                }
+            }
         }
     }
     let mut v = serde_json::to_value(&s).unwrap();

@@ -21,7 +21,7 @@ const MAX_INSTANCES: usize = 16;
 /// keepalived's limit on virtual addresses per instance is far higher; this keeps a spec sane.
 const MAX_ADDRESSES: usize = 64;
 
-impl Cx {
+impl Cx<'_> {
     pub(super) fn ha(
         &mut self,
         v: &Value,
