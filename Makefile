@@ -10,12 +10,15 @@ export PATH := /usr/local/sbin:/usr/sbin:/sbin:$(HOME)/.cargo/bin:$(PATH)
 # libnftnl-dev, libmnl-dev, pkg-config: the netlink write path links libnftnl.
 # strace: one test compares our netlink messages with the ones nft sends.
 # flock (util-linux): a test holds a table's lock as another nftbalance would.
+# keepalived, conntrackd, conntrack: the router pair runs the real engines (VRRP, state
+# replication) in namespaces and reads the replicated table with conntrack -L.
 # prometheus (promtool) and curl: the metrics tests check the exposition and scrape the endpoint.
 # python3-jsonschema: the validator the spec's JSON Schema is tested with.
 # dpkg-dev (dpkg-shlibdeps: the package's Depends), lintian, man-db and groff-base (man pages
 # rendered with warnings on), systemd (systemd-analyze verify): the Debian package's tests.
 APT_PACKAGES := nftables iptables iproute2 libnftnl-dev libmnl-dev pkg-config strace util-linux \
-	prometheus curl python3-jsonschema dpkg-dev lintian man-db groff-base systemd
+	prometheus curl python3-jsonschema dpkg-dev lintian man-db groff-base systemd \
+	keepalived conntrackd conntrack
 
 .PHONY: all deps cargo-deb bench-deps build demo test deb lint bless bench stress fuzz clean
 

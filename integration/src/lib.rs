@@ -6,6 +6,7 @@ pub mod cli;
 pub mod conntrack_fill;
 pub mod legacy_gen;
 pub mod netns;
+pub mod pair;
 pub mod topology;
 pub mod uplinks;
 pub mod watch;

@@ -330,24 +330,7 @@ impl Topology {
 
     /// Starts the traffic helper's server in a namespace; returns once it listens.
     pub fn serve(&mut self, ns: Which, addr: &str, udp: bool) {
-        let ns = self.ns(ns);
-        let mut cmd = Command::new("ip");
-        cmd.args(["netns", "exec", ns.name(), &nbtraffic(), "serve", addr]);
-        if udp {
-            cmd.arg("--udp");
-        }
-        let mut child = cmd
-            .env("PATH", PATH)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("start nbtraffic serve");
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
-        assert_eq!(line.trim(), "ready", "nbtraffic serve {addr} did not start");
+        let child = serve_in(self.ns(ns), addr, udp);
         self.helpers.push(child);
     }
 
@@ -418,6 +401,28 @@ impl Topology {
             .map(|isp| isp.rule_counters(&["table", "inet", "bcp38"]).iter().sum())
             .collect()
     }
+}
+
+/// Starts the traffic helper's server in `ns`; returns once it listens.
+pub fn serve_in(ns: &Netns, addr: &str, udp: bool) -> Child {
+    let mut cmd = Command::new("ip");
+    cmd.args(["netns", "exec", ns.name(), &nbtraffic(), "serve", addr]);
+    if udp {
+        cmd.arg("--udp");
+    }
+    let mut child = cmd
+        .env("PATH", PATH)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("start nbtraffic serve");
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    assert_eq!(line.trim(), "ready", "nbtraffic serve {addr} did not start");
+    child
 }
 
 /// A background traffic run; killed if dropped before `finish`.

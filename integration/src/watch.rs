@@ -181,8 +181,12 @@ pub fn status(topo: &Topology, spec: &TempFile, state: Option<&TempFile>) -> Val
 
 /// The handle of the router's `nftbalance` table: a new one means the table was re-created.
 pub fn table_handle(topo: &Topology) -> Value {
-    let doc: Value =
-        serde_json::from_str(&topo.router.ok("nft", &["-j", "list", "tables"])).unwrap();
+    table_handle_in(&topo.router)
+}
+
+/// The handle of the `nftbalance` table in `ns` (null when there is none).
+pub fn table_handle_in(ns: &crate::netns::Netns) -> Value {
+    let doc: Value = serde_json::from_str(&ns.ok("nft", &["-j", "list", "tables"])).unwrap();
     doc["nftables"]
         .as_array()
         .unwrap()
@@ -190,7 +194,7 @@ pub fn table_handle(topo: &Topology) -> Value {
         .filter_map(|o| o.get("table"))
         .find(|t| t["name"] == "nftbalance")
         .map(|t| t["handle"].clone())
-        .unwrap()
+        .unwrap_or(Value::Null)
 }
 
 /// Polls `check` every 100 ms until it holds or `limit` passes; the time it took.

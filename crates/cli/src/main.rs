@@ -136,6 +136,29 @@ enum Command {
         /// What to print.
         #[arg(long, short, value_enum, default_value_t = DumpFormat::Nft)]
         format: DumpFormat,
+        #[command(flatten)]
+        pair: ha_cmd::PairArgs,
+    },
+    /// Run by keepalived's notify on a VRRP transition of the router pair (spec `ha`).
+    ///
+    /// master: commit conntrackd's external cache (the connections the peer replicated, with
+    /// their marks and NAT bindings) to the kernel, flush its caches, resync with the kernel,
+    /// send a bulk update to the peer, then re-apply the spec (table and routing). backup:
+    /// check conntrackd (`-s`) and request a resync from the peer (`-n`). fault: `-s`.
+    /// Every step runs even when one fails; exit 2 if any did. `dump --format keepalived`
+    /// writes the notify commands.
+    Ha {
+        /// The state keepalived reports.
+        #[arg(value_enum)]
+        state: ha_cmd::Transition,
+        /// The spec file (JSON).
+        spec: PathBuf,
+        /// conntrackd's configuration file (`conntrackd -C`), which names its control socket.
+        #[arg(long, default_value = "/etc/conntrackd/conntrackd.conf")]
+        conntrackd_config: String,
+        /// The conntrackd binary.
+        #[arg(long, default_value = "/usr/sbin/conntrackd")]
+        conntrackd: String,
     },
     /// Read legacy iptables rules, or an mwan3 configuration, and print the balancer they
     /// implement as a spec, or as nft.
@@ -196,6 +219,12 @@ enum DumpFormat {
     /// The policy routing `apply` programs (ip rules, per-uplink tables), for review: an
     /// `ip -batch` section for IPv4 and an `ip -6 -batch` section for IPv6.
     Ip,
+    /// keepalived.conf of one router of the pair (`--node`): VRRP instances with the
+    /// floating addresses, notify commands running `nftbalance ha`.
+    Keepalived,
+    /// conntrackd.conf of one router of the pair (`--node`): FT-FW replication to the peer
+    /// over the sync link.
+    Conntrackd,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -207,6 +236,7 @@ pub(crate) enum Backend {
     IptablesLegacy,
 }
 
+mod ha_cmd;
 mod package_files;
 mod privilege;
 
@@ -340,23 +370,48 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 println!("{l}");
             }
         }
-        Command::Dump { spec, format } => {
-            let spec = load_spec(&spec)?;
-            let rs = ruleset::compile(&spec);
+        Command::Ha {
+            state,
+            spec,
+            conntrackd_config,
+            conntrackd,
+        } => return ha_cmd::transition(state, &spec, &conntrackd_config, &conntrackd),
+        Command::Dump {
+            spec: path,
+            format,
+            pair,
+        } => {
             let text = match format {
-                DumpFormat::Nft => ruleset::nft::render(&rs),
-                DumpFormat::Json => {
-                    let mut s = serde_json::to_string_pretty(&ruleset::json::render(&rs))?;
-                    s.push('\n');
-                    s
+                DumpFormat::Keepalived => {
+                    ha_cmd::dump(&path, ha_cmd::PairFormat::Keepalived, &pair)?
                 }
-                DumpFormat::Iptables => legacy::render(&spec)?,
-                DumpFormat::Ip => routing::render_ip_batch(&routing::plan(&spec)),
+                DumpFormat::Conntrackd => {
+                    ha_cmd::dump(&path, ha_cmd::PairFormat::Conntrackd, &pair)?
+                }
+                _ => dump_ruleset(&load_spec(&path)?, format)?,
             };
             write_stdout(&text)?;
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// The ruleset or routing of a spec in one of the single-router formats.
+fn dump_ruleset(spec: &Spec, format: DumpFormat) -> anyhow::Result<String> {
+    let rs = ruleset::compile(spec);
+    Ok(match format {
+        DumpFormat::Nft => ruleset::nft::render(&rs),
+        DumpFormat::Json => {
+            let mut s = serde_json::to_string_pretty(&ruleset::json::render(&rs))?;
+            s.push('\n');
+            s
+        }
+        DumpFormat::Iptables => legacy::render(spec)?,
+        DumpFormat::Ip => routing::render_ip_batch(&routing::plan(spec)),
+        DumpFormat::Keepalived | DumpFormat::Conntrackd => {
+            anyhow::bail!("{format:?} is a configuration of the pair, not a ruleset")
+        }
+    })
 }
 
 /// `diff`: exit 0 when the table and routing are the spec's, 1 with every difference.

@@ -125,3 +125,48 @@ fn endless_input_is_refused_at_the_size_limit() {
         text(&out.stderr)
     );
 }
+
+#[test]
+fn pair_configurations_need_a_node_of_the_pair() {
+    let fmt = |f: &str, extra: &[&str]| {
+        let mut args = vec!["dump", "--format", f];
+        args.extend(extra);
+        run(&args, None)
+    };
+    for f in ["keepalived", "conntrackd"] {
+        let out = fmt(f, &["fixtures/specs/pair.json"]);
+        assert_eq!(out.status.code(), Some(2));
+        assert!(
+            text(&out.stderr).contains("--node NAME is required"),
+            "{}",
+            text(&out.stderr)
+        );
+        let out = fmt(f, &["--node", "c", "fixtures/specs/pair.json"]);
+        assert_eq!(out.status.code(), Some(2));
+        assert!(text(&out.stderr).contains("\"c\" is not a node of the pair"));
+        let out = fmt(f, &["--node", "a", "fixtures/specs/seed.json"]);
+        assert_eq!(out.status.code(), Some(2));
+        assert!(text(&out.stderr).contains("no \"ha\" section"));
+        let out = fmt(
+            f,
+            &[
+                "--node",
+                "a",
+                "--run-dir",
+                "/tmp/a b",
+                "fixtures/specs/pair.json",
+            ],
+        );
+        assert_eq!(out.status.code(), Some(2), "a path keepalived would split");
+        assert!(out.stdout.is_empty());
+    }
+    let out = fmt("keepalived", &["--node", "b", "fixtures/specs/pair.json"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let conf = text(&out.stdout);
+    assert!(conf.contains("priority 100") && conf.contains("100.0.2.1/32 dev ppp1"));
+    let spec = repo_root().join("fixtures/specs/pair.json");
+    assert!(conf.contains(&format!(
+        "ha master --conntrackd-config /etc/conntrackd/conntrackd.conf {}",
+        spec.display()
+    )));
+}

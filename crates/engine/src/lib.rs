@@ -89,6 +89,20 @@ pub fn gateway_probe(spec: &Spec, g: &Gateway, h: &Health) -> health::Probe {
     }
 }
 
+/// On a router of a pair (spec `ha`), its own address on the gateway's uplink: the
+/// gateway's `address` floats and is on the master only, so both routers probe from their
+/// own, whichever role they have, and the backup's view is ready when it takes over.
+/// This router is the node whose `sync_address` it holds (an address binds only where it
+/// is local).
+fn pair_probe_source(spec: &Spec, g: &Gateway) -> Option<std::net::Ipv4Addr> {
+    let ha = spec.ha.as_ref()?;
+    let node = ha
+        .nodes
+        .iter()
+        .find(|n| std::net::UdpSocket::bind((n.sync_address, 0)).is_ok())?;
+    node.probe_addresses.get(&g.name).copied()
+}
+
 /// What the quality tracker of a gateway acts on: its health section's thresholds.
 pub fn thresholds(h: &Health) -> health::Thresholds {
     let ms = |v: u32| Duration::from_millis(v.into());
@@ -108,7 +122,11 @@ pub fn thresholds(h: &Health) -> health::Thresholds {
 /// checks.
 pub fn probe_once(spec: &Spec, g: &Gateway) -> Option<Round> {
     let h = g.health.as_ref()?;
-    let outcome = health::probe(&gateway_probe(spec, g, h));
+    let mut probe = gateway_probe(spec, g, h);
+    if let Some(own) = pair_probe_source(spec, g) {
+        probe.source = Some(std::net::IpAddr::V4(own));
+    }
+    let outcome = health::probe(&probe);
     let detail = outcome.reason().unwrap_or_else(|| {
         let rtt = outcome.rtt.unwrap_or(outcome.elapsed);
         format!("answered in {} ms", rtt.as_millis())

@@ -19,6 +19,8 @@ pub enum LegacyError {
     HmarkWithMask(u32),
     #[error("the iptables backend has no policies ({0}): their tiers change at failover, which watch does only on nftables; use the nftables backend")]
     Policies(String),
+    #[error("the iptables backend has no router pair (ha): the sync link and the routers' own addresses are exempted only in the nftables ruleset; use the nftables backend")]
+    Pair,
 }
 
 /// The tool's chains per table, in creation order: (table, chains).
@@ -259,6 +261,9 @@ fn check(spec: &Spec) -> Result<(), LegacyError> {
     }
     if let Some(name) = spec.policies.keys().next() {
         return Err(LegacyError::Policies(format!("policies.{name}")));
+    }
+    if spec.ha.is_some() {
+        return Err(LegacyError::Pair);
     }
     if spec.watch.all_down == nftbalance_spec::AllDown::Unreachable {
         return Err(LegacyError::Policies("watch.all_down: unreachable".into()));

@@ -108,6 +108,7 @@ pub fn import(file: &str, text: &str, net: &Network) -> Result<Import, Mwan3Erro
         watch: Watch::default(),
         policies: policies.into_spec(),
         hooks: None,
+        ha: None,
     };
     let spec = validated(spec)?;
     cx.report.note(

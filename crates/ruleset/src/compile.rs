@@ -431,6 +431,7 @@ impl<'s> Compiler<'s> {
         if self.spec.snat {
             chains.push(self.postrouting());
         }
+        crate::pair::leave_sync_link_alone(self.spec, &mut chains);
         Ruleset {
             family: self.spec.family,
             table: self.spec.table.clone(),

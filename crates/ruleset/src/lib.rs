@@ -7,6 +7,7 @@ mod compile;
 pub mod json;
 mod model;
 pub mod nft;
+mod pair;
 pub mod policy;
 
 pub use compile::{compile, compile_with, names, Availability, SELECTORS_PER_CHAIN};

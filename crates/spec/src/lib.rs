@@ -12,9 +12,10 @@ mod schema;
 mod target;
 
 pub use model::{
-    format_duration, AllDown, Balance, Family, Gateway, Health, HealthTarget, Hooks, Member,
-    Method, Policy, PolicyKey, PortRange, Protocol, QueryTarget, Selector, SelectorKind, Spec,
-    Sticky, Watch, DEFAULT_HASH_SEED, DEFAULT_MARK_MASK, DEFAULT_TABLE, MAX_TIER, MAX_WEIGHT,
+    format_duration, AllDown, Balance, Family, Gateway, Ha, HaNode, Health, HealthTarget, Hooks,
+    Member, Method, Policy, PolicyKey, PortRange, Protocol, QueryTarget, Selector, SelectorKind,
+    Spec, Sticky, VrrpInstance, Watch, DEFAULT_HASH_SEED, DEFAULT_MARK_MASK, DEFAULT_TABLE,
+    MAX_TIER, MAX_WEIGHT,
 };
 pub use parse::{objects_read, ObjectRead, SpecError, SpecErrors};
 pub use schema::json_schema;

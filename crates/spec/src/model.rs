@@ -41,6 +41,9 @@ pub struct Spec {
     pub policies: BTreeMap<String, Policy>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub hooks: Option<Hooks>,
+    /// The redundant pair this router belongs to (issue 20); None on a single router.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ha: Option<Ha>,
 }
 
 /// Which gateways a selector's new connections may take, in tiers.
@@ -566,4 +569,58 @@ pub fn format_duration(secs: u32) -> String {
         }
     }
     format!("{secs}s")
+}
+
+/// A redundant router pair (issue 20): keepalived moves the floating addresses between the
+/// two nodes (VRRP), conntrackd replicates the connection tracking table over the sync link.
+/// Both nodes load the same spec, so the marks and the split are identical on both.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Ha {
+    /// Exactly two routers.
+    pub nodes: Vec<HaNode>,
+    /// The dedicated link conntrackd syncs over; never balanced or marked.
+    pub sync_interface: String,
+    /// VRRP instances; with several they move together (one keepalived sync group).
+    pub instances: Vec<VrrpInstance>,
+    /// VRRP advertisement interval (VRRPv3: 10 ms steps).
+    #[serde(rename = "advert_interval", serialize_with = "millis")]
+    pub advert_interval_ms: u32,
+    /// Whether the higher-priority node takes the addresses back when it returns.
+    pub preempt: bool,
+}
+
+/// One router of the pair.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct HaNode {
+    pub name: String,
+    /// VRRP priority, 1 to 254: the higher one is master when both start.
+    pub priority: u8,
+    /// This node's address on the sync link (the peer's is the other node's).
+    pub sync_address: Ipv4Addr,
+    /// Gateway name -> this node's own address on that uplink: the source of its health
+    /// probes, present whether or not it holds the floating address.
+    pub probe_addresses: BTreeMap<String, Ipv4Addr>,
+}
+
+/// One VRRP instance: its addresses float together with the master.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct VrrpInstance {
+    pub name: String,
+    /// Where the instance advertises (the LAN).
+    pub interface: String,
+    pub virtual_router_id: u8,
+    /// Floating addresses on `interface` (the LAN gateway address), with their prefixes.
+    pub addresses: Vec<ipnet::Ipv4Net>,
+    /// Gateways whose `address` floats (as /32 on the gateway's interface): uplinks shared
+    /// by both routers through a switch.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub gateways: Vec<String>,
+}
+
+impl Ha {
+    /// The node named `name`, and its peer.
+    pub fn node_and_peer(&self, name: &str) -> Option<(&HaNode, &HaNode)> {
+        let i = self.nodes.iter().position(|n| n.name == name)?;
+        Some((&self.nodes[i], &self.nodes[1 - i]))
+    }
 }

@@ -44,6 +44,25 @@ pub enum NameError {
          (no double quotes, backslashes, '$' or control characters)"
     )]
     TextChar(char),
+    #[error(
+        "is not a usable path: name it from / with 1 to {PATH_MAX} bytes of letters, digits \
+         and '/', '.', '_', '-', '+', '@' (keepalived splits its commands on spaces)"
+    )]
+    Path,
+}
+
+/// Longest file path written into a generated configuration (PATH_MAX less the NUL).
+pub const PATH_MAX: usize = 4095;
+
+/// An absolute file path written into keepalived or conntrackd configuration: plain
+/// characters only, so it needs no quoting in either file and keepalived's command
+/// splitting on spaces keeps it one word.
+pub fn path(s: &str) -> Result<(), NameError> {
+    let ok = s.starts_with('/')
+        && s.len() <= PATH_MAX
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '/' | '.' | '_' | '-' | '+' | '@'));
+    ok.then_some(()).ok_or(NameError::Path)
 }
 
 /// A name used inside nft identifiers (gateway names, chain and set name parts): a letter,
@@ -178,6 +197,15 @@ mod tests {
             assert!(text(bad, 255).is_err(), "{bad:?}");
         }
         assert_eq!(text("abc", 2), Err(NameError::TextLength { max: 2 }));
+    }
+
+    #[test]
+    fn paths_are_absolute_and_plain() {
+        assert!(path("/usr/sbin/nftbalance").is_ok());
+        assert!(path("/etc/nftbalance/spec-1.json").is_ok());
+        for bad in ["spec.json", "/a b", "/a\"b", "/a;b", "/a$x", "/a\nb", ""] {
+            assert_eq!(path(bad), Err(NameError::Path), "{bad:?}");
+        }
     }
 
     #[test]

@@ -14,6 +14,8 @@ use crate::model::*;
 use crate::name::{self, NameError};
 use crate::target::{self, Target, TargetError};
 
+mod ha;
+
 /// One problem in a spec, with its place.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum SpecError {
@@ -385,6 +387,7 @@ impl Cx<'_> {
                 "hooks",
                 // The schema an editor checks the file against; nftbalance ignores it.
                 "$schema",
+                "ha",
             ],
         )?;
         if let Some((v, p)) = obj.field("$schema") {
@@ -475,6 +478,10 @@ impl Cx<'_> {
             Some((v, p)) => self.hooks(v, &p).map(Some),
             None => Some(None),
         };
+        let ha = match obj.field("ha") {
+            Some((v, p)) => self.ha(v, &p, fam, gateways.as_deref()).map(Some),
+            None => Some(None),
+        };
         let (balance, watch) = (balance?, watch?);
         let policies = policies?
             .into_iter()
@@ -497,6 +504,7 @@ impl Cx<'_> {
             watch,
             policies,
             hooks: hooks?,
+            ha: ha?,
         })
     }
 
@@ -2207,7 +2215,7 @@ mod tests {
         assert_eq!(
             e,
             [
-                "polices: unknown field; expected one of: table, family, mark_mask, gateways, balance, snat, watch, policies, hooks",
+                "polices: unknown field; expected one of: table, family, mark_mask, gateways, balance, snat, watch, policies, hooks, ha",
                 "watch.all_down: \"x\" is not a last resort; expected keep-last, main-table or unreachable",
             ]
         );

@@ -447,5 +447,6 @@ fn build(
         watch: Watch::default(),
         policies,
         hooks: None,
+        ha: None,
     }
 }
