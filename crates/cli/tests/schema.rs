@@ -18,6 +18,14 @@ use serde_json::{json, Value};
 /// (then it belongs with the others) or a fixture not listed passes it.
 const SEMANTIC: &[(&str, &str)] = &[
     (
+        "bad-ha-duplicates",
+        "two routers share a name, priority and address: uniqueness across items",
+    ),
+    (
+        "bad-ha-family",
+        "a pair in an ip6 spec: refused by the spec's family, another field",
+    ),
+    (
         "duplicate-interface",
         "two gateways share an interface: uniqueness across items",
     ),

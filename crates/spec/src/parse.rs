@@ -14,7 +14,7 @@ use crate::model::*;
 use crate::name::{self, NameError};
 use crate::target::{self, Target, TargetError};
 
-mod ha;
+pub(crate) mod ha;
 
 /// One problem in a spec, with its place.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -23,6 +23,7 @@ use crate::model::{
     MAX_WEIGHT,
 };
 use crate::name::IFNAME_MAX;
+use crate::parse::ha::{DEFAULT_ADVERT_MS, MAX_ADDRESSES};
 use crate::parse::{show_ms, MAX_GATEWAYS, MAX_HOOK_WORDS, MAX_POLICIES, NAME_MAX};
 
 /// The spec's JSON Schema (draft 2020-12), as `nftbalance schema` prints it.
@@ -121,6 +122,9 @@ struct SpecJson {
     policies: Option<BTreeMap<String, PolicyJson>>,
     /// A program run on every gateway or policy change (by `nftbalance watch`).
     hooks: Option<HooksJson>,
+    /// A redundant router pair: keepalived (VRRP) floats the addresses, conntrackd replicates
+    /// the connections (`nftbalance dump --format keepalived|conntrackd --node NAME`).
+    ha: Option<HaJson>,
 }
 
 /// One uplink.
@@ -292,6 +296,65 @@ struct HooksJson {
     timeout: Duration,
 }
 
+/// The router pair.
+#[derive(JsonSchema)]
+#[serde(deny_unknown_fields)]
+struct HaJson {
+    /// The two routers (priorities differ; the higher one is master first).
+    #[schemars(length(min = 2, max = 2))]
+    nodes: Vec<HaNodeJson>,
+    /// The link conntrackd replicates over; never balanced or marked.
+    #[schemars(regex(pattern = INTERFACE), length(min = 1, max = IFNAME_MAX))]
+    sync_interface: String,
+    /// The VRRP instances: what floats, on which interface.
+    #[schemars(length(min = 1))]
+    instances: Vec<VrrpInstanceJson>,
+    /// VRRP's advertisement interval (100ms to 40950ms, in 10ms steps).
+    #[serde(default = "default_advert_interval")]
+    advert_interval: Duration,
+    /// Whether a returning higher-priority router takes over again (off: no second move).
+    #[serde(default)]
+    preempt: bool,
+}
+
+/// One router of the pair.
+#[derive(JsonSchema)]
+#[serde(deny_unknown_fields)]
+struct HaNodeJson {
+    /// Its name (`--node NAME`).
+    #[schemars(regex(pattern = IDENTIFIER), length(min = 1, max = NAME_MAX))]
+    name: String,
+    /// Its VRRP priority (1 to 254).
+    priority: Count<1, 254>,
+    /// Its own address on the sync link (the peer's is the other node's).
+    sync_address: Ipv4Text,
+    /// Gateway name -> this router's own address on that uplink, for its health probes.
+    #[serde(default)]
+    #[schemars(extend("propertyNames" = { "pattern": IDENTIFIER, "maxLength": NAME_MAX }))]
+    probe_addresses: BTreeMap<String, Ipv4Text>,
+}
+
+/// One VRRP instance.
+#[derive(JsonSchema)]
+#[serde(deny_unknown_fields)]
+struct VrrpInstanceJson {
+    /// Its name in keepalived.conf.
+    #[schemars(regex(pattern = IDENTIFIER), length(min = 1, max = NAME_MAX))]
+    name: String,
+    /// The interface its advertisements and floating addresses use.
+    #[schemars(regex(pattern = INTERFACE), length(min = 1, max = IFNAME_MAX))]
+    interface: String,
+    /// VRRP's virtual router id (1 to 255), unique on the link.
+    virtual_router_id: Count<1, 255>,
+    /// Addresses with prefix that float (the LAN gateway address, "192.168.1.1/24").
+    #[serde(default)]
+    #[schemars(length(max = MAX_ADDRESSES))]
+    addresses: Vec<String>,
+    /// Gateways whose `address` floats on their own interface (uplinks shared by a switch).
+    #[serde(default)]
+    gateways: Vec<String>,
+}
+
 /// A 32-bit number: a JSON number, or a string in decimal or hex ("0xff00").
 #[derive(Serialize)]
 struct Bits(#[serde(serialize_with = "hex")] u32);
@@ -406,6 +469,9 @@ fn default_window() -> Count<1, 100> {
 }
 fn ms(ms: u32) -> Duration {
     Duration(show_ms(ms))
+}
+fn default_advert_interval() -> Duration {
+    ms(DEFAULT_ADVERT_MS)
 }
 fn default_interval() -> Duration {
     ms(DEFAULT_HEALTH_INTERVAL_MS)

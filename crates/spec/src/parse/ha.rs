@@ -15,11 +15,11 @@ use crate::model::{Family, Gateway, Ha, HaNode, VrrpInstance};
 /// router misses adverts and both nodes become master.
 const ADVERT_MIN_MS: u64 = 100;
 const ADVERT_MAX_MS: u64 = 40_950;
-const DEFAULT_ADVERT_MS: u32 = 1000;
+pub(crate) const DEFAULT_ADVERT_MS: u32 = 1000;
 /// More instances than a pair has interfaces would be a mistake, not a design.
 const MAX_INSTANCES: usize = 16;
 /// keepalived's limit on virtual addresses per instance is far higher; this keeps a spec sane.
-const MAX_ADDRESSES: usize = 64;
+pub(crate) const MAX_ADDRESSES: usize = 64;
 
 impl Cx<'_> {
     pub(super) fn ha(
