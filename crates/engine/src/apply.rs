@@ -178,7 +178,15 @@ pub(crate) fn apply_locked(
         (say.note)(line);
     }
     let before = routing::read_owned(&rsock).context("reading the current ip rules and routes")?;
-    if let Some(done) = unchanged(spec, source, backend, files, &plan, &links, &before, say)? {
+    // Read once: the record's spec text is as large as the spec.
+    let previous = previous_record(files, backend);
+    let seen = Seen {
+        plan: &plan,
+        links: &links,
+        before: &before,
+        previous: previous.as_ref(),
+    };
+    if let Some(done) = unchanged(spec, source, backend, files, &seen, say)? {
         return Ok(done);
     }
     let mut journal = Journal::begin(files.journal(), source, backend, &before)?;
@@ -198,7 +206,6 @@ pub(crate) fn apply_locked(
     failpoint("after-routing");
     let availability = availability_with_watch(spec, files, &report.unrouted_gateways(), say);
     let b = backend.backend();
-    let previous = previous_record(files, backend);
     let last = previous.as_ref().map(last_commit);
     let result = b
         .generation()
@@ -272,27 +279,33 @@ pub(crate) fn nothing_to_do(
         })
 }
 
+/// What apply has read before it changes anything.
+struct Seen<'a> {
+    plan: &'a routing::RoutingPlan,
+    links: &'a routing::Links,
+    /// The owned ip rules and routes.
+    before: &'a routing::OwnedState,
+    previous: Option<&'a Applied>,
+}
+
 /// The summary of an apply that found [`nothing_to_do`], or none when there is something.
-#[allow(clippy::too_many_arguments)]
 fn unchanged(
     spec: &Spec,
     source: &str,
     backend: BackendKind,
     files: &TableFiles,
-    plan: &routing::RoutingPlan,
-    links: &routing::Links,
-    before: &routing::OwnedState,
+    seen: &Seen,
     say: &Say,
 ) -> anyhow::Result<Option<Done>> {
-    let routing_in_force = routing::in_force(plan, links, before);
-    if !routing_in_force {
+    let (plan, links) = (seen.plan, seen.links);
+    let routing_in_force = routing::in_force(plan, links, seen.before);
+    if !routing_in_force || seen.previous.is_none_or(|p| p.spec != source) {
         return Ok(None);
     }
     let (availability, watch) =
         expected_availability(spec, files, &plan.unroutable_gateways(links));
-    let previous = previous_record(files, backend);
     let now = backend.backend().generation()?;
-    if !nothing_to_do(previous.as_ref(), source, &availability, now, routing_in_force) {
+    if !nothing_to_do(seen.previous, source, &availability, now, routing_in_force) {
         return Ok(None);
     }
     let skipped = plan.skipped(links);
