@@ -517,13 +517,34 @@ mod tests {
         let a = Availability::without(["isp2".to_string()].into());
         let r = record("{}", Some(7));
         assert!(nothing_to_do(Some(&r), "{}", &a, Some(7), true));
-        assert!(!nothing_to_do(Some(&r), "{}", &a, Some(7), false), "routing differs");
-        assert!(!nothing_to_do(Some(&r), "{}", &a, Some(8), true), "someone committed");
-        assert!(!nothing_to_do(Some(&r), "{}", &a, None, true), "no generation");
-        assert!(!nothing_to_do(Some(&r), "{ }", &a, Some(7), true), "other text");
+        assert!(
+            !nothing_to_do(Some(&r), "{}", &a, Some(7), false),
+            "routing differs"
+        );
+        assert!(
+            !nothing_to_do(Some(&r), "{}", &a, Some(8), true),
+            "someone committed"
+        );
+        assert!(
+            !nothing_to_do(Some(&r), "{}", &a, None, true),
+            "no generation"
+        );
+        assert!(
+            !nothing_to_do(Some(&r), "{ }", &a, Some(7), true),
+            "other text"
+        );
         let all = Availability::without(Default::default());
-        assert!(!nothing_to_do(Some(&r), "{}", &all, Some(7), true), "isp2 back");
-        assert!(!nothing_to_do(Some(&record("{}", None)), "{}", &a, None, true));
+        assert!(
+            !nothing_to_do(Some(&r), "{}", &all, Some(7), true),
+            "isp2 back"
+        );
+        assert!(!nothing_to_do(
+            Some(&record("{}", None)),
+            "{}",
+            &a,
+            None,
+            true
+        ));
         assert!(!nothing_to_do(None, "{}", &a, Some(7), true), "no record");
     }
 }

@@ -1345,7 +1345,9 @@ impl Cx<'_> {
                                 continue;
                             }
                             (Some(_), None) => continue,
-                            (None, _) => self.prefix(item, &index(path, i), family).map(|p| vec![p]),
+                            (None, _) => {
+                                self.prefix(item, &index(path, i), family).map(|p| vec![p])
+                            }
                         },
                         _ => self.prefix(item, &index(path, i), family).map(|p| vec![p]),
                     };
