@@ -320,6 +320,7 @@ fn random_verdict(stats: &[(f64, u32)]) {
         return;
     }
     let bound = chi_square_quantile(df, Z_3SD);
+    eprintln!("random splits: chi-square {stat:.1}, {df} df, bound {bound:.1}");
     assert!(
         stat <= bound,
         "random splits: chi-square {stat:.1} over {} probes exceeds {bound:.1}, the p = 0.0027 quantile with {df} df",
