@@ -70,6 +70,14 @@ pub fn logical_lines(text: &str) -> Vec<LogicalLine<'_>> {
                 cur
             }
         };
+        // A quote left open goes on on the next line, newline included, as in the shell
+        // (read as closed at the line's end, `'a` + `'` would become the word `a`).
+        if quote_open(&done.text) {
+            let mut cur = done;
+            cur.text.to_mut().push('\n');
+            current = Some(cur);
+            continue;
+        }
         // Only a line with `<<` can open a here-document (the common case reads no further).
         if done.text.contains("<<") {
             let found = heredocs(&done.text);
@@ -86,6 +94,30 @@ pub fn logical_lines(text: &str) -> Vec<LogicalLine<'_>> {
     }
     out.extend(current);
     out
+}
+
+/// Whether `text` ends inside a single or double quote (outside comments).
+fn quote_open(text: &str) -> bool {
+    if !text.contains(['\'', '"']) {
+        return false;
+    }
+    let mut quote: Option<char> = None;
+    let mut word_start = true;
+    let mut chars = text.chars();
+    while let Some(c) = chars.next() {
+        match (quote, c) {
+            (Some('\''), '\'') | (Some('"'), '"') => quote = None,
+            (Some('"'), '\\') | (None, '\\') => {
+                chars.next();
+            }
+            (Some(_), _) => {}
+            (None, '\'' | '"') => quote = Some(c),
+            (None, '#') if word_start => return false,
+            (None, _) => {}
+        }
+        word_start = quote.is_none() && matches!(c, ' ' | '\t' | ';' | '|' | '&');
+    }
+    quote.is_some()
 }
 
 /// The first word of a line, without its directory (`/sbin/iptables` is `iptables`).
@@ -558,6 +590,20 @@ mod tests {
         let marks: Vec<Option<&str>> = l.iter().map(|l| l.heredoc.as_deref()).collect();
         assert_eq!(marks, [None, Some("cat"), Some("cat"), None]);
         assert_eq!(l[3].line, 4);
+    }
+
+    #[test]
+    fn an_open_quote_goes_on_on_the_next_line() {
+        let lines = logical_lines("iptables -N 'a\nb' -j X\n# it's a comment\necho \"x\\\"\ny\"\n");
+        let texts: Vec<(usize, &str)> = lines.iter().map(|l| (l.line, &*l.text)).collect();
+        assert_eq!(
+            texts,
+            [
+                (1, "iptables -N 'a\nb' -j X"),
+                (3, "# it's a comment"),
+                (4, "echo \"x\\\"\ny\""),
+            ]
+        );
     }
 
     #[test]
