@@ -95,7 +95,11 @@ mod tests {
                 .output()
                 .expect("nft");
             let _ = std::fs::remove_file(&path);
-            assert!(out.status.success(), "{text}\n{}", String::from_utf8_lossy(&out.stderr));
+            assert!(
+                out.status.success(),
+                "{text}\n{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
         }
     }
 }

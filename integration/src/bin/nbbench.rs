@@ -52,7 +52,8 @@ fn data_path_topology(setup: impl Fn(&Topology)) -> Topology {
     topo.server.load_nft(&format!("table inet sink {{\n chain input {{ type filter hook input priority 0;\n  udp dport 1024-65535 counter drop\n  udp dport {ECHO_PORT} counter\n }}\n}}\n"));
     // The established flows' one answer goes back through uplink 1 (no NAT in these rows).
     let lan = "192.168.1.0/24";
-    topo.server.ok("ip", &["route", "add", lan, "via", "172.31.1.1"]);
+    topo.server
+        .ok("ip", &["route", "add", lan, "via", "172.31.1.1"]);
     for (isp, up) in topo.isps.iter().zip(&topo.uplinks) {
         isp.ok("nft", &["delete", "table", "inet", "bcp38"]);
         isp.ok("ip", &["route", "add", lan, "via", &up.address.to_string()]);
@@ -95,7 +96,15 @@ fn established_flood(topo: &Topology) -> f64 {
         sock
     });
     let before = delivered(topo);
-    let sent = run_flood(topo, &["--established", &FLOWS.to_string(), "--port", &ECHO_PORT.to_string()]);
+    let sent = run_flood(
+        topo,
+        &[
+            "--established",
+            &FLOWS.to_string(),
+            "--port",
+            &ECHO_PORT.to_string(),
+        ],
+    );
     std::thread::sleep(Duration::from_millis(300));
     drop(responder.join().expect("responder"));
     assert!(sent > 0, "no established flood");
@@ -327,7 +336,9 @@ fn print_data_path(
     );
     println!("|---|---:|---:|{aligns}");
     let columns: Vec<usize> = bases.iter().map(|(b, _)| *b).collect();
-    for (row, (rate, (low, high), ratios)) in rows.iter().zip(data_path_rows(topos, rows, &columns, flood))
+    for (row, (rate, (low, high), ratios)) in rows
+        .iter()
+        .zip(data_path_rows(topos, rows, &columns, flood))
     {
         let ratios: String = ratios.iter().map(|r| format!(" {r:.2}x |")).collect();
         println!("| {} | {rate:.0} | {low:.0}-{high:.0} |{ratios}", row.name);

@@ -102,7 +102,8 @@ fn established(target: SocketAddrV4, from: &[Ipv4Addr], flows: usize, seconds: u
         .map(|i| {
             let s = UdpSocket::bind(SocketAddrV4::new(from[i % from.len()], 0)).expect("bind");
             s.connect(target).expect("connect");
-            s.set_read_timeout(Some(Duration::from_millis(200))).unwrap();
+            s.set_read_timeout(Some(Duration::from_millis(200)))
+                .unwrap();
             s
         })
         .collect();
@@ -119,7 +120,14 @@ fn established(target: SocketAddrV4, from: &[Ipv4Addr], flows: usize, seconds: u
     let mut sent = 0u64;
     while Instant::now() < deadline {
         for s in &sockets {
-            match sendmmsg(s.as_raw_fd(), &mut headers, &slices, &none, [], MsgFlags::empty()) {
+            match sendmmsg(
+                s.as_raw_fd(),
+                &mut headers,
+                &slices,
+                &none,
+                [],
+                MsgFlags::empty(),
+            ) {
                 Ok(results) => sent += results.count() as u64,
                 Err(nix::errno::Errno::ENOBUFS | nix::errno::Errno::EAGAIN) => {}
                 Err(e) => panic!("nbflood: sendmmsg: {e}"),
