@@ -51,9 +51,12 @@ lint: deps
 	$(CARGO) clippy --workspace --all-targets --locked -- -D warnings
 
 # cargo-deb packs the Debian package (`make deb`, and the package test in `make test`).
+# --debug: it compiles in 44 s of CPU instead of 103 s, and packs the test's package as fast
+# (3.9 s against 3.4 s; `/usr/bin/time cargo install [--debug] cargo-deb`, 2026-11-29).
 CARGO_DEB_VERSION := 3.8.0
 cargo-deb:
-	@command -v cargo-deb >/dev/null || $(CARGO) install cargo-deb --locked --version $(CARGO_DEB_VERSION)
+	@command -v cargo-deb >/dev/null || \
+		$(CARGO) install --debug cargo-deb --locked --version $(CARGO_DEB_VERSION)
 
 # The Debian package of a release build, checked by lintian:
 # target/debian/nftbalance_VERSION-1_ARCH.deb.

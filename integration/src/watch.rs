@@ -67,7 +67,18 @@ impl Watch {
         state: Option<&TempFile>,
         settle: Duration,
     ) -> Watch {
-        Watch::spawn(topo, spec, state, settle, Stdio::inherit())
+        Watch::spawn(topo, spec, state, settle, Stdio::inherit(), &[])
+    }
+
+    /// As [`Watch::start`], with more arguments for watch (`--metrics ADDR`, say).
+    pub fn start_with(
+        topo: &Topology,
+        spec: &TempFile,
+        state: Option<&TempFile>,
+        settle: Duration,
+        extra: &[&str],
+    ) -> Watch {
+        Watch::spawn(topo, spec, state, settle, Stdio::inherit(), extra)
     }
 
     /// As [`Watch::start`], with watch's log (its stderr) written to the file `log`
@@ -80,7 +91,7 @@ impl Watch {
         log: &std::path::Path,
     ) -> Watch {
         let file = std::fs::File::create(log).unwrap();
-        Watch::spawn(topo, spec, state, settle, Stdio::from(file))
+        Watch::spawn(topo, spec, state, settle, Stdio::from(file), &[])
     }
 
     fn spawn(
@@ -89,11 +100,13 @@ impl Watch {
         state: Option<&TempFile>,
         settle: Duration,
         stderr: Stdio,
+        extra: &[&str],
     ) -> Watch {
         let mut args = vec!["watch".to_string(), spec.path().to_string()];
         if let Some(s) = state {
             args.extend(["--state-file".to_string(), s.path().to_string()]);
         }
+        args.extend(extra.iter().map(|a| a.to_string()));
         let child = Command::new("ip")
             .args([
                 "netns",

@@ -9,7 +9,6 @@ use std::time::Duration;
 
 use nftbalance_integration::cli;
 use nftbalance_integration::netns::PATH;
-use nftbalance_integration::target_binary;
 use nftbalance_integration::topology::{lan_hosts, Topology, Which, SERVER, SERVER_EXCLUDED};
 use nftbalance_integration::watch::{probed_spec, wait_for, TempFile, Watch};
 use serde_json::Value;
@@ -256,29 +255,13 @@ fn simulate_live_and_metrics_follow_a_failover() {
     topo.serve(Which::Server, &format!("{SERVER}:80"), false);
     let port = 19_000 + std::process::id() % 1000;
     let endpoint = format!("127.0.0.1:{port}");
-    let child = Command::new("ip")
-        .args([
-            "netns",
-            "exec",
-            topo.router.name(),
-            &target_binary("nftbalance"),
-        ])
-        .args([
-            "watch",
-            file.path(),
-            "--state-file",
-            state.path(),
-            "--metrics",
-            &endpoint,
-        ])
-        .env("PATH", PATH)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .unwrap();
-    let _watch = Watch(child);
-    std::thread::sleep(Duration::from_millis(1000));
+    let _watch = Watch::start_with(
+        &topo,
+        &file,
+        Some(&state),
+        Duration::from_millis(1000),
+        &["--metrics", &endpoint],
+    );
 
     // simulate before: isp2 down leaves isp1 and isp3 at half each.
     let sim: Value = serde_json::from_str(&cli::ok(
