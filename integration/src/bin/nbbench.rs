@@ -345,9 +345,10 @@ fn print_data_path(
     }
 }
 
-fn data_path_table() {
+/// Every nftables row of the two tables, by name, in table order.
+fn nft_rows() -> Vec<(&'static str, Setup)> {
     // Without SNAT the rows differ only in the balancer; the baselines do no NAT either.
-    let rows = [
+    vec![
         ("no ruleset", Setup::Empty),
         (
             "conntrack + one mark rule (every flow on uplink 1)",
@@ -379,15 +380,25 @@ fn data_path_table() {
             "mwan3 ruleset (as iptables-nft), 100k exclusion prefixes",
             Setup::Nft(peers::mwan3(PREFIXES)),
         ),
-    ];
-    let mut rows: Vec<Row> = rows
+    ]
+}
+
+/// The rows of `nft_rows` at these indices, on the first topology.
+fn pick(indices: &[usize]) -> Vec<Row> {
+    nft_rows()
         .into_iter()
-        .map(|(name, setup)| Row {
+        .enumerate()
+        .filter(|(i, _)| indices.contains(i))
+        .map(|(_, (name, setup))| Row {
             name: name.to_string(),
             topo: 0,
             setup,
         })
-        .collect();
+        .collect()
+}
+
+fn data_path_table() {
+    let mut rows = pick(&[0, 1, 2, 3, 4, 5, 6, 7]);
     rows.push(Row {
         name: "seed-style iptables-legacy, 100k RETURN rules".to_string(),
         topo: 1,
@@ -412,38 +423,7 @@ const NEW_FLOWS: (fn(&Topology) -> f64, &str) = (flood, "new flows/s");
 
 /// Established packets: `FLOWS` long-lived UDP flows through the router, per ruleset.
 fn established_table() {
-    let rows = [
-        (
-            "conntrack + one mark rule (every flow on uplink 1)",
-            Setup::Nft(one_rule("meta mark set 0x1")),
-        ),
-        (
-            "conntrack + one numgen mark rule (flows on both uplinks)",
-            Setup::Nft(one_rule(
-                "meta mark set numgen inc mod 2 map { 0 : 0x1, 1 : 0x2 }",
-            )),
-        ),
-        (
-            "nftbalance, 100k exclusion prefixes",
-            Setup::Apply(spec(PREFIXES, false)),
-        ),
-        (
-            "VyOS 1.4+ load-balancing wan ruleset, 100k exclusion prefixes",
-            Setup::Nft(peers::vyos(PREFIXES)),
-        ),
-        (
-            "mwan3 ruleset (as iptables-nft), 100k exclusion prefixes",
-            Setup::Nft(peers::mwan3(PREFIXES)),
-        ),
-    ];
-    let rows: Vec<Row> = rows
-        .into_iter()
-        .map(|(name, setup)| Row {
-            name: name.to_string(),
-            topo: 0,
-            setup,
-        })
-        .collect();
+    let rows = pick(&[1, 2, 4, 6, 7]);
     print_data_path(
         &[nftables_topology()],
         &rows,

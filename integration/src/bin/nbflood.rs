@@ -75,16 +75,8 @@ fn main() {
                 .collect();
             let slices: Vec<[IoSlice<'_>; 1]> =
                 (0..BATCH).map(|_| [IoSlice::new(&payload)]).collect();
-            match sendmmsg(
-                sock.as_raw_fd(),
-                &mut headers,
-                &slices,
-                &addrs,
-                [],
-                MsgFlags::empty(),
-            ) {
-                Ok(results) => sent += results.count() as u64,
-                Err(nix::errno::Errno::ENOBUFS | nix::errno::Errno::EAGAIN) => {}
+            match send_batch(sock, &mut headers, &slices, &addrs) {
+                Ok(n) => sent += n,
                 Err(e) => {
                     eprintln!("nbflood: sendmmsg: {e}");
                     break 'outer;
@@ -120,19 +112,30 @@ fn established(target: SocketAddrV4, from: &[Ipv4Addr], flows: usize, seconds: u
     let mut sent = 0u64;
     while Instant::now() < deadline {
         for s in &sockets {
-            match sendmmsg(
-                s.as_raw_fd(),
-                &mut headers,
-                &slices,
-                &none,
-                [],
-                MsgFlags::empty(),
-            ) {
-                Ok(results) => sent += results.count() as u64,
-                Err(nix::errno::Errno::ENOBUFS | nix::errno::Errno::EAGAIN) => {}
-                Err(e) => panic!("nbflood: sendmmsg: {e}"),
-            }
+            sent += send_batch(s, &mut headers, &slices, &none)
+                .unwrap_or_else(|e| panic!("nbflood: sendmmsg: {e}"));
         }
     }
     sent
+}
+
+/// One `sendmmsg` of the batch: datagrams sent, 0 when the queue is full (ENOBUFS, EAGAIN).
+fn send_batch(
+    sock: &UdpSocket,
+    headers: &mut MultiHeaders<SockaddrIn>,
+    slices: &[[IoSlice<'_>; 1]],
+    addrs: &[Option<SockaddrIn>],
+) -> nix::Result<u64> {
+    match sendmmsg(
+        sock.as_raw_fd(),
+        headers,
+        slices,
+        addrs,
+        [],
+        MsgFlags::empty(),
+    ) {
+        Ok(results) => Ok(results.count() as u64),
+        Err(nix::errno::Errno::ENOBUFS | nix::errno::Errno::EAGAIN) => Ok(0),
+        Err(e) => Err(e),
+    }
 }
