@@ -286,9 +286,20 @@ fn reapplies_keep_counters_and_a_hand_edited_table_is_replaced() {
         "no new connections counted: {before:?}"
     );
 
-    // The same spec again: nothing to send.
+    // The same spec again: nothing to send, and nothing written (the applied record stays
+    // byte for byte, the pid of the apply that committed included; no journal is begun).
+    let ino = std::fs::metadata(format!("/var/run/netns/{}", ns.name()))
+        .map(|m| std::os::unix::fs::MetadataExt::ino(&m))
+        .unwrap();
+    let record = format!("/run/nftbalance/{ino}-inet-nftbalance.applied.json");
+    let committed = std::fs::read(&record).unwrap();
     let again = ok(&ns, &["apply", file.path()]);
     assert!(again.contains("unchanged, nothing sent"), "{again}");
+    assert_eq!(
+        std::fs::read(&record).unwrap(),
+        committed,
+        "the record was rewritten"
+    );
 
     // More exclusions, other weights and a third gateway: isp1 and isp2 are kept, and so
     // are their counters.

@@ -241,38 +241,110 @@ fn plan(g: &Generated, p: &Probe) -> (u32, Vec<f64>) {
     (n, share)
 }
 
-/// Exact for deterministic classes and nth (whole periods); for random, each count within
-/// 5 standard deviations of its expectation (3 would fail about one run in three over the
-/// hundreds of counts a run checks; a wrong weight is far outside either bound at n = 400).
-fn check(g: &Generated, p: &Probe, who: &str, n: u32, share: &[f64], got: &[u64]) {
+/// Pearson's chi-square statistic of one random-split probe's counts against its shares
+/// (expectations from the connections that arrived), with its degrees of freedom (uplinks
+/// with a share, less one).
+fn chi_square(share: &[f64], got: &[u64]) -> (f64, u32) {
+    let cells = share.iter().zip(got).filter(|(s, _)| **s > 0.0);
+    let n: u64 = cells.clone().map(|(_, g)| g).sum();
+    let stat = cells
+        .clone()
+        .map(|(s, &g)| {
+            let e = n as f64 * s;
+            (g as f64 - e).powi(2) / e
+        })
+        .sum();
+    (stat, cells.count() as u32 - 1)
+}
+
+/// The chi-square quantile with `df` degrees of freedom whose upper tail is `z`'s one-sided
+/// normal tail (Wilson-Hilferty; within a fraction of a percent for the run's hundreds of df).
+fn chi_square_quantile(df: u32, z: f64) -> f64 {
+    let d = f64::from(df);
+    let a = 2.0 / (9.0 * d);
+    d * (1.0 - a + z * a.sqrt()).powi(3)
+}
+
+/// The normal quantile of the two-sided 3-sd tail (p = 0.0027) taken as one upper tail.
+const Z_3SD: f64 = 2.782;
+/// The per-probe sanity bound: a chi-square this far out has a tail near 1e-9, so hundreds
+/// of probes almost never trip it, while a swapped or wrong weight at n = 400 is far past it.
+const Z_GROSS: f64 = 6.0;
+
+/// Exact for deterministic classes and nth (whole periods): every count equals its
+/// expectation. For random splits, a probe is only checked against a wide bound here (every
+/// uplink without a share gets nothing, and its chi-square is below the `Z_GROSS` quantile);
+/// the 3-sd test is one chi-square over all random probes of the run ([`random_verdict`]),
+/// since 3 sd per count over hundreds of counts fails good runs about one time in three.
+/// Returns the probe's chi-square and degrees of freedom (random) or None.
+fn check(
+    g: &Generated,
+    p: &Probe,
+    who: &str,
+    n: u32,
+    share: &[f64],
+    got: &[u64],
+) -> Option<(f64, u32)> {
     let ctx = || {
         format!("seed {} ({:?}, {}): probe {p:?} ({}): {who} sent {n}, sinks got {got:?}, want shares {share:?}\n{}{}", g.seed, g.shape, if g.random { "random" } else { "nth" }, p.why, g.save, g.ip_lines)
     };
+    let random = g.random && p.expect == Expect::Balanced;
     for (k, s) in share.iter().enumerate() {
         let want = f64::from(n) * s;
-        let ok = if g.random && p.expect == Expect::Balanced {
-            (got[k] as f64 - want).abs() <= 5.0 * (want * (1.0 - s)).sqrt() + 1e-9
+        let ok = if random && *s > 0.0 {
+            true
         } else {
             got[k] as f64 == want
         };
         assert!(ok, "{}", ctx());
     }
+    if !random {
+        return None;
+    }
+    let (stat, df) = chi_square(share, got);
+    let bound = chi_square_quantile(df, Z_GROSS);
+    assert!(
+        stat <= bound,
+        "chi-square {stat:.1} > {bound:.1} (df {df}): {}",
+        ctx()
+    );
+    Some((stat, df))
 }
 
-fn differential(g: &Generated) {
+/// The run's 3-sd test: the sum of every random probe's chi-square (independent probes, so
+/// it is chi-square with the summed df) against the quantile of upper tail p = 0.0027.
+fn random_verdict(stats: &[(f64, u32)]) {
+    let stat: f64 = stats.iter().map(|s| s.0).sum();
+    let df: u32 = stats.iter().map(|s| s.1).sum();
+    if df == 0 {
+        return;
+    }
+    let bound = chi_square_quantile(df, Z_3SD);
+    eprintln!("random splits: chi-square {stat:.1}, {df} df, bound {bound:.1}");
+    assert!(
+        stat <= bound,
+        "random splits: chi-square {stat:.1} over {} probes exceeds {bound:.1}, the p = 0.0027 quantile with {df} df",
+        stats.len()
+    );
+}
+
+/// Both routers on every probe; the random probes' chi-squares, for [`random_verdict`].
+fn differential(g: &Generated) -> Vec<(f64, u32)> {
     let spec = translate(g);
     let mut legacy = legacy_router(g);
     let mut ours = spec_router(g, &spec);
+    let mut stats = Vec::new();
     for p in &g.probes {
         let (n, share) = plan(g, p);
         let theirs = legacy.send(p, n);
-        check(g, p, "iptables-legacy", n, &share, &theirs);
+        stats.extend(check(g, p, "iptables-legacy", n, &share, &theirs));
         let mine = ours.send(p, n);
-        check(g, p, "nftbalance", n, &share, &mine);
+        stats.extend(check(g, p, "nftbalance", n, &share, &mine));
         if !g.random {
             assert_eq!(theirs, mine, "seed {}: {p:?}", g.seed);
         }
     }
+    stats
 }
 
 fn inputs() -> u64 {
@@ -287,15 +359,35 @@ fn generated_legacy_balancers_and_their_translated_specs_route_alike() {
     let n = inputs();
     let seeds: Vec<u64> = (1..=n).collect();
     // Two workers: each input's two rigs are built and probed in sequence.
-    std::thread::scope(|s| {
-        for part in seeds.chunks(seeds.len().div_ceil(2).max(1)) {
-            s.spawn(move || {
-                for &seed in part {
-                    differential(&legacy_gen::generate(seed));
-                }
-            });
-        }
+    let stats: Vec<(f64, u32)> = std::thread::scope(|s| {
+        let workers: Vec<_> = seeds
+            .chunks(seeds.len().div_ceil(2).max(1))
+            .map(|part| {
+                s.spawn(move || {
+                    part.iter()
+                        .flat_map(|&seed| differential(&legacy_gen::generate(seed)))
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        workers
+            .into_iter()
+            .flat_map(|w| w.join().expect("worker"))
+            .collect()
     });
+    random_verdict(&stats);
+}
+
+#[test]
+fn the_random_verdict_accepts_chance_and_rejects_a_wrong_weight() {
+    // Chi-square quantiles: 1 df at 3 sd is 9 (z^2); 100 df at p = 0.0027 is about 144.
+    assert!((chi_square_quantile(1, Z_3SD) - 9.0).abs() < 0.6);
+    assert!((chi_square_quantile(100, Z_3SD) - 144.0).abs() < 3.0);
+    let share = [0.25, 0.75, 0.0];
+    assert_eq!(chi_square(&share, &[100, 300, 0]), (0.0, 1));
+    // Weights swapped (3:1 read as 1:3) at n = 400: far past even the per-probe bound.
+    let (stat, df) = chi_square(&share, &[300, 100, 0]);
+    assert!(stat > chi_square_quantile(df, Z_GROSS), "{stat}");
 }
 
 /// Without the kernel: every generated input translates completely, with its gateways,

@@ -446,12 +446,16 @@ pub(crate) const MAX_SPEC_BYTES: u64 = 64 << 20;
 /// holding more than that in memory.
 pub(crate) fn read_input(path: &Path, what: &str, limit: u64) -> anyhow::Result<String> {
     let shown = path.display();
-    let reader: Box<dyn Read> = if path == Path::new("-") {
-        Box::new(io::stdin())
+    let (reader, size): (Box<dyn Read>, u64) = if path == Path::new("-") {
+        (Box::new(io::stdin()), 0)
     } else {
-        Box::new(std::fs::File::open(path).with_context(|| format!("reading {what} {shown}"))?)
+        let file = std::fs::File::open(path).with_context(|| format!("reading {what} {shown}"))?;
+        let size = file.metadata().map(|m| m.len()).unwrap_or(0);
+        (Box::new(file), size)
     };
-    let mut bytes = Vec::new();
+    // Sized from the start: `take` hides the size, and growing a large spec by doubling
+    // copies it several times over.
+    let mut bytes = Vec::with_capacity(usize::try_from(size.min(limit + 1)).unwrap_or(0));
     reader
         .take(limit + 1)
         .read_to_end(&mut bytes)

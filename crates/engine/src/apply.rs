@@ -178,6 +178,17 @@ pub(crate) fn apply_locked(
         (say.note)(line);
     }
     let before = routing::read_owned(&rsock).context("reading the current ip rules and routes")?;
+    // Read once: the record's spec text is as large as the spec.
+    let previous = previous_record(files, backend);
+    let seen = Seen {
+        plan: &plan,
+        links: &links,
+        before: &before,
+        previous: previous.as_ref(),
+    };
+    if let Some(done) = unchanged(spec, source, backend, files, &seen, say)? {
+        return Ok(done);
+    }
     let mut journal = Journal::begin(files.journal(), source, backend, &before)?;
     // Make before break: the new ip rules and routes go in beside the old ones, so the old
     // ruleset keeps routing by its marks until the commit; the old ones go after it. A
@@ -195,7 +206,6 @@ pub(crate) fn apply_locked(
     failpoint("after-routing");
     let availability = availability_with_watch(spec, files, &report.unrouted_gateways(), say);
     let b = backend.backend();
-    let previous = previous_record(files, backend);
     let last = previous.as_ref().map(last_commit);
     let result = b
         .generation()
@@ -245,6 +255,74 @@ pub(crate) fn apply_locked(
     }
 }
 
+/// Whether a re-apply has nothing to do, as a reconnect hook's usually has: the routing is
+/// the plan already, and the applied record holds this very text, compiled for the
+/// availability wanted now, committed at the generation the kernel still reads (so the live
+/// table is that ruleset). Then nothing is compiled, sent or written: no journal is needed,
+/// as a kill -9 at any point leaves the state as it was, and the record stays true (its
+/// `at` is the time of the last commit).
+pub(crate) fn nothing_to_do(
+    previous: Option<&Applied>,
+    source: &str,
+    availability: &Availability,
+    generation_now: Option<u32>,
+    routing_in_force: bool,
+) -> bool {
+    routing_in_force
+        && !crate::backend::forced_full_replace()
+        && generation_now.is_some()
+        && previous.is_some_and(|p| {
+            p.generation == generation_now
+                && p.spec == source
+                && p.unavailable == availability.unavailable
+                && p.kept == availability.kept
+        })
+}
+
+/// What apply has read before it changes anything.
+struct Seen<'a> {
+    plan: &'a routing::RoutingPlan,
+    links: &'a routing::Links,
+    /// The owned ip rules and routes.
+    before: &'a routing::OwnedState,
+    previous: Option<&'a Applied>,
+}
+
+/// The summary of an apply that found [`nothing_to_do`], or none when there is something.
+fn unchanged(
+    spec: &Spec,
+    source: &str,
+    backend: BackendKind,
+    files: &TableFiles,
+    seen: &Seen,
+    say: &Say,
+) -> anyhow::Result<Option<Done>> {
+    let (plan, links) = (seen.plan, seen.links);
+    let routing_in_force = routing::in_force(plan, links, seen.before);
+    if !routing_in_force || seen.previous.is_none_or(|p| p.spec != source) {
+        return Ok(None);
+    }
+    let (availability, watch) =
+        expected_availability(spec, files, &plan.unroutable_gateways(links));
+    let now = backend.backend().generation()?;
+    if !nothing_to_do(seen.previous, source, &availability, now, routing_in_force) {
+        return Ok(None);
+    }
+    let skipped = plan.skipped(links);
+    for w in &skipped {
+        (say.warn)(&w.to_string());
+    }
+    note_watch(&availability, watch, &plan.unroutable_gateways(links), say);
+    let routes: usize = plan.routes.len() - skipped.iter().map(|w| w.routes.len()).sum::<usize>();
+    let summary = format!(
+        "{}: unchanged, nothing sent (incremental apply); routing: {} ip rules, {routes} routes",
+        label(spec),
+        plan.rules.len()
+    );
+    log::info!("{summary}");
+    Ok(Some(Done { summary }))
+}
+
 /// The gateways without routes, plus those a running watch of this table found down.
 fn availability_with_watch(
     spec: &Spec,
@@ -253,8 +331,19 @@ fn availability_with_watch(
     say: &Say,
 ) -> Availability {
     let (a, watch) = expected_availability(spec, files, unrouted);
+    note_watch(&a, watch, unrouted, say);
+    a
+}
+
+/// Says which gateways the running watch (if any) finds down.
+fn note_watch(
+    a: &Availability,
+    watch: Option<WatchState>,
+    unrouted: &std::collections::BTreeSet<String>,
+    say: &Say,
+) {
     let Some(watch) = watch else {
-        return a;
+        return;
     };
     let down: Vec<&str> = a
         .unavailable
@@ -269,7 +358,6 @@ fn availability_with_watch(
             down.join(", ")
         ));
     }
-    a
 }
 
 /// The availability the table should be compiled for now: routing's view (`unrouted`), plus
@@ -402,4 +490,61 @@ pub fn recover(say: &Say) -> anyhow::Result<Vec<String>> {
         }
     }
     Ok(lines)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(spec: &str, generation: Option<u32>) -> Applied {
+        Applied {
+            version: state::APPLIED_VERSION,
+            backend: BackendKind::Nftables,
+            spec: spec.into(),
+            unavailable: ["isp2".to_string()].into(),
+            kept: Default::default(),
+            netns_cookie: None,
+            at: 0,
+            duration_ms: None,
+            pid: 1,
+            generation,
+            counters_since: None,
+        }
+    }
+
+    #[test]
+    fn only_the_same_text_availability_generation_and_routing_is_nothing_to_do() {
+        let a = Availability::without(["isp2".to_string()].into());
+        let r = record("{}", Some(7));
+        assert!(nothing_to_do(Some(&r), "{}", &a, Some(7), true));
+        assert!(
+            !nothing_to_do(Some(&r), "{}", &a, Some(7), false),
+            "routing differs"
+        );
+        assert!(
+            !nothing_to_do(Some(&r), "{}", &a, Some(8), true),
+            "someone committed"
+        );
+        assert!(
+            !nothing_to_do(Some(&r), "{}", &a, None, true),
+            "no generation"
+        );
+        assert!(
+            !nothing_to_do(Some(&r), "{ }", &a, Some(7), true),
+            "other text"
+        );
+        let all = Availability::without(Default::default());
+        assert!(
+            !nothing_to_do(Some(&r), "{}", &all, Some(7), true),
+            "isp2 back"
+        );
+        assert!(!nothing_to_do(
+            Some(&record("{}", None)),
+            "{}",
+            &a,
+            None,
+            true
+        ));
+        assert!(!nothing_to_do(None, "{}", &a, Some(7), true), "no record");
+    }
 }

@@ -87,7 +87,7 @@ impl LastCommit {
     }
 }
 
-fn forced_full_replace() -> bool {
+pub(crate) fn forced_full_replace() -> bool {
     std::env::var(FULL_REPLACE_ENV).is_ok_and(|v| v == "1")
 }
 

@@ -62,7 +62,7 @@ pub use events::RouteEvents;
 pub use learned::{Learned, LearnedUplink};
 pub use links::{Link, Links};
 pub use live::{
-    apply, differences, flush, install, lookup, read_owned, restore, ApplyReport, Lookup,
+    apply, differences, flush, in_force, install, lookup, read_owned, restore, ApplyReport, Lookup,
 };
 pub use message::OwnedState;
 pub use nl::Socket;

@@ -335,6 +335,12 @@ pub fn differences(sock: &Socket, plan: &RoutingPlan, links: &Links) -> Result<V
     Ok(compare(plan, links, &read_owned(sock)?))
 }
 
+/// Whether the owned rules and routes read before (`owned`) are exactly the plan, so that
+/// [`install`] and [`apply`] would send nothing.
+pub fn in_force(plan: &RoutingPlan, links: &Links, owned: &OwnedState) -> bool {
+    compare(plan, links, owned).is_empty()
+}
+
 /// Deletes every owned rule and route (twice is fine). Returns how many rules and routes.
 pub fn flush(sock: &Socket) -> Result<(usize, usize), Error> {
     let now = read_owned(sock)?;

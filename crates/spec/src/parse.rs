@@ -243,6 +243,22 @@ fn describe(v: &Value) -> &'static str {
     }
 }
 
+/// `s` as a prefix (or address) that [`Cx::prefix`] accepts for `family`, parsed without
+/// allocating: the common case of a large list, whose entries then need no path formatted.
+/// None for anything else; [`Cx::prefix`] then says what is wrong.
+fn valid_prefix(s: &str, family: Family) -> Option<IpNet> {
+    let net = if s.contains('/') {
+        IpNet::from_str(s).ok()?
+    } else {
+        IpNet::from(IpAddr::from_str(s).ok()?)
+    };
+    let allowed = match net {
+        IpNet::V4(_) => family.has_ipv4(),
+        IpNet::V6(_) => family.has_ipv6(),
+    };
+    (allowed && net.trunc() == net).then_some(net)
+}
+
 impl Cx<'_> {
     fn err(&mut self, path: impl Into<String>, message: impl Into<String>) {
         let path = path.into();
@@ -1318,10 +1334,21 @@ impl Cx<'_> {
                 let items = self.array(v, path)?;
                 let mut all = Some(Vec::with_capacity(items.len()));
                 for (i, item) in items.iter().enumerate() {
+                    // The path is formatted only for an entry that needs a message.
                     let parsed = match item {
                         Value::String(s) if s.starts_with('@') => {
                             self.list(&s[1..], &index(path, i), family)
                         }
+                        Value::String(s) => match (valid_prefix(s, family), &mut all) {
+                            (Some(p), Some(all)) => {
+                                all.push(p);
+                                continue;
+                            }
+                            (Some(_), None) => continue,
+                            (None, _) => {
+                                self.prefix(item, &index(path, i), family).map(|p| vec![p])
+                            }
+                        },
                         _ => self.prefix(item, &index(path, i), family).map(|p| vec![p]),
                     };
                     match (&mut all, parsed) {
@@ -1368,6 +1395,10 @@ impl Cx<'_> {
         let mut nets = Vec::new();
         let read = crate::lists::each_entry(&mut reader, |line, entry| {
             if self.errors.len() - errors_before >= MAX_ERRORS_PER_LIST {
+                return;
+            }
+            if let Some(net) = valid_prefix(entry, family) {
+                nets.push(net);
                 return;
             }
             let at = format!("{path} ({name}:{line})");

@@ -177,7 +177,8 @@ pub struct Rule {
     pub target: Option<Target>,
     /// Set when an option could not be read: the rule is outside the model, and `--to nft`
     /// stops with this option.
-    pub unsupported: Option<Unsupported>,
+    /// Boxed: rare, and 40 bytes less in each of 100,000 rules.
+    pub unsupported: Option<Box<Unsupported>>,
 }
 
 impl Rule {
@@ -456,10 +457,10 @@ pub fn parse_rule(args: &[String]) -> Vec<Rule> {
     macro_rules! bad {
         ($opt:expr, $msg:expr) => {{
             if r.unsupported.is_none() {
-                r.unsupported = Some(Unsupported {
+                r.unsupported = Some(Box::new(Unsupported {
                     option: $opt.to_string(),
                     message: $msg.to_string(),
-                });
+                }));
             }
         }};
     }

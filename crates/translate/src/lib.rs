@@ -77,10 +77,12 @@ pub fn to_nft(
 ) -> Result<(String, Report), TranslateError> {
     let script = parse(inputs, defines)?;
     let mut report = Report::default();
+    // About the input's size; reserved once rather than grown by doubling and copying.
+    let mut out = String::with_capacity(inputs.iter().map(|i| i.text.len()).sum::<usize>() * 5 / 4);
     if literal {
-        let text = nft::literal(&script, &BTreeSet::new())?;
-        report.finish(&script);
-        return Ok((text, report));
+        nft::literal(&script, &BTreeSet::new(), &mut out)?;
+        finish(script, &mut report);
+        return Ok((out, report));
     }
     let rec = match recognise::recognise(&script, &mut report) {
         Ok(rec) => rec,
@@ -90,18 +92,30 @@ pub fn to_nft(
             report.note(format!(
                 "no balancer recognised ({why}): every rule is translated rule by rule"
             ));
-            let text = nft::literal(&script, &BTreeSet::new())?;
-            report.finish(&script);
-            return Ok((text, report));
+            nft::literal(&script, &BTreeSet::new(), &mut out)?;
+            finish(script, &mut report);
+            return Ok((out, report));
         }
         Err(e) => return Err(e),
     };
-    let rest = nft::literal(&script, &rec.consumed)?;
-    report.finish(&script);
-    let mut out = nftbalance_ruleset::nft::render(&nftbalance_ruleset::compile(&rec.spec));
-    if !rest.is_empty() {
-        out.push_str("\n# Rules outside the balancer, rule by rule (same tables, chains and order as the input).\n");
-        out.push_str(&rest);
+    out.push_str(&nftbalance_ruleset::nft::render(
+        &nftbalance_ruleset::compile(&rec.spec),
+    ));
+    let head = out.len();
+    out.push_str("\n# Rules outside the balancer, rule by rule (same tables, chains and order as the input).\n");
+    let body = out.len();
+    nft::literal(&script, &rec.consumed, &mut out)?;
+    if out.len() == body {
+        out.truncate(head);
     }
+    drop(rec);
+    finish(script, &mut report);
     Ok((out, report))
+}
+
+/// The report's entries, after the parsed rules are freed: the report needs only the lines,
+/// and the rules and their entries together were most of translate's peak memory.
+fn finish(mut script: Script, report: &mut Report) {
+    script.tables = Vec::new();
+    report.finish(&script);
 }

@@ -39,16 +39,20 @@ fn err(loc: &Loc, option: &str, message: &str) -> TranslateError {
     }
 }
 
-/// The nft commands for every rule not in `skip`, in tables and chains named as in iptables.
-/// With an empty `skip` this is the whole input, rule by rule.
-pub fn literal(script: &Script, skip: &BTreeSet<RuleId>) -> Result<String, TranslateError> {
+/// Appends to `out` the nft commands for every rule not in `skip`, in tables and chains
+/// named as in iptables. With an empty `skip` this is the whole input, rule by rule. Written
+/// into the caller's text so a 100,000-rule translation is never copied whole.
+pub fn literal(
+    script: &Script,
+    skip: &BTreeSet<RuleId>,
+    out: &mut String,
+) -> Result<(), TranslateError> {
     for l in &script.lines {
         if let LineKind::Untranslatable(u) = &l.kind {
             return Err(err(&l.loc, &u.option, &u.message));
         }
     }
     let whole = skip.is_empty();
-    let mut out = String::new();
     for table in &script.tables {
         let skipped: std::collections::BTreeMap<&str, BTreeSet<usize>> = skip
             .iter()
@@ -119,7 +123,7 @@ pub fn literal(script: &Script, skip: &BTreeSet<RuleId>) -> Result<String, Trans
             }
         }
     }
-    Ok(out)
+    Ok(())
 }
 
 fn not(neg: bool) -> &'static str {

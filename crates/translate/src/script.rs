@@ -270,12 +270,12 @@ pub fn read(
             for r in &mut c.rules {
                 if let Some(Target::Jump(j) | Target::Goto(j)) = &r.rule.target {
                     if !names.contains(j) && r.rule.unsupported.is_none() {
-                        r.rule.unsupported = Some(Unsupported {
+                        r.rule.unsupported = Some(Box::new(Unsupported {
                             option: format!("-j {j}"),
                             message:
                                 "not a chain of this table, and not a target that is translated"
                                     .into(),
-                        });
+                        }));
                     }
                 }
             }
