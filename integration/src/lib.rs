@@ -7,6 +7,7 @@ pub mod conntrack_fill;
 pub mod legacy_gen;
 pub mod netns;
 pub mod pair;
+pub mod peers;
 pub mod topology;
 pub mod uplinks;
 pub mod watch;

@@ -7,6 +7,10 @@
 //! topology of its own would add its own bias: two identical ones measured 0.90x and 0.93x
 //! of a third in one hand-run comparison);
 //! before each flood the router's ruleset is replaced and its conntrack table emptied.
+//! The new-flow table also has the rulesets two peers produce for the same job (VyOS 1.4+
+//! load-balancing wan, mwan3 as iptables-nft; `peers.rs`); a second table measures
+//! established packets: 64 long-lived UDP flows, each answered once by the server, then
+//! flooding (`nbbench established` runs it alone, `nbbench new-flows` the first).
 //!
 //! `nbbench compare [--perf] FILE...` measures nft rulesets of your own the same way (each
 //! loaded with `nft -f` under nftbalance's policy routing), against the one-mark baseline;
@@ -14,10 +18,18 @@
 
 use std::time::Duration;
 
+use nftbalance_integration::peers;
 use nftbalance_integration::topology::{lan_hosts, Backend, Topology, SERVER};
 use nftbalance_integration::{bench_spec as spec, target_binary};
 
-const ROUNDS: usize = 9;
+/// Rounds per table (`NBBENCH_ROUNDS` overrides, for a shorter run).
+fn rounds() -> usize {
+    std::env::var("NBBENCH_ROUNDS")
+        .ok()
+        .and_then(|r| r.parse().ok())
+        .filter(|&r| r > 0)
+        .unwrap_or(9)
+}
 const SECONDS: u64 = 2;
 const PREFIXES: u32 = 100_000;
 
@@ -37,9 +49,14 @@ fn data_path_topology(setup: impl Fn(&Topology)) -> Topology {
         "sysctl",
         &["-qw", "net.netfilter.nf_conntrack_udp_timeout=1"],
     );
-    topo.server.load_nft("table inet sink {\n chain input { type filter hook input priority 0;\n  udp dport 1024-65535 counter drop\n }\n}\n");
-    for isp in &topo.isps {
+    topo.server.load_nft(&format!("table inet sink {{\n chain input {{ type filter hook input priority 0;\n  udp dport 1024-65535 counter drop\n  udp dport {ECHO_PORT} counter\n }}\n}}\n"));
+    // The established flows' one answer goes back through uplink 1 (no NAT in these rows).
+    let lan = "192.168.1.0/24";
+    topo.server
+        .ok("ip", &["route", "add", lan, "via", "172.31.1.1"]);
+    for (isp, up) in topo.isps.iter().zip(&topo.uplinks) {
         isp.ok("nft", &["delete", "table", "inet", "bcp38"]);
+        isp.ok("ip", &["route", "add", lan, "via", &up.address.to_string()]);
     }
     setup(&topo);
     topo
@@ -47,20 +64,63 @@ fn data_path_topology(setup: impl Fn(&Topology)) -> Topology {
 
 /// New flows per second delivered to the server during one flood of `SECONDS`.
 fn flood(topo: &Topology) -> f64 {
-    let from: Vec<String> = lan_hosts().iter().map(ToString::to_string).collect();
     let before = delivered(topo);
-    topo.lan.ok(
-        &target_binary("nbflood"),
+    run_flood(topo, &[]);
+    std::thread::sleep(Duration::from_millis(300));
+    (delivered(topo) - before) as f64 / SECONDS as f64
+}
+
+const ECHO_PORT: u16 = 7;
+const FLOWS: usize = 64;
+
+/// Established packets per second delivered during one flood of `SECONDS` by `FLOWS` UDP
+/// flows, each made established first by one answered datagram (the server's responder
+/// answers each flow once, then leaves the socket unread: the rest is counted and dropped).
+fn established_flood(topo: &Topology) -> f64 {
+    let sock = topo
+        .server
+        .run(|| std::net::UdpSocket::bind((SERVER, ECHO_PORT)).expect("bind echo"));
+    sock.set_read_timeout(Some(Duration::from_millis(100)))
+        .unwrap();
+    let responder = std::thread::spawn(move || {
+        let mut seen = std::collections::HashSet::new();
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        let mut buf = [0u8; 64];
+        while seen.len() < FLOWS && std::time::Instant::now() < deadline {
+            if let Ok((_, peer)) = sock.recv_from(&mut buf) {
+                if seen.insert(peer) {
+                    let _ = sock.send_to(b"hi", peer);
+                }
+            }
+        }
+        sock
+    });
+    let before = delivered(topo);
+    let sent = run_flood(
+        topo,
         &[
-            SERVER,
-            "--seconds",
-            &SECONDS.to_string(),
-            "--from",
-            &from.join(","),
+            "--established",
+            &FLOWS.to_string(),
+            "--port",
+            &ECHO_PORT.to_string(),
         ],
     );
     std::thread::sleep(Duration::from_millis(300));
+    drop(responder.join().expect("responder"));
+    assert!(sent > 0, "no established flood");
     (delivered(topo) - before) as f64 / SECONDS as f64
+}
+
+/// Runs nbflood from the LAN host addresses to the server with these extra arguments;
+/// returns the datagrams it sent.
+fn run_flood(topo: &Topology, extra: &[&str]) -> u64 {
+    let from: Vec<String> = lan_hosts().iter().map(ToString::to_string).collect();
+    let secs = SECONDS.to_string();
+    let from = from.join(",");
+    let mut args = vec![SERVER, "--seconds", &secs, "--from", &from];
+    args.extend_from_slice(extra);
+    let out = topo.lan.ok(&target_binary("nbflood"), &args);
+    out.trim().parse().unwrap_or(0)
 }
 
 fn median(mut v: Vec<f64>) -> f64 {
@@ -118,10 +178,11 @@ fn data_path_rows(
     topos: &[Topology],
     rows: &[Row],
     bases: &[usize],
+    flood: fn(&Topology) -> f64,
 ) -> Vec<(f64, (f64, f64), Vec<f64>)> {
-    let n = rows.len();
+    let (n, rounds) = (rows.len(), rounds());
     let mut rates: Vec<Vec<f64>> = vec![Vec::new(); n];
-    for round in 0..ROUNDS {
+    for round in 0..rounds {
         for i in (0..n).map(|k| (k + round) % n) {
             let topo = &topos[rows[i].topo];
             install(topo, &rows[i].setup);
@@ -135,7 +196,7 @@ fn data_path_rows(
         .map(|i| {
             let ratios = bases
                 .iter()
-                .map(|&b| median((0..ROUNDS).map(|r| rates[i][r] / rates[b][r]).collect()))
+                .map(|&b| median((0..rounds).map(|r| rates[i][r] / rates[b][r]).collect()))
                 .collect();
             let low = rates[i].iter().copied().fold(f64::INFINITY, f64::min);
             let high = rates[i].iter().copied().fold(0.0, f64::max);
@@ -159,9 +220,14 @@ fn main() {
             compare(args[2..].to_vec(), true)
         }
         Some("compare") => compare(args[1..].to_vec(), false),
-        None | Some("data-path") => data_path_table(),
+        None | Some("data-path") => {
+            data_path_table();
+            established_table();
+        }
+        Some("new-flows") => data_path_table(),
+        Some("established") => established_table(),
         Some(_) => {
-            eprintln!("usage: nbbench [data-path] | nbbench compare [--perf] FILE...");
+            eprintln!("usage: nbbench [data-path | new-flows | established] | nbbench compare [--perf] FILE...");
             std::process::exit(2)
         }
     }
@@ -188,7 +254,7 @@ fn compare(files: Vec<String>, perf: bool) {
     if perf {
         perf_table(&topos[0], &rows);
     } else {
-        print_data_path(&topos, &rows, &[(0, "vs one mark rule")]);
+        print_data_path(&topos, &rows, &[(0, "vs one mark rule")], NEW_FLOWS);
     }
 }
 
@@ -256,24 +322,33 @@ fn one_rule(rule: &str) -> String {
 }
 
 /// The table: each row's median rate and its ratio to each `(row, column title)` baseline.
-fn print_data_path(topos: &[Topology], rows: &[Row], bases: &[(usize, &str)]) {
+fn print_data_path(
+    topos: &[Topology],
+    rows: &[Row],
+    bases: &[(usize, &str)],
+    (flood, unit): (fn(&Topology) -> f64, &str),
+) {
     let titles: String = bases.iter().map(|(_, t)| format!(" {t} |")).collect();
     let aligns: String = bases.iter().map(|_| "---:|").collect();
+    let rounds = rounds();
     println!(
-        "| data path ({ROUNDS} interleaved rounds of {SECONDS} s, medians) | new flows/s | rounds from-to |{titles}"
+        "| data path ({rounds} interleaved rounds of {SECONDS} s, medians) | {unit} | rounds from-to |{titles}"
     );
     println!("|---|---:|---:|{aligns}");
     let columns: Vec<usize> = bases.iter().map(|(b, _)| *b).collect();
-    for (row, (rate, (low, high), ratios)) in rows.iter().zip(data_path_rows(topos, rows, &columns))
+    for (row, (rate, (low, high), ratios)) in rows
+        .iter()
+        .zip(data_path_rows(topos, rows, &columns, flood))
     {
         let ratios: String = ratios.iter().map(|r| format!(" {r:.2}x |")).collect();
         println!("| {} | {rate:.0} | {low:.0}-{high:.0} |{ratios}", row.name);
     }
 }
 
-fn data_path_table() {
+/// Every nftables row of the two tables, by name, in table order.
+fn nft_rows() -> Vec<(&'static str, Setup)> {
     // Without SNAT the rows differ only in the balancer; the baselines do no NAT either.
-    let rows = [
+    vec![
         ("no ruleset", Setup::Empty),
         (
             "conntrack + one mark rule (every flow on uplink 1)",
@@ -297,15 +372,33 @@ fn data_path_table() {
             "nftbalance, 100k exclusion prefixes, with SNAT",
             Setup::Apply(spec(PREFIXES, true)),
         ),
-    ];
-    let mut rows: Vec<Row> = rows
+        (
+            "VyOS 1.4+ load-balancing wan ruleset, 100k exclusion prefixes",
+            Setup::Nft(peers::vyos(PREFIXES)),
+        ),
+        (
+            "mwan3 ruleset (as iptables-nft), 100k exclusion prefixes",
+            Setup::Nft(peers::mwan3(PREFIXES)),
+        ),
+    ]
+}
+
+/// The rows of `nft_rows` at these indices, on the first topology.
+fn pick(indices: &[usize]) -> Vec<Row> {
+    nft_rows()
         .into_iter()
-        .map(|(name, setup)| Row {
+        .enumerate()
+        .filter(|(i, _)| indices.contains(i))
+        .map(|(_, (name, setup))| Row {
             name: name.to_string(),
             topo: 0,
             setup,
         })
-        .collect();
+        .collect()
+}
+
+fn data_path_table() {
+    let mut rows = pick(&[0, 1, 2, 3, 4, 5, 6, 7]);
     rows.push(Row {
         name: "seed-style iptables-legacy, 100k RETURN rules".to_string(),
         topo: 1,
@@ -316,6 +409,25 @@ fn data_path_table() {
     print_data_path(
         &[nftables_topology(), legacy],
         &rows,
-        &[(1, "vs one mark rule"), (2, "vs one numgen rule")],
+        &[
+            (1, "vs one mark rule"),
+            (2, "vs one numgen rule"),
+            (6, "vs VyOS"),
+            (7, "vs mwan3"),
+        ],
+        NEW_FLOWS,
+    );
+}
+
+const NEW_FLOWS: (fn(&Topology) -> f64, &str) = (flood, "new flows/s");
+
+/// Established packets: `FLOWS` long-lived UDP flows through the router, per ruleset.
+fn established_table() {
+    let rows = pick(&[1, 2, 4, 6, 7]);
+    print_data_path(
+        &[nftables_topology()],
+        &rows,
+        &[(0, "vs one mark rule"), (3, "vs VyOS"), (4, "vs mwan3")],
+        (established_flood, "established packets/s"),
     );
 }
