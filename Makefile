@@ -75,6 +75,8 @@ test: deps lint cargo-deb
 # diffs every fifth); NFTBALANCE_STRESS_PREFIXES changes the size (default 100k).
 stress: deps
 	NFTBALANCE_STRESS_DIFF_ALL=1 $(CARGO) test --workspace --locked --test reliability -- kill_9
+	@# watch's repairs under load: out of make test until a rare stream reset is explained.
+	$(CARGO) test --locked -p nftbalance-integration --test adversity -- --ignored
 	@# translate's differential test on 400 generated legacy balancers (make test runs 40).
 	$(CARGO) build --locked --workspace --bins
 	NFTBALANCE_DIFF_INPUTS=400 $(CARGO) test --locked -p nftbalance-integration --test translate_differential
