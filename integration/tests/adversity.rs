@@ -141,7 +141,7 @@ fn flush_owned_rules(topo: &Topology) {
 // Out of `make test` (run by `make stress`): one run in three here an established stream on
 // a live uplink was reset during the five events, cause not yet found (issue 18 stays open).
 #[test]
-#[ignore]
+#[ignore = "a rare stream reset during the five events is not yet explained; make stress runs it"]
 fn rules_routes_and_the_table_removed_by_others_are_repaired_within_a_second() {
     let (topo, spec_file, state_file, log) = applied(2, "repair");
     let _watch = start_watch(&topo, &spec_file, &state_file, &log);
