@@ -481,7 +481,6 @@ impl Batch {
         Ok(())
     }
 
-    /// `add rule` (NLM_F_CREATE | NLM_F_APPEND: appended at the end of the chain).
     /// `flush chain`: deletes every rule of a chain (`NFT_MSG_DELRULE` without a handle).
     pub fn flush_chain(
         &mut self,
@@ -532,6 +531,7 @@ impl Batch {
         Ok(())
     }
 
+    /// `add rule` (NLM_F_CREATE | NLM_F_APPEND: appended at the end of the chain).
     pub fn add_rule(&mut self, rule: &Rule, label: impl Into<String>) -> Result<(), BuildError> {
         let tn = name(&rule.table)?;
         let cn = name(&rule.chain)?;
